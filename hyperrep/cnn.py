@@ -1,0 +1,246 @@
+"""The zoo's CNN architectures as flat parameter vectors: layout, forward, train, evaluate.
+
+A model is one flat float vector (the paper's `vectorize_checkpoint` order: for each layer its
+weight, then its bias). A population is a [models, params] tensor. The forward pass is written
+once for a whole population, so evaluating, fine-tuning and building a zoo share one code path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+ACTIVATIONS = {
+    "tanh": torch.tanh,
+    "relu": F.relu,
+    "leakyrelu": F.leaky_relu,
+    "sigmoid": torch.sigmoid,
+    "silu": F.silu,
+    "gelu": F.gelu,
+}
+INIT_TYPES = ("xavier_uniform", "xavier_normal", "uniform", "normal", "kaiming_normal", "kaiming_uniform")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One weight layer; `index` is its position in the public zoos' `module_list`."""
+
+    index: int
+    kind: str  # "conv" or "fc"
+    in_features: int  # input channels for conv
+    out_features: int  # output channels for conv
+    kernel: int = 1  # kernel side for conv
+    pool: bool = False  # max-pool 2x2 after the conv
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        if self.kind == "conv":
+            return (self.out_features, self.in_features, self.kernel, self.kernel)
+        return (self.out_features, self.in_features)
+
+    @property
+    def n_weights(self) -> int:
+        return math.prod(self.weight_shape)
+
+    @property
+    def n_params(self) -> int:
+        return self.n_weights + self.out_features
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A CNN of the public zoos: its layers in order, and the image shape it takes."""
+
+    name: str
+    layers: tuple[Layer, ...]
+    in_channels: int
+    image_size: int
+    n_classes: int = 10
+    starts: tuple[int, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        offsets, position = [], 0
+        for layer in self.layers:
+            offsets.append(position)
+            position += layer.n_params
+        object.__setattr__(self, "starts", tuple(offsets))
+
+    @property
+    def n_params(self) -> int:
+        return sum(layer.n_params for layer in self.layers)
+
+    def layer_slices(self) -> list[slice]:
+        """Slice of each layer (weights and bias) in the flat vector."""
+        return [slice(s, s + layer.n_params) for s, layer in zip(self.starts, self.layers)]
+
+    def state_dict_keys(self) -> list[str]:
+        return [f"module_list.{layer.index}.{part}" for layer in self.layers for part in ("weight", "bias")]
+
+    def unflatten(self, flat: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Views (weight, bias) per layer of a flat vector [..., P]; leading dims are kept."""
+        lead = flat.shape[:-1]
+        views = []
+        for start, layer in zip(self.starts, self.layers):
+            weight = flat[..., start: start + layer.n_weights].reshape(*lead, *layer.weight_shape)
+            bias = flat[..., start + layer.n_weights: start + layer.n_params]
+            views.append((weight, bias))
+        return views
+
+    def vector_to_state_dict(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A public-zoo state_dict (`module_list.<i>.weight|bias`) of one flat vector."""
+        self.check_vector(flat)
+        out = {}
+        for layer, (weight, bias) in zip(self.layers, self.unflatten(flat)):
+            out[f"module_list.{layer.index}.weight"] = weight.clone()
+            out[f"module_list.{layer.index}.bias"] = bias.clone()
+        return out
+
+    def state_dict_to_vector(self, state: dict[str, torch.Tensor], source: str = "state_dict") -> torch.Tensor:
+        """The flat vector of a public-zoo state_dict; a missing key or wrong shape is an error."""
+        parts = []
+        for layer in self.layers:
+            for part, shape in (("weight", layer.weight_shape), ("bias", (layer.out_features,))):
+                key = f"module_list.{layer.index}.{part}"
+                if key not in state:
+                    raise ValueError(f"{source}: missing {key!r} for architecture {self.name}")
+                tensor = state[key]
+                if tuple(tensor.shape) != shape:
+                    raise ValueError(f"{source}: {key} has shape {tuple(tensor.shape)}, {self.name} needs {shape}")
+                parts.append(tensor.detach().float().reshape(-1))
+        return torch.cat(parts)
+
+    def check_vector(self, flat: torch.Tensor) -> None:
+        if flat.shape[-1] != self.n_params:
+            raise ValueError(f"{self.name} has {self.n_params} parameters, got vectors of {flat.shape[-1]}")
+
+
+CNN_S = Architecture(
+    "cnn_s",
+    (
+        Layer(0, "conv", 1, 8, 5, pool=True),
+        Layer(3, "conv", 8, 6, 5, pool=True),
+        Layer(6, "conv", 6, 4, 2),
+        Layer(9, "fc", 36, 20),
+        Layer(11, "fc", 20, 10),
+    ),
+    in_channels=1,
+    image_size=28,
+)
+CNN_S3 = Architecture(
+    "cnn_s3",
+    (
+        Layer(0, "conv", 3, 8, 5, pool=True),
+        Layer(3, "conv", 8, 6, 5, pool=True),
+        Layer(6, "conv", 6, 4, 2),
+        Layer(9, "fc", 36, 20),
+        Layer(11, "fc", 20, 10),
+    ),
+    in_channels=3,
+    image_size=28,
+)
+CNN_L = Architecture(
+    "cnn_l",
+    (
+        Layer(0, "conv", 3, 16, 3, pool=True),
+        Layer(4, "conv", 16, 32, 3, pool=True),
+        Layer(8, "conv", 32, 15, 3, pool=True),
+        Layer(13, "fc", 60, 20),
+        Layer(16, "fc", 20, 10),
+    ),
+    in_channels=3,
+    image_size=32,
+)
+ARCHITECTURES = {arch.name: arch for arch in (CNN_S, CNN_S3, CNN_L)}
+
+
+def get_architecture(name: str) -> Architecture:
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[name]
+
+
+def get_activation(name: str):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+def init_vector(arch: Architecture, init_type: str, generator: torch.Generator) -> torch.Tensor:
+    """A fresh flat vector initialised as the public zoos do (biases 0.01)."""
+    if init_type not in INIT_TYPES:
+        raise ValueError(f"unknown init {init_type!r}; known: {', '.join(INIT_TYPES)}")
+    parts = []
+    for layer in arch.layers:
+        weight = torch.empty(layer.weight_shape)
+        fan_in = math.prod(layer.weight_shape[1:])
+        fan_out = layer.weight_shape[0] * math.prod(layer.weight_shape[2:])
+        if init_type == "uniform":
+            weight.uniform_(0.0, 1.0, generator=generator)
+        elif init_type == "normal":
+            weight.normal_(0.0, 1.0, generator=generator)
+        elif init_type == "xavier_uniform":
+            bound = math.sqrt(6.0 / (fan_in + fan_out))
+            weight.uniform_(-bound, bound, generator=generator)
+        elif init_type == "xavier_normal":
+            weight.normal_(0.0, math.sqrt(2.0 / (fan_in + fan_out)), generator=generator)
+        elif init_type == "kaiming_uniform":
+            bound = math.sqrt(6.0 / fan_in)
+            weight.uniform_(-bound, bound, generator=generator)
+        else:  # kaiming_normal
+            weight.normal_(0.0, math.sqrt(2.0 / fan_in), generator=generator)
+        parts += [weight.reshape(-1), torch.full((layer.out_features,), 0.01)]
+    return torch.cat(parts)
+
+
+def forward(arch: Architecture, activation: str, flat: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Logits [N, classes] of one model given as a flat vector."""
+    act = get_activation(activation)
+    x = images
+    layers = arch.unflatten(flat)
+    for i, (layer, (weight, bias)) in enumerate(zip(arch.layers, layers)):
+        if layer.kind == "conv":
+            x = F.conv2d(x, weight, bias)
+            if layer.pool:
+                x = F.max_pool2d(x, 2)
+        else:
+            x = F.linear(x.flatten(1), weight, bias)
+        if i < len(layers) - 1:
+            x = act(x)
+    return x
+
+
+def population_forward(
+    arch: Architecture, activation: str, population: torch.Tensor, images: torch.Tensor
+) -> torch.Tensor:
+    """Logits [M, N, classes] of M models at once (grouped convolutions; the batched path).
+
+    `images` is [N, C, H, W] shared by all models, or [M, N, C, H, W] with one batch per model.
+    """
+    act = get_activation(activation)
+    m = population.shape[0]
+    layers = arch.unflatten(population)
+    if images.dim() == 4:
+        first, (w0, b0) = arch.layers[0], layers[0]
+        x = F.conv2d(images, w0.reshape(m * first.out_features, *w0.shape[2:]), b0.reshape(-1))
+    else:
+        n = images.shape[1]
+        x = images.transpose(0, 1).reshape(n, m * arch.in_channels, *images.shape[-2:])
+        w0, b0 = layers[0]
+        x = F.conv2d(x, w0.reshape(-1, *w0.shape[2:]), b0.reshape(-1), groups=m)
+    x = act(F.max_pool2d(x, 2) if arch.layers[0].pool else x)
+    for i, (layer, (weight, bias)) in enumerate(zip(arch.layers[1:], layers[1:]), start=1):
+        last = i == len(layers) - 1
+        if layer.kind == "conv":
+            x = F.conv2d(x, weight.reshape(-1, *weight.shape[2:]), bias.reshape(-1), groups=m)
+            if layer.pool:
+                x = F.max_pool2d(x, 2)
+        else:
+            if x.dim() == 4:  # conv -> fc: per-model flatten in channel-major order
+                x = x.reshape(x.shape[0], m, -1)
+            x = torch.einsum("nmf,mof->nmo", x, weight) + bias
+        if not last:
+            x = act(x)
+    return x.transpose(0, 1)

@@ -1,0 +1,178 @@
+"""Train and evaluate whole populations of CNNs given as flat weight vectors.
+
+Zoo building, sample evaluation and fine-tuning all run through these two functions. The path is
+chosen per device, as measured (docs/benchmarks.md): on a CPU a per-model loop over cache-sized
+image chunks is fastest; on a GPU the models are stacked into grouped convolutions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from hyperrep.cnn import Architecture, forward, population_forward
+from hyperrep.data import ImageSet
+
+CPU_IMAGE_CHUNK = 256
+
+
+@dataclass
+class PopulationMetrics:
+    """Per-model loss and accuracy on one image set; non-finite models are flagged, not dropped."""
+
+    loss: torch.Tensor  # [M] float, NaN where the model is not finite
+    accuracy: torch.Tensor  # [M] float in [0, 1], NaN where the model is not finite
+    finite: torch.Tensor  # [M] bool: all weights finite and all logits finite
+    predictions: torch.Tensor | None = None  # [M, N] int64 class predictions, -1 where not finite
+
+
+def use_batched_path(device: torch.device) -> bool:
+    """Stack models into grouped convolutions on accelerators; loop over models on a CPU."""
+    return device.type != "cpu"
+
+
+def evaluate_population(
+    arch: Architecture,
+    activation: str,
+    weights: torch.Tensor,
+    data: ImageSet,
+    *,
+    keep_predictions: bool = False,
+    model_chunk: int = 64,
+    image_chunk: int | None = None,
+    batched: bool | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> PopulationMetrics:
+    """Loss, accuracy (and optionally predictions) of every model in `weights` [M, P] on `data`."""
+    arch.check_vector(weights)
+    device = data.images.device
+    batched = use_batched_path(device) if batched is None else batched
+    image_chunk = image_chunk or (CPU_IMAGE_CHUNK if device.type == "cpu" else 10_000)
+    m, n = weights.shape[0], len(data)
+    finite = torch.isfinite(weights).all(dim=1).cpu()
+    loss_sum = torch.zeros(m, dtype=torch.float64)
+    correct = torch.zeros(m, dtype=torch.int64)
+    predictions = torch.full((m, n), -1, dtype=torch.int64) if keep_predictions else None
+    good = torch.nonzero(finite).flatten().tolist()
+    groups = [good[i: i + model_chunk] for i in range(0, len(good), model_chunk)] if batched else [[i] for i in good]
+    done = 0
+    with torch.no_grad():
+        for group in groups:
+            block = weights[group].to(device=device, dtype=torch.float32)
+            for start in range(0, n, image_chunk):
+                images = data.images[start: start + image_chunk]
+                labels = data.labels[start: start + image_chunk]
+                if batched:
+                    logits = population_forward(arch, activation, block, images)
+                else:
+                    logits = forward(arch, activation, block[0], images).unsqueeze(0)
+                bad = ~torch.isfinite(logits).all(dim=2).all(dim=1)
+                losses = F.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), labels.repeat(len(group)), reduction="none"
+                ).reshape(len(group), -1)
+                pred = logits.argmax(dim=2)
+                idx = torch.tensor(group)
+                loss_sum[idx] += losses.sum(dim=1).double().cpu()
+                correct[idx] += (pred == labels).sum(dim=1).cpu()
+                if bad.any():
+                    finite[idx[bad.cpu()]] = False
+                if predictions is not None:
+                    predictions[idx, start: start + len(labels)] = pred.cpu()
+            done += len(group)
+            if progress is not None:
+                progress(done, len(good))
+    loss = (loss_sum / max(n, 1)).float()
+    accuracy = correct.float() / max(n, 1)
+    loss[~finite], accuracy[~finite] = float("nan"), float("nan")
+    if predictions is not None:
+        predictions[~finite] = -1
+    return PopulationMetrics(loss, accuracy, finite, predictions)
+
+
+def _optimizer(name: str, params: list[torch.Tensor], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; known: adam, sgd")
+
+
+def train_population(
+    arch: Architecture,
+    activation: str,
+    weights: torch.Tensor,
+    data: ImageSet,
+    *,
+    epochs: int,
+    lr: float | torch.Tensor,
+    seeds: list[int],
+    batch_size: int = 32,
+    optimizer: str = "adam",
+    weight_decay: float = 0.0,
+    batched: bool | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Train each model of `weights` [M, P] for `epochs` passes over `data`; each model shuffles
+    with its own seed. Returns the trajectory [M, epochs + 1, P] (index 0 = the given weights)."""
+    arch.check_vector(weights)
+    m = weights.shape[0]
+    if len(seeds) != m:
+        raise ValueError(f"need one seed per model: {m} models, {len(seeds)} seeds")
+    rates = torch.as_tensor(lr, dtype=torch.float32).expand(m).tolist()
+    device = data.images.device
+    batched = use_batched_path(device) if batched is None else batched
+    trajectory = torch.empty(m, epochs + 1, weights.shape[1])
+    trajectory[:, 0] = weights.detach().cpu()
+    orders = [_epoch_orders(len(data), epochs, seed) for seed in seeds]
+    if batched:
+        _train_stacked(arch, activation, weights, data, orders, trajectory, rates, batch_size, optimizer, weight_decay, progress)
+    else:
+        for i in range(m):
+            _train_one(arch, activation, weights[i], data, orders[i], trajectory[i], rates[i], batch_size, optimizer, weight_decay)
+            if progress is not None:
+                progress(i + 1, m)
+    return trajectory
+
+
+def _epoch_orders(n: int, epochs: int, seed: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randperm(n, generator=generator) for _ in range(epochs)]
+
+
+def _train_one(arch, activation, start, data, orders, out, lr, batch_size, optimizer, weight_decay) -> None:
+    flat = start.detach().clone().to(data.images.device).requires_grad_(True)
+    opt = _optimizer(optimizer, [flat], lr, weight_decay)
+    for epoch, order in enumerate(orders, start=1):
+        for begin in range(0, len(order), batch_size):
+            index = order[begin: begin + batch_size].to(data.images.device)
+            loss = F.cross_entropy(forward(arch, activation, flat, data.images[index]), data.labels[index])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        out[epoch] = flat.detach().cpu()
+
+
+def _train_stacked(arch, activation, weights, data, orders, trajectory, rates, batch_size, optimizer, weight_decay, progress) -> None:
+    """All models step together; Adam/SGD are elementwise, so this equals independent training."""
+    device = data.images.device
+    m = weights.shape[0]
+    params = [weights[i].detach().clone().to(device).requires_grad_(True) for i in range(m)]
+    groups = [{"params": [p], "lr": rate} for p, rate in zip(params, rates)]
+    opt = _optimizer(optimizer, groups, rates[0], weight_decay)
+    n_epochs = len(orders[0])
+    for epoch in range(n_epochs):
+        stacked_orders = torch.stack([orders[i][epoch] for i in range(m)]).to(device)
+        for begin in range(0, stacked_orders.shape[1], batch_size):
+            index = stacked_orders[:, begin: begin + batch_size]
+            logits = population_forward(arch, activation, torch.stack(params), data.images[index])
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), data.labels[index].reshape(-1), reduction="sum")
+            opt.zero_grad(set_to_none=True)
+            (loss / index.shape[1]).backward()
+            opt.step()
+        for i in range(m):
+            trajectory[i, epoch + 1] = params[i].detach().cpu()
+        if progress is not None:
+            progress(epoch + 1, n_epochs)
