@@ -1,0 +1,59 @@
+"""Shared fixtures: a small IDX folder made from the shipped test split, and a tiny zoo."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hyperrep.data import SHIPPED_DATA, read_idx
+from hyperrep.zoo import Zoo
+from hyperrep.zoo_build import BuildConfig, build_zoo
+
+torch.set_num_threads(1)  # deterministic and fair when other jobs share the 2 cores
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write an unsigned-byte IDX file (gzipped when the name ends in .gz)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    payload = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    if path.suffix == ".gz":
+        with gzip.open(path, "wb") as handle:
+            handle.write(payload)
+    else:
+        path.write_bytes(payload)
+
+
+@pytest.fixture(scope="session")
+def idx_dir(tmp_path_factory) -> Path:
+    """An IDX folder in the Debian layout: 'train' = first 8,000 shipped test images, 't10k' = the rest."""
+    images = read_idx(SHIPPED_DATA / "t10k-images-idx3-ubyte.gz")
+    labels = read_idx(SHIPPED_DATA / "t10k-labels-idx1-ubyte.gz")
+    folder = tmp_path_factory.mktemp("idx")
+    write_idx(folder / "train-images-idx3-ubyte.gz", images[:8000])
+    write_idx(folder / "train-labels-idx1-ubyte.gz", labels[:8000])
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", images[8000:])
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", labels[8000:])
+    return folder
+
+
+TINY_CONFIG = dict(
+    name="tiny", n_models=12, epochs=2, train_images=1000, train_metric_images=300, test_images=500,
+    batch_size=32, learning_rate=[0.001, 0.01], init={"kaiming_uniform": 0.75, "uniform": 0.25},
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo_path(tmp_path_factory, idx_dir) -> Path:
+    """A real zoo of 12 CNN-s models (3 saved epochs) trained in a few seconds."""
+    out = tmp_path_factory.mktemp("zoo") / "tiny"
+    build_zoo(BuildConfig(**TINY_CONFIG), out, data_dir=idx_dir, workers=1)
+    return out
+
+
+@pytest.fixture()
+def tiny_zoo(tiny_zoo_path) -> Zoo:
+    return Zoo.load(tiny_zoo_path)
