@@ -18,10 +18,11 @@ class TqdmProgress:
     def __init__(self, description: str):
         self.bar = None
         self.description = description
+        self.unit = "model"
 
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None:
-            self.bar = tqdm(total=total, desc=self.description, unit="model", dynamic_ncols=True)
+            self.bar = tqdm(total=total, desc=self.description, unit=self.unit, dynamic_ncols=True)
         self.bar.n = done
         self.bar.refresh()
 
@@ -40,6 +41,20 @@ def cmd_zoo_build(args: argparse.Namespace) -> None:
     print_zoo_info(zoo)
 
 
+def cmd_zoo_import(args: argparse.Namespace) -> None:
+    from hyperrep.zoo_import import import_modelzoo
+
+    epochs = sorted({e for part in args.epochs for e in part}) if args.epochs else None
+    progress = TqdmProgress(f"importing {args.modelzoo_dir.name}")
+    zoo, report = import_modelzoo(
+        args.modelzoo_dir, args.out, architecture=args.architecture, activation=args.activation,
+        dataset=args.dataset, epochs=epochs, weight_threshold=args.weight_threshold, progress=progress,
+    )
+    progress.close()
+    print("\n".join(report.lines()))
+    print_zoo_info(zoo)
+
+
 def cmd_zoo_info(args: argparse.Namespace) -> None:
     from hyperrep.zoo import Zoo
 
@@ -54,10 +69,69 @@ def print_zoo_info(zoo) -> None:
     print(f"  models {zoo.n_models}, saved epochs {zoo.epochs}")
     print("  splits " + ", ".join(f"{k} {len(v)}" for k, v in zoo.splits.items()))
     if dropped:
-        print("  dropped " + ", ".join(f"{k} {v}" for k, v in dropped.items() if not k.endswith("_ids")))
+        print("  dropped " + ", ".join(f"{k} {v}" for k, v in dropped.items() if isinstance(v, int)))
     print("  test accuracy per saved epoch:")
     with pd.option_context("display.width", 120, "display.float_format", "{:.3f}".format):
         print("    " + zoo.summary().to_string().replace("\n", "\n    "))
+
+
+def epoch_list(text: str) -> list[int]:
+    from hyperrep.zoo_import import parse_epochs
+
+    return parse_epochs(text)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from hyperrep.train import TrainConfig, train_hyperrep
+
+    config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    progress = TqdmProgress(f"training hyper-representation -> {args.out}")
+    progress.unit = "step"
+    out = train_hyperrep(args.zoo, args.out, config, resume=args.resume, data_dir=args.data_dir,
+                         progress=progress, log=tqdm.write)
+    progress.close()
+    print(f"hyper-representation written to {out}")
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from hyperrep.model import load_hyperrep
+    from hyperrep.report import choose_anchors, export_population, load_test_images
+    from hyperrep.sampling import make_sampler, sample_population
+    from hyperrep.zoo import Zoo
+
+    hyperrep = load_hyperrep(args.hyperrep)
+    zoo = Zoo.load(hyperrep.zoo_path)
+    spec = args.anchors[0] if len(args.anchors) == 1 and not args.anchors[0].isdigit() else [int(a) for a in args.anchors]
+    rows = choose_anchors(hyperrep.latent_table, spec, args.anchor_epochs)
+    population = sample_population(hyperrep.model, make_sampler(args.method), hyperrep.latents[rows], args.n, args.seed)
+    evaluate = not args.no_evaluate or args.format == "zoo"
+    test = load_test_images(zoo, args.test_images, args.data_dir) if evaluate else None
+    out = export_population(population, args.out, fmt=args.format, zoo=zoo, test=test)
+    print(f"{len(population)} models from {args.method} on {len(rows)} anchors written to {out}")
+    if test is not None:
+        metrics = pd.read_csv(out / "samples.csv") if args.format == "safetensors" else Zoo.load(out).properties
+        print(f"  test accuracy on {len(test)} images: mean {metrics['test_acc'].mean():.3f}, "
+              f"max {metrics['test_acc'].max():.3f}, non-finite {int(metrics['test_acc'].isna().sum())}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from hyperrep.report import ReportConfig, run_report
+
+    config = ReportConfig(models_per_method=args.models, test_images=args.test_images,
+                          fine_tune_images=args.fine_tune_images, seed=args.seed)
+    ablation = args.ablation if args.ablation is not None and args.ablation.exists() else None
+    if args.ablation is not None and ablation is None:
+        print(f"note: no ablation hyper-representation at {args.ablation}; the report has no no-LWLN rows", file=sys.stderr)
+    progress = TqdmProgress("report")
+    progress.unit = "population"
+    summary = run_report(args.hyperrep, args.out, ablation_dir=ablation, config=config, data_dir=args.data_dir,
+                         progress=progress)
+    progress.close()
+    print(f"report written to {args.out}/report.md ({summary['method'].nunique()} methods)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,9 +145,53 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--data-dir", type=Path, default=None, help="folder of IDX files (default: HYPERREP_DATA or Debian's Fashion-MNIST)")
     build.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
     build.set_defaults(run=cmd_zoo_build)
+    imp = zoo.add_parser("import", help="convert a public Model Zoo directory (modelzoos.cc, ray-tune layout) to a zoo")
+    imp.add_argument("modelzoo_dir", type=Path, metavar="MODELZOO_DIR")
+    imp.add_argument("out", type=Path)
+    imp.add_argument("--epochs", type=epoch_list, nargs="+", default=None, help="epochs to keep, e.g. 21-25 or 0,5,10 (default: those every model has)")
+    imp.add_argument("--activation", default=None, help="default: the trials' model::nlin")
+    imp.add_argument("--architecture", default=None, help="default: detected from the checkpoint shapes")
+    imp.add_argument("--dataset", default=None, help="default: params.json or the directory name")
+    imp.add_argument("--weight-threshold", type=float, default=None, help="drop models with |w| above this (default 100)")
+    imp.set_defaults(run=cmd_zoo_import)
     info = zoo.add_parser("info", help="models, epochs, parameters and accuracy quantiles of a zoo")
     info.add_argument("path", type=Path)
     info.set_defaults(run=cmd_zoo_info)
+
+    train = commands.add_parser("train", help="train a hyper-representation on a zoo (resumable)")
+    train.add_argument("zoo", type=Path)
+    train.add_argument("out", type=Path)
+    train.add_argument("--config", type=Path, default=None, help="JSON config (ours, or the paper's config_ae.json)")
+    train.add_argument("--resume", action="store_true", help="continue the unfinished run in OUT")
+    train.add_argument("--data-dir", type=Path, default=None, help="folder of IDX files for the accuracy checks")
+    train.add_argument("--threads", type=int, default=None, help="CPU threads for torch (1 is fastest on a busy machine)")
+    train.set_defaults(run=cmd_train)
+
+    sample = commands.add_parser("sample", help="sample a hyper-representation, decode and export a population")
+    sample.add_argument("hyperrep", type=Path, metavar="HYPERREP_DIR")
+    sample.add_argument("out", type=Path)
+    sample.add_argument("--method", default="kde", help="sampler name (see hyperrep.sampling.SAMPLERS; default kde)")
+    sample.add_argument("-n", type=int, default=100, help="models to generate (default 100)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--anchors", nargs="+", default=["top30"], help="top30 (any topNN), all, or model ids")
+    sample.add_argument("--anchor-epochs", type=int, nargs="+", default=None, help="epochs of the anchor model ids (default: last)")
+    sample.add_argument("--format", choices=["safetensors", "zoo"], default="safetensors",
+                        help="weights.safetensors + samples.csv, or a zoo directory")
+    sample.add_argument("--no-evaluate", action="store_true", help="skip the test accuracy (safetensors format only)")
+    sample.add_argument("--test-images", type=int, default=10_000)
+    sample.add_argument("--data-dir", type=Path, default=None, help="folder of IDX files")
+    sample.set_defaults(run=cmd_sample)
+
+    report = commands.add_parser("report", help="the paper-style table: samplers vs baselines, fine-tuned 0/1/5 epochs")
+    report.add_argument("--hyperrep", type=Path, default=Path("data/hyperrep"))
+    report.add_argument("--ablation", type=Path, default=Path("data/hyperrep-no-lwln"), help="hyper-rep trained without LWLN")
+    report.add_argument("--out", type=Path, default=Path("docs/report"))
+    report.add_argument("--models", type=int, default=20, help="models per method (default 20)")
+    report.add_argument("--test-images", type=int, default=5_000)
+    report.add_argument("--fine-tune-images", type=int, default=2_000)
+    report.add_argument("--seed", type=int, default=42)
+    report.add_argument("--data-dir", type=Path, default=None, help="folder of IDX files (needs the train split)")
+    report.set_defaults(run=cmd_report)
     return parser
 
 

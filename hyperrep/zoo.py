@@ -141,6 +141,9 @@ class Zoo:
             )
         if not set(properties["model_id"].astype(int)) == set(model_ids.tolist()):
             raise ArtifactError(f"{path / 'models.parquet'}: model ids differ from {where}")
+        pairs = set(zip(properties["model_id"].astype(int), properties["epoch"].astype(int)))
+        if pairs != {(int(m), int(e)) for m in model_ids.tolist() for e in manifest["epochs"]}:
+            raise ArtifactError(f"{path / 'models.parquet'}: rows do not cover each model at each saved epoch once")
         return cls(manifest, weights, model_ids.long(), properties, path)
 
     # -- summary -------------------------------------------------------------------------------

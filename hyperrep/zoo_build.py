@@ -22,7 +22,7 @@ import torch
 
 from hyperrep.cnn import INIT_TYPES, get_activation, get_architecture, init_vector
 from hyperrep.data import NORMALISATION, ImageSet, load_split, train_val_split
-from hyperrep.files import read_json, read_tensor_metadata, read_tensors, write_tensors
+from hyperrep.files import ArtifactError, read_json, read_tensor_metadata, read_tensors, write_json, write_tensors
 from hyperrep.population import evaluate_population, train_population
 from hyperrep.zoo import Zoo, make_manifest, split_model_ids
 
@@ -165,7 +165,8 @@ def build_zoo(
     out = Path(out)
     partial = out / "partial"
     partial.mkdir(parents=True, exist_ok=True)
-    (partial / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    _check_resume_config(config, partial / "config.json")
+    write_json(partial / "config.json", asdict(config))
     seeds = list(range(config.first_seed, config.first_seed + config.n_models))
     todo = [s for s in seeds if s not in finished_seeds(partial)]
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
@@ -192,6 +193,23 @@ def build_zoo(
     return zoo
 
 
+# Settings that do not change a finished model, so a partial build may resume with other values.
+RESUMABLE_CHANGES = ("name", "n_models", "first_seed", "model_split", "split_seed")
+
+
+def _check_resume_config(config: BuildConfig, path: Path) -> None:
+    """Refuse to resume a partial build whose finished models were trained with other settings."""
+    if not path.exists():
+        return
+    previous, current = read_json(path), json.loads(json.dumps(asdict(config)))
+    changed = sorted(k for k in set(previous) | set(current) if k not in RESUMABLE_CHANGES and previous.get(k) != current.get(k))
+    if changed:
+        raise ArtifactError(
+            f"{path}: this folder holds a partial build made with other settings ({', '.join(changed)}); "
+            f"resume it with the same config, or delete {path.parent} to start over"
+        )
+
+
 def assemble_zoo(config: BuildConfig, partial: Path, seeds: list[int]) -> Zoo:
     """Collect the per-model files; models with non-finite weights are dropped and counted."""
     weights, rows, kept, dropped = [], [], [], []
@@ -204,6 +222,8 @@ def assemble_zoo(config: BuildConfig, partial: Path, seeds: list[int]) -> Zoo:
         rows += json.loads(read_tensor_metadata(path)["rows"])
         weights.append(saved)
         kept.append(seed)
+    if not kept:
+        raise ArtifactError(f"{partial}: all {len(dropped)} models have non-finite weights; nothing to assemble")
     splits = split_model_ids(kept, config.model_split, config.split_seed)
     manifest = make_manifest(
         name=config.name, architecture=config.architecture, activation=config.activation,

@@ -1,0 +1,136 @@
+"""Population evaluation throughput: hyperrep's evaluate_population vs a plain per-model loop.
+
+    .venv/bin/python bench/eval_throughput.py [--models 100] [--images 10000] [--repeats 3]
+
+Both paths evaluate the same models (the default zoo's last epoch if present, else fresh
+initialisations; speed does not depend on the values) on the same test images, and must give
+identical predictions. Also measured: the machine's fp32 matmul rate, to put the evaluation's
+arithmetic rate (useful FLOPs of the CNN forward per second) in context.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from hyperrep.cnn import CNN_S, Architecture, forward, init_vector
+from hyperrep.data import ImageSet, load_split
+from hyperrep.device import pick_device
+from hyperrep.population import evaluate_population
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def forward_flops(arch: Architecture) -> int:
+    """Multiply-adds x 2 of one image through one model (convs and linears; pools and activations not counted)."""
+    size, flops = arch.image_size, 0
+    for layer in arch.layers:
+        if layer.kind == "conv":
+            size = size - layer.kernel + 1
+            flops += 2 * size * size * layer.n_weights
+            size = size // 2 if layer.pool else size
+        else:
+            flops += 2 * layer.n_weights
+    return flops
+
+
+def benchmark_models(n: int) -> tuple[torch.Tensor, str]:
+    zoo_path = REPO / "data" / "zoo"
+    if (zoo_path / "zoo.json").is_file():
+        from hyperrep.zoo import Zoo
+
+        zoo = Zoo.load(zoo_path)
+        if zoo.architecture.name == "cnn_s":
+            rows = torch.arange(n) % zoo.n_models
+            return zoo.weights[rows, -1].clone(), f"data/zoo, last epoch ({zoo.activation})"
+    generator = torch.Generator().manual_seed(0)
+    return torch.stack([init_vector(CNN_S, "kaiming_uniform", generator) for _ in range(n)]), "fresh kaiming inits"
+
+
+def per_model_loop(weights: torch.Tensor, data: ImageSet, activation: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The plain reference: each model on all images at once."""
+    predictions, losses = [], []
+    with torch.no_grad():
+        for flat in weights:
+            logits = forward(CNN_S, activation, flat.to(data.images.device), data.images)
+            losses.append(F.cross_entropy(logits, data.labels))
+            predictions.append(logits.argmax(dim=1))
+    return torch.stack(predictions).cpu(), torch.stack(losses).cpu()
+
+
+def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    a @ b
+    synchronize(device)
+    began = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize(device)
+    return 2 * size**3 * repeats / (time.perf_counter() - began) / 1e9
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def best_time(run, repeats: int, device: torch.device) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeats):
+        synchronize(device)
+        began = time.perf_counter()
+        result = run()
+        synchronize(device)
+        times.append(time.perf_counter() - began)
+    return min(times), result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=int, default=100)
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per path; the best is reported")
+    parser.add_argument("--activation", default="tanh")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    args = parser.parse_args()
+
+    device = pick_device()
+    weights, source = benchmark_models(args.models)
+    data = load_split("test").subset(torch.arange(args.images)).to(device)
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"{args.models} CNN-s models ({source}) x {len(data)} test images, best of {args.repeats}")
+
+    loop_s, (loop_pred, loop_loss) = best_time(lambda: per_model_loop(weights, data, args.activation), args.repeats, device)
+    ours_s, metrics = best_time(lambda: evaluate_population(CNN_S, args.activation, weights, data, keep_predictions=True),
+                                args.repeats, device)
+    identical = bool(torch.equal(metrics.predictions, loop_pred))
+    differing = int((metrics.predictions != loop_pred).sum())
+    loss_error = float((metrics.loss - loop_loss).abs().max())
+    peak = matmul_gflops(device)
+    useful = forward_flops(CNN_S) * args.models * len(data) / 1e9
+
+    figures = {
+        "device": str(device), "models": args.models, "images": len(data), "threads": torch.get_num_threads(),
+        "per_model_loop_s": round(loop_s, 3), "evaluate_population_s": round(ours_s, 3),
+        "speedup": round(loop_s / ours_s, 2), "predictions_identical": identical, "differing_predictions": differing,
+        "max_loss_difference": loss_error, "matmul_gflops": round(peak, 1),
+        "loop_gflops": round(useful / loop_s, 1), "evaluate_population_gflops": round(useful / ours_s, 1),
+        "model_images_per_s": round(args.models * len(data) / ours_s),
+    }
+    print(f"  plain per-model loop     {loop_s:8.2f} s   {useful / loop_s:7.1f} GFLOP/s")
+    print(f"  evaluate_population      {ours_s:8.2f} s   {useful / ours_s:7.1f} GFLOP/s   {loop_s / ours_s:.2f}x the loop")
+    print(f"  fp32 matmul {2048}^2        {peak:7.1f} GFLOP/s  (evaluation reaches {100 * useful / ours_s / peak:.0f} % of it)")
+    print(f"  predictions identical to the loop: {identical} ({differing} of {args.models * len(data)} differ); "
+          f"max loss difference {loss_error:.2e}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

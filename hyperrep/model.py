@@ -1,0 +1,510 @@
+"""The hyper-representation: a transformer autoencoder over neuron tokens of a CNN's weights.
+
+Shape and module names follow the paper's `AE_attn` (paper-notes §3), so its published
+`checkpoint_ae.pt` loads into this module (hyperrep.paper_compat):
+
+    weights [B, P] --tokenize--> per-layer tokens --encoder.token_embeddings (one Linear per layer)
+      --> [B, 48, d] (+ comp_token) + position embeddings --> N pre-norm blocks
+      --> compression (flatten | first token | mean) --> encoder.vec2neck (Linear [+ Tanh]) --> z [B, L]
+    z + decoder_bias --> decoder.nec2vec --> [B, 48, d] + position embeddings --> N blocks
+      --> decoder.token_debeddings (one Linear per layer) --detokenize--> weights [B, P]
+
+Training parts (paper-notes §2.6-§2.8, §4): two augmented views per model (`make_views`), the
+layer-wise normalised reconstruction loss (LWLN; per-layer sigma from the zoo's train split,
+kept as the buffer `layer_scales`), NT-Xent on a projection head, combined with gamma.
+
+Public API (other modules rely on these names):
+    HyperRepresentation(config)    .encode(weights[n, P]) -> latents[n, L]
+                                   .decode(latents[n, L]) -> weights[n, P]
+                                   .arch (cnn.Architecture), .latent_dim, .config (ModelConfig)
+      encode and decode are pure functions of their input; call them under torch.no_grad().
+    load_hyperrep(path) -> HyperRep, a trained hyper-representation directory (DESIGN.md):
+        .model (HyperRepresentation, eval mode, CPU), .config (dict of config.json), .path,
+        .zoo_path (Path of the zoo it was trained on), .latents [n, L] float (every zoo model at
+        every saved epoch), .latent_table (DataFrame aligned with .latents: model_id, epoch,
+        split, test_acc, ... from the zoo's properties), .map_coords [n, 2] (the stored 2-D map
+        of .latents), .projection (how the map was made), .metrics (metrics.json);
+        .to(device) returns a copy whose model and tensors live on `device`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from hyperrep.cnn import Architecture, get_architecture
+from hyperrep.files import ArtifactError, read_json, read_table, read_tensor_metadata, read_tensors
+from hyperrep.weights import (
+    canonicalize,
+    detokenize,
+    parameter_layers,
+    permute,
+    random_permutation_index,
+    sequence_length,
+    token_dims,
+    tokenize,
+    tokens_per_layer,
+)
+
+COMPRESSIONS = ("linear", "token", "average")
+BOTTLENECKS = ("linear", "linear_bounded")
+DECOMPRESSIONS = ("linear", "repeat")
+
+
+@dataclass
+class ModelConfig:
+    """Every hyper-parameter of the network (paper key in brackets where there is one)."""
+
+    architecture: str = "cnn_s"  # the zoo architecture whose weights are encoded
+    d_model: int = 128  # [model::dim_attention_embedding]
+    n_heads: int = 4  # [model::N_attention_heads]
+    n_blocks: int = 2  # [model::N_attention_blocks]
+    d_ff: int = 256  # [model::attention_hidden_dim]
+    dropout: float = 0.0  # [model::dropout]
+    latent_dim: int = 64  # [model::latent_dim]
+    normalize: bool = True  # Norm layers inside the blocks [model::normalize]
+    compression: str = "linear"  # linear (flatten) | token | average [model::compression]
+    bottleneck: str = "linear_bounded"  # linear | linear_bounded (tanh) [model::bottleneck]
+    decompression: str = "linear"  # linear | repeat [model::decompression]
+    decoder_bias: bool = False  # learned bias added to z before decoding [model::decoder_bias]
+    scale_inputs: bool = False  # divide inputs by the per-layer sigma, multiply outputs back
+    canonical_inputs: bool = False  # encode the canonical neuron order (weights.canonicalize)
+    projection_layers: int = 2  # projection head for NT-Xent; 0 = none
+    projection_dim: int | None = None  # hidden width (default: latent_dim)
+    projection_out: int | None = None  # output width (default: latent_dim // 2)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "ModelConfig":
+        unknown = set(raw) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown model settings {sorted(unknown)}")
+        config = cls(**raw)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        get_architecture(self.architecture)
+        for name, value, allowed in (("compression", self.compression, COMPRESSIONS),
+                                     ("bottleneck", self.bottleneck, BOTTLENECKS),
+                                     ("decompression", self.decompression, DECOMPRESSIONS)):
+            if value not in allowed:
+                raise ValueError(f"model {name} {value!r} unknown; known: {', '.join(allowed)}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if min(self.d_model, self.d_ff, self.latent_dim, self.n_heads, self.n_blocks) < 1:
+            raise ValueError("d_model, d_ff, latent_dim, n_heads and n_blocks must be positive")
+
+
+# -- transformer parts (names as in the paper's def_transformers.py) ---------------------------
+class Norm(nn.Module):
+    """The paper's normalisation: alpha * (x - mean) / (unbiased std + eps) + bias (not LayerNorm)."""
+
+    def __init__(self, d_model: int, eps: float = 1e-6):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(d_model))
+        self.bias = nn.Parameter(torch.zeros(d_model))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.alpha * (x - x.mean(dim=-1, keepdim=True)) / (x.std(dim=-1, keepdim=True) + self.eps) + self.bias
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, d_model: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.q_linear = nn.Linear(d_model, d_model)
+        self.k_linear = nn.Linear(d_model, d_model)
+        self.v_linear = nn.Linear(d_model, d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, d = x.shape
+        q, k, v = (lin(x).view(b, s, self.heads, d // self.heads).transpose(1, 2)
+                   for lin in (self.q_linear, self.k_linear, self.v_linear))
+        # softmax(q k^T / sqrt(d_k)) v, with dropout on the attention probabilities as in the paper
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(b, s, d))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, d_ff: int, dropout: float):
+        super().__init__()
+        self.linear_1 = nn.Linear(d_model, d_ff)
+        self.dropout = nn.Dropout(dropout)
+        self.linear_2 = nn.Linear(d_ff, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.dropout(F.relu(self.linear_1(x))))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + MHA(Norm(x)), then x + FF(Norm(x)); no final norm."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        d = config.d_model
+        self.norm_1 = Norm(d) if config.normalize else nn.Identity()
+        self.norm_2 = Norm(d) if config.normalize else nn.Identity()
+        self.attn = MultiHeadAttention(d, config.n_heads, config.dropout)
+        self.ff = FeedForward(d, config.d_ff, config.dropout)
+        self.dropout_1 = nn.Dropout(config.dropout)
+        self.dropout_2 = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.dropout_1(self.attn(self.norm_1(x)))
+        return x + self.dropout_2(self.ff(self.norm_2(x)))
+
+
+class TokenEmbedder(nn.Module):
+    """One Linear per layer, applied to all of that layer's tokens in one matmul."""
+
+    def __init__(self, arch: Architecture, d_model: int):
+        super().__init__()
+        self.layer_lst = nn.ModuleList(nn.Linear(d, d_model) for d in token_dims(arch))
+
+    def forward(self, tokens: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([linear(block) for linear, block in zip(self.layer_lst, tokens)], dim=1)
+
+
+class TokenDebedder(nn.Module):
+    """One Linear per layer from the model width back to that layer's token size."""
+
+    def __init__(self, arch: Architecture, d_model: int):
+        super().__init__()
+        self.layer_lst = nn.ModuleList(nn.Linear(d_model, d) for d in token_dims(arch))
+        self.counts = tokens_per_layer(arch)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [linear(part) for linear, part in zip(self.layer_lst, x.split(self.counts, dim=1))]
+
+
+class Encoder(nn.Module):
+    def __init__(self, arch: Architecture, config: ModelConfig):
+        super().__init__()
+        d, seq = config.d_model, sequence_length(arch)
+        self.compression = config.compression
+        self.token_embeddings = TokenEmbedder(arch, d)
+        if config.compression == "token":
+            self.comp_token = nn.Parameter(torch.randn(1, 1, d))
+            seq += 1
+        self.position_embeddings = nn.Embedding(seq, d)
+        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_blocks))
+        width = d * seq if config.compression == "linear" else d
+        neck = [nn.Linear(width, config.latent_dim)]
+        if config.bottleneck == "linear_bounded":
+            neck.append(nn.Tanh())
+        self.vec2neck = nn.Sequential(*neck)
+
+    def forward(self, tokens: list[torch.Tensor]) -> torch.Tensor:
+        x = self.token_embeddings(tokens)
+        if self.compression == "token":
+            x = torch.cat([self.comp_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = x + self.position_embeddings.weight
+        for block in self.layers:
+            x = block(x)
+        if self.compression == "token":
+            x = x[:, 0]
+        elif self.compression == "average":
+            x = x.mean(dim=1)
+        else:
+            x = x.flatten(1)
+        return self.vec2neck(x)
+
+
+class Decoder(nn.Module):
+    def __init__(self, arch: Architecture, config: ModelConfig):
+        super().__init__()
+        d, self.seq = config.d_model, sequence_length(arch)
+        self.decompression = config.decompression
+        if config.decoder_bias:
+            self.decoder_bias = nn.Parameter(torch.randn(config.latent_dim) / 1000)
+        else:
+            self.decoder_bias = None
+        self.nec2vec = nn.Linear(config.latent_dim, d if config.decompression == "repeat" else d * self.seq)
+        self.position_embeddings = nn.Embedding(self.seq, d)
+        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_blocks))
+        self.token_debeddings = TokenDebedder(arch, d)
+
+    def forward(self, z: torch.Tensor) -> list[torch.Tensor]:
+        if self.decoder_bias is not None:
+            z = z + self.decoder_bias
+        y = self.nec2vec(z)
+        y = y.unsqueeze(1).expand(-1, self.seq, -1) if self.decompression == "repeat" else y.view(z.shape[0], self.seq, -1)
+        y = y + self.position_embeddings.weight
+        for block in self.layers:
+            y = block(y)
+        return self.token_debeddings(y)
+
+
+class ProjectionHead(nn.Module):
+    """Linear+BN+ReLU blocks then Linear+BN (paper-notes §3.3): where NT-Xent compares views."""
+
+    def __init__(self, latent_dim: int, hidden: int, out: int, layers: int):
+        super().__init__()
+        parts, width = [], latent_dim
+        for _ in range(layers):
+            parts += [nn.Linear(width, hidden), nn.BatchNorm1d(hidden), nn.ReLU()]
+            width = hidden
+        parts += [nn.Linear(width, out), nn.BatchNorm1d(out)]
+        self.layers = nn.Sequential(*parts)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.layers(z)
+
+
+# -- the autoencoder -----------------------------------------------------------------------------
+class HyperRepresentation(nn.Module):
+    """Encoder, decoder, projection head and the per-layer sigma (`layer_scales`) of one zoo."""
+
+    def __init__(self, config: ModelConfig | dict):
+        super().__init__()
+        self.config = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
+        self.config.validate()
+        self.arch = get_architecture(self.config.architecture)
+        self.latent_dim = self.config.latent_dim
+        self.encoder = Encoder(self.arch, self.config)
+        self.decoder = Decoder(self.arch, self.config)
+        if self.config.projection_layers > 0:
+            hidden = self.config.projection_dim or self.latent_dim
+            out = self.config.projection_out or max(1, self.latent_dim // 2)
+            self.projection_head = ProjectionHead(self.latent_dim, hidden, out, self.config.projection_layers)
+        else:
+            self.projection_head = None
+        self.register_buffer("layer_scales", torch.ones(len(self.arch.layers)))
+        self.register_buffer("parameter_layer", parameter_layers(self.arch), persistent=False)
+
+    def parameter_scales(self) -> torch.Tensor:
+        """sigma of each entry of the flat vector [P] (its layer's sigma)."""
+        return self.layer_scales[self.parameter_layer]
+
+    def encode(self, weights: torch.Tensor) -> torch.Tensor:
+        """Flat weights [n, P] -> latents [n, latent_dim]."""
+        self.arch.check_vector(weights)
+        if self.config.canonical_inputs:
+            weights = canonicalize(self.arch, weights)
+        if self.config.scale_inputs:
+            weights = weights / self.parameter_scales()
+        return self.encoder(tokenize(self.arch, weights))
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents [n, latent_dim] -> flat weights [n, P]."""
+        weights = detokenize(self.arch, self.decoder(latents))
+        return weights * self.parameter_scales() if self.config.scale_inputs else weights
+
+    def comparable(self, weights: torch.Tensor) -> torch.Tensor:
+        """`weights` in the neuron order the decoder produces (canonical when canonical_inputs)."""
+        return canonicalize(self.arch, weights) if self.config.canonical_inputs else weights
+
+    def forward(self, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        latents = self.encode(weights)
+        return latents, self.decode(latents)
+
+    @torch.no_grad()
+    def set_layer_scales(self, train_weights: torch.Tensor) -> None:
+        """sigma_l = unbiased std of all layer-l entries of the training vectors, floored at 1e-4."""
+        scales = [train_weights[:, part].flatten().std() for part in self.arch.layer_slices()]
+        self.layer_scales.copy_(torch.stack(scales).clamp_min(1e-4))
+
+    def losses(
+        self, inputs: torch.Tensor, targets: torch.Tensor, *, gamma: float, temperature: float, lwln: bool
+    ) -> dict[str, torch.Tensor]:
+        """Loss parts of a batch of 2N views (first N and last N are the two views of N models)."""
+        inputs, targets = self.comparable(inputs), self.comparable(targets)
+        half = len(inputs) // 2
+        if torch.equal(inputs[:half], inputs[half:]) and torch.equal(targets[:half], targets[half:]):
+            # identical views (no augmentation survives): one pass gives the same losses at half the cost
+            latents, output = self(inputs[:half])
+            latents, targets = torch.cat([latents, latents]), targets[:half]
+        else:
+            latents, output = self(inputs)
+        recon, per_layer = reconstruction_loss(self.arch, output, targets, self.layer_scales if lwln else None)
+        parts = {"loss_recon": recon, "loss_recon_layers": per_layer}
+        if gamma > 0 and self.projection_head is not None:
+            view_1, view_2 = self.projection_head(latents).chunk(2)
+            parts["loss_contrast"] = nt_xent(view_1, view_2, temperature)
+        else:
+            parts["loss_contrast"] = torch.zeros((), device=inputs.device)
+        parts["loss"] = gamma * parts["loss_contrast"] + (1 - gamma) * recon
+        return parts
+
+
+# -- losses --------------------------------------------------------------------------------------
+def reconstruction_loss(
+    arch: Architecture, output: torch.Tensor, target: torch.Tensor, layer_scales: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared error summed over parameters / (B * P), each layer's error divided by sigma_l^2
+    (LWLN, paper-notes §4.1) or plain when `layer_scales` is None. Also each layer's term [layers]."""
+    error = (output - target).square()
+    terms = []
+    for i, part in enumerate(arch.layer_slices()):
+        term = error[:, part].sum() / error.numel()
+        terms.append(term / layer_scales[i].square() if layer_scales is not None else term)
+    terms = torch.stack(terms)
+    return terms.sum(), terms
+
+
+def nt_xent(view_1: torch.Tensor, view_2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's NT-Xent: cross-entropy of each view against its partner among the other 2N-1."""
+    n = view_1.shape[0]
+    z = F.normalize(torch.cat([view_1, view_2]), dim=1)
+    similarity = z @ z.T / temperature
+    similarity = similarity.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(similarity, partner, reduction="sum") / (2 * n)
+
+
+def r_squared_per_layer(arch: Architecture, output: torch.Tensor, target: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """1 - SSE / SS around the training mean vector `mean` [P], per layer (paper's rsq_l)."""
+    values = []
+    for part in arch.layer_slices():
+        sse = (output[:, part] - target[:, part]).square().sum()
+        sst = (target[:, part] - mean[part]).square().sum()
+        values.append(1 - sse / sst.clamp_min(1e-12))
+    return torch.stack(values)
+
+
+# -- augmentation --------------------------------------------------------------------------------
+@dataclass
+class Augmentation:
+    """How the two views of a model are made (paper-notes §2.4, §2.6-2.8)."""
+
+    permute: bool = True  # random function-preserving permutation per view
+    noise: float = 0.0  # additive Gaussian noise, std in weight units
+    erase_p: float = 0.5  # probability of erasing one contiguous block of the flat vector
+    erase_scale: list[float] = field(default_factory=lambda: [0.02, 0.33])  # block length / P
+    target: str = "augmented"  # reconstruct the augmented view (paper) or the clean, permuted one
+
+    def validate(self) -> None:
+        if self.target not in ("augmented", "clean"):
+            raise ValueError(f"augmentation target must be 'augmented' or 'clean', got {self.target!r}")
+        if not 0 <= self.erase_p <= 1 or self.noise < 0:
+            raise ValueError("erase_p must lie in [0, 1] and noise must be >= 0")
+
+
+def make_views(
+    arch: Architecture, weights: torch.Tensor, augmentation: Augmentation, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two augmented views of every model: (inputs [2B, P], reconstruction targets [2B, P]).
+
+    Random numbers come from `generator` (CPU) and are moved to the weights' device, so a seed
+    gives the same views everywhere."""
+    batch, device = weights.shape[0], weights.device
+    pairs = torch.cat([weights, weights])
+    if augmentation.permute:
+        pairs = permute(pairs, random_permutation_index(arch, 2 * batch, generator, device))
+    clean = pairs
+    if augmentation.noise > 0:
+        pairs = pairs + augmentation.noise * torch.randn(pairs.shape, generator=generator).to(device)
+    if augmentation.erase_p > 0:
+        pairs = pairs * ~erase_mask(pairs.shape, augmentation, generator).to(device)
+    return pairs, (clean if augmentation.target == "clean" else pairs)
+
+
+def erase_mask(shape: tuple[int, int], augmentation: Augmentation, generator: torch.Generator) -> torch.Tensor:
+    """Bool [B, P]: with probability p, one contiguous block per row (the paper's block mode)."""
+    rows, length = shape
+    low, high = augmentation.erase_scale
+    chosen = torch.rand(rows, generator=generator) < augmentation.erase_p
+    span = (length * (low + (high - low) * torch.rand(rows, generator=generator))).long()
+    start = (torch.rand(rows, generator=generator) * (length - span)).long()
+    position = torch.arange(length)
+    return chosen[:, None] & (position >= start[:, None]) & (position < (start + span)[:, None])
+
+
+# -- the trained artifact ----------------------------------------------------------------------
+@dataclass
+class HyperRep:
+    """A trained hyper-representation directory, loaded (see the module docstring)."""
+
+    model: HyperRepresentation
+    config: dict
+    path: Path
+    zoo_path: Path
+    latents: torch.Tensor
+    latent_table: pd.DataFrame
+    map_coords: torch.Tensor
+    projection: dict
+    metrics: dict
+
+    @property
+    def arch(self) -> Architecture:
+        return self.model.arch
+
+    def to(self, device: torch.device | str) -> "HyperRep":
+        """A copy whose model and tensors live on `device` (the loaded object stays unchanged)."""
+        return replace(self, model=copy.deepcopy(self.model).to(device), latents=self.latents.to(device),
+                       map_coords=self.map_coords.to(device))
+
+
+def build_model(model_config: dict, state: dict[str, torch.Tensor], source: Path | str) -> HyperRepresentation:
+    """A HyperRepresentation from its config and a state dict; a mismatch names `source`."""
+    try:
+        model = HyperRepresentation(ModelConfig.from_dict(model_config))
+    except (TypeError, ValueError) as err:
+        raise ArtifactError(f"{source}: bad model config ({err})") from err
+    missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
+    if missing or unexpected:
+        raise ArtifactError(f"{source}: weights do not fit the config (missing {sorted(missing)[:5]}, "
+                            f"unexpected {sorted(unexpected)[:5]})")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ArtifactError(f"{source}: weights do not fit the config ({str(err).splitlines()[-1]})") from err
+    return model.eval()
+
+
+def load_hyperrep(path: Path | str) -> HyperRep:
+    """Load a hyper-representation directory written by `hyperrep train` (nothing is unpickled)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: not a directory (a hyper-representation is a folder with config.json)")
+    config = read_json(path / "config.json")
+    if not isinstance(config, dict) or "model" not in config or "zoo" not in config:
+        raise ArtifactError(f"{path / 'config.json'}: not a hyper-representation config (needs 'model' and 'zoo')")
+    model = build_model(config["model"], read_tensors(path / "model.safetensors"), path / "model.safetensors")
+    stored = read_tensors(path / "latents.safetensors")
+    if not {"latents", "model_id", "epoch"} <= set(stored):
+        raise ArtifactError(f"{path / 'latents.safetensors'}: needs tensors latents, model_id, epoch; has {sorted(stored)}")
+    latents = stored["latents"].float()
+    if latents.dim() != 2 or latents.shape[1] != model.latent_dim:
+        raise ArtifactError(f"{path / 'latents.safetensors'}: latents {tuple(latents.shape)} do not match latent_dim {model.latent_dim}")
+    coords = read_tensors(path / "projection.safetensors").get("coords")
+    if coords is None or tuple(coords.shape) != (len(latents), 2):
+        raise ArtifactError(f"{path / 'projection.safetensors'}: needs 'coords' of shape ({len(latents)}, 2)")
+    projection = {k: _maybe_number(v) for k, v in read_tensor_metadata(path / "projection.safetensors").items()}
+    zoo_path = (path / config["zoo"]).resolve()
+    table = latent_table(zoo_path, stored["model_id"], stored["epoch"])
+    metrics = read_json(path / "metrics.json") if (path / "metrics.json").is_file() else {}
+    return HyperRep(model, config, path, zoo_path, latents, table, coords.float(), projection, metrics)
+
+
+def latent_table(zoo_path: Path, model_ids: torch.Tensor, epochs: torch.Tensor) -> pd.DataFrame:
+    """The zoo's property rows for (model_id, epoch) pairs, in that order."""
+    properties = read_table(zoo_path / "models.parquet")
+    keys = pd.DataFrame({"model_id": model_ids.long().tolist(), "epoch": epochs.long().tolist()})
+    if "split" not in properties.columns:
+        splits = read_json(zoo_path / "zoo.json").get("splits", {})
+        split_of = {int(m): name for name, ids in splits.items() for m in ids}
+        properties = properties.assign(split=properties["model_id"].map(split_of).fillna("none"))
+    table = keys.merge(properties, on=["model_id", "epoch"], how="left", validate="one_to_one")
+    if table["test_acc"].isna().any():
+        raise ArtifactError(f"{zoo_path / 'models.parquet'}: lacks rows for some embedded (model, epoch) pairs")
+    return table
+
+
+def _maybe_number(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text) if not math.isnan(float(text)) else text
+        except ValueError:
+            return text

@@ -1,0 +1,411 @@
+"""Train a hyper-representation on a zoo and write the artifact directory.
+
+    config = TrainConfig.from_file("configs/default_hyperrep.json")
+    train_hyperrep("data/zoo", "data/hyperrep", config, progress=..., log=print)
+
+Only the zoo's TRAIN split is used for training, for the LWLN sigmas and for the R^2 baseline
+mean; the validation split is monitored every epoch (loss, R^2 per layer, test accuracy of
+reconstructed models on a subset of test images); the test split is scored once at the end.
+
+Runs are deterministic for a seed: every epoch draws its batch order, views and dropout from
+generators seeded by (seed, epoch), and the learning rate is a function of the step, so a run
+resumed from a checkpoint (written atomically after every `checkpoint_every` epochs, optimizer
+state included) ends with the same weights as one that never stopped.
+
+Output directory (DESIGN.md): config.json, model.safetensors (incl. the LWLN sigmas),
+latents.safetensors (latents, model_id, epoch of every zoo model at every saved epoch),
+projection.safetensors (2-D coords; method in its metadata), metrics.json (history and quality).
+While training, checkpoint/ holds the resumable state; it is removed when the run finishes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from hyperrep.data import load_split
+from hyperrep.device import pick_device
+from hyperrep.files import ArtifactError, read_json, read_tensor_metadata, read_tensors, write_json, write_tensors
+from hyperrep.model import (
+    Augmentation,
+    HyperRepresentation,
+    ModelConfig,
+    make_views,
+    r_squared_per_layer,
+    reconstruction_loss,
+)
+from hyperrep.population import evaluate_population
+from hyperrep.projection import METHODS, fit_map
+from hyperrep.zoo import Zoo
+
+FORMAT = "hyperrep-hyper-representation"
+VERSION = 1
+QUALITY_THRESHOLD = 0.5  # models above this accuracy count for the reconstruction-quality ratio
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; stored verbatim in config.json."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augmentation: Augmentation = field(default_factory=Augmentation)
+    zoo_epochs: list[int] | None = None  # saved zoo epochs to train on (None = all)
+    epochs: int = 50
+    batch_size: int = 64  # models per step (two views each)
+    lr: float = 1e-3
+    weight_decay: float = 3e-5
+    warmup_epochs: float = 2.0
+    min_lr_fraction: float = 0.05  # cosine decay ends at lr * this
+    gamma: float = 0.05  # weight of NT-Xent; 1 - gamma weighs the reconstruction
+    temperature: float = 0.1
+    lwln: bool = True  # layer-wise loss normalisation; False is the paper's failing ablation
+    grad_clip: float | None = 1.0
+    seed: int = 42
+    eval_every: int = 5  # epochs between validation accuracy checks (loss and R^2 every epoch)
+    eval_images: int = 500  # test images for the per-epoch accuracy check
+    final_eval_images: int = 2000  # test images for the final quality figures
+    checkpoint_every: int = 1
+    map_method: str = "umap"
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "TrainConfig":
+        raw = dict(raw)
+        unknown = set(raw) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown training settings {sorted(unknown)}")
+        model = ModelConfig.from_dict(raw.pop("model", {}))
+        augmentation_raw = raw.pop("augmentation", {})
+        bad = set(augmentation_raw) - {f.name for f in fields(Augmentation)}
+        if bad:
+            raise ValueError(f"unknown augmentation settings {sorted(bad)}")
+        config = cls(model=model, augmentation=Augmentation(**augmentation_raw), **raw)
+        config.validate()
+        return config
+
+    @classmethod
+    def from_file(cls, path: Path | str) -> "TrainConfig":
+        """Our JSON config, or the paper's config_ae.json (translated by hyperrep.paper_compat)."""
+        raw = read_json(path)
+        if not isinstance(raw, dict):
+            raise ArtifactError(f"{path}: a config is a JSON object")
+        try:
+            if any(key.startswith("model::") for key in raw):
+                from hyperrep.paper_compat import train_config_from_paper
+
+                return train_config_from_paper(raw)
+            return cls.from_dict(raw)
+        except (TypeError, ValueError) as err:
+            raise ArtifactError(f"{path}: {err}") from err
+
+    def validate(self) -> None:
+        self.model.validate()
+        self.augmentation.validate()
+        if self.map_method not in METHODS:
+            raise ValueError(f"map_method {self.map_method!r} unknown; known: {', '.join(METHODS)}")
+        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
+            raise ValueError("epochs must be >= 1, batch_size >= 2 and lr > 0")
+        if not 0 <= self.gamma <= 1:
+            raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# -- checks ----------------------------------------------------------------------------------------
+def check_fits_zoo(config: TrainConfig, zoo: Zoo) -> list[int]:
+    """The zoo epochs to train on; a config for another architecture or epochs is refused."""
+    arch = zoo.architecture
+    if config.model.architecture != arch.name:
+        from hyperrep.cnn import get_architecture
+
+        wanted = get_architecture(config.model.architecture)
+        raise ValueError(
+            f"the config is for architecture {wanted.name} ({wanted.n_params} parameters), but zoo "
+            f"{zoo.name} holds {arch.name} ({arch.n_params} parameters); set model.architecture to {arch.name!r}"
+        )
+    epochs = zoo.epochs if config.zoo_epochs is None else list(config.zoo_epochs)
+    missing = [e for e in epochs if e not in zoo.epochs]
+    if missing or not epochs:
+        raise ValueError(f"zoo_epochs {config.zoo_epochs} not all saved in zoo {zoo.name} (saved: {zoo.epochs})")
+    n_train = len(zoo.splits["train"]) * len(epochs)
+    if n_train < config.batch_size:
+        raise ValueError(f"the train split has {n_train} samples, fewer than batch_size {config.batch_size}")
+    return epochs
+
+
+# -- schedule and seeds ------------------------------------------------------------------------------
+def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Linear warm-up, then cosine decay to lr * min_lr_fraction (a pure function of the step)."""
+    warmup = config.warmup_epochs * steps_per_epoch
+    total = config.epochs * steps_per_epoch
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1.0, total - warmup)
+    floor = config.lr * config.min_lr_fraction
+    return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+# -- checkpoints -------------------------------------------------------------------------------------
+def save_checkpoint(folder: Path, epoch: int, model: HyperRepresentation, optimizer: torch.optim.Optimizer,
+                    history: list[dict], config: dict) -> None:
+    """Epoch-tagged tensor files first, then state.json naming them, then old files go."""
+    tag = {"epoch": str(epoch)}
+    write_tensors(folder / f"model-{epoch}.safetensors", model.state_dict(), tag)
+    state = optimizer.state_dict()
+    tensors = {f"{i}.{name}": value for i, slots in state["state"].items() for name, value in slots.items()}
+    write_tensors(folder / f"optimizer-{epoch}.safetensors", tensors,
+                  {**tag, "param_groups": json.dumps(state["param_groups"])})
+    write_json(folder / "state.json", {"epoch": epoch, "history": history, "config": config})
+    for old in folder.glob("*.safetensors"):
+        if old.name not in (f"model-{epoch}.safetensors", f"optimizer-{epoch}.safetensors"):
+            old.unlink()
+
+
+def load_checkpoint(folder: Path, model: HyperRepresentation, optimizer: torch.optim.Optimizer,
+                    config: dict) -> tuple[int, list[dict]]:
+    """Restore model and optimizer; returns (epochs done, history). A changed config is refused."""
+    state = read_json(folder / "state.json")
+    if state.get("config") != config:
+        raise ValueError(f"{folder / 'state.json'}: the checkpoint was made with another config; "
+                         "resume with the same config or train into a new folder")
+    epoch = int(state["epoch"])
+    model_path, optimizer_path = folder / f"model-{epoch}.safetensors", folder / f"optimizer-{epoch}.safetensors"
+    try:
+        model.load_state_dict(read_tensors(model_path))
+    except RuntimeError as err:
+        raise ArtifactError(f"{model_path}: does not fit the model ({str(err).splitlines()[-1]})") from err
+    tensors = read_tensors(optimizer_path)
+    slots: dict[int, dict] = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        slots.setdefault(int(index), {})[name] = value
+    groups = json.loads(read_tensor_metadata(optimizer_path)["param_groups"])
+    optimizer.load_state_dict({"state": slots, "param_groups": groups})
+    return epoch, list(state["history"])
+
+
+# -- evaluation ----------------------------------------------------------------------------------------
+@torch.no_grad()
+def reconstruct(model: HyperRepresentation, weights: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """Encode and decode [n, P] in chunks (eval mode); returns [n, P] on the input's device."""
+    device = next(model.parameters()).device
+    parts = [model.decode(model.encode(weights[i: i + chunk].to(device))).to(weights.device)
+             for i in range(0, len(weights), chunk)]
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def encode_all(model: HyperRepresentation, weights: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    device = next(model.parameters()).device
+    return torch.cat([model.encode(weights[i: i + chunk].to(device)).cpu() for i in range(0, len(weights), chunk)])
+
+
+def reconstruction_quality(model, weights, train_mean, activation, images, lwln: bool) -> dict:
+    """R^2 per layer, reconstruction loss, and accuracy of reconstructed vs original models."""
+    arch = model.arch
+    output = reconstruct(model, weights)
+    weights = model.comparable(weights)  # R^2 up to the neuron order the decoder produces
+    rsq = r_squared_per_layer(arch, output, weights, train_mean)
+    scales = model.layer_scales.cpu() if lwln else None
+    loss, _ = reconstruction_loss(arch, output, weights, scales)
+    quality = {"loss_recon": float(loss), "rsq": float(_overall_rsq(output, weights, train_mean))}
+    quality.update({f"rsq_l{i}": float(v) for i, v in enumerate(rsq)})
+    if images is not None:
+        original = evaluate_population(arch, activation, weights, images).accuracy
+        rebuilt = evaluate_population(arch, activation, output, images).accuracy
+        quality.update(accuracy_figures(original, rebuilt))
+    return quality
+
+
+def _overall_rsq(output: torch.Tensor, target: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    return 1 - (output - target).square().sum() / (target - mean).square().sum().clamp_min(1e-12)
+
+
+def accuracy_figures(original: torch.Tensor, rebuilt: torch.Tensor) -> dict:
+    """Mean accuracies and, for models above QUALITY_THRESHOLD, the mean ratio rebuilt/original."""
+    rebuilt = torch.nan_to_num(rebuilt, nan=0.0)  # a non-finite reconstruction counts as wrong
+    good = original > QUALITY_THRESHOLD
+    ratio = rebuilt[good] / original[good]
+    return {
+        "acc_original": float(original.mean()),
+        "acc_reconstructed": float(rebuilt.mean()),
+        "models": int(len(original)),
+        "models_above_threshold": int(good.sum()),
+        "acc_ratio_above_threshold": float(ratio.mean()) if good.any() else None,
+        "share_above_90pct": float((ratio >= 0.9).float().mean()) if good.any() else None,
+    }
+
+
+def load_eval_images(zoo: Zoo, count: int, data_dir: Path | str | None, device: torch.device):
+    """The first `count` test images of the zoo's dataset, normalised as the zoo was."""
+    if count <= 0:
+        return None
+    normalisation = tuple(zoo.manifest.get("dataset", {}).get("normalisation", (0.0, 1.0)))
+    test = load_split("test", data_dir, normalisation)
+    return test.subset(torch.arange(min(count, len(test)))).to(device)
+
+
+# -- training -------------------------------------------------------------------------------------------
+def train_hyperrep(
+    zoo_path: Path | str,
+    out: Path | str,
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    data_dir: Path | str | None = None,
+    device: torch.device | str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """Train on the zoo at `zoo_path` and write the hyper-representation to `out`; returns `out`."""
+    config.validate()
+    zoo_path, out = Path(zoo_path), Path(out)
+    zoo = Zoo.load(zoo_path)
+    epochs_used = check_fits_zoo(config, zoo)
+    device = torch.device(device) if device is not None else pick_device()
+    log = log or (lambda message: None)
+    checkpoint = out / "checkpoint"
+    _check_output_folder(out, checkpoint, resume)
+
+    train_weights, _ = zoo.samples("train", epochs_used)
+    val_weights, _ = zoo.samples("val", epochs_used)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = HyperRepresentation(config.model)
+    train_mean = model.comparable(train_weights).mean(dim=0)  # the R^2 baseline
+    model.set_layer_scales(train_weights)  # sigma from the train split only
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    stored_config = _artifact_config(config, zoo, zoo_path, out, epochs_used, device)
+
+    start, history = 0, []
+    if resume and (checkpoint / "state.json").is_file():
+        start, history = load_checkpoint(checkpoint, model, optimizer, stored_config["training"])
+        log(f"resuming after epoch {start} of {config.epochs}")
+    write_json(out / "config.json", stored_config)
+
+    images = load_eval_images(zoo, config.eval_images, data_dir, device)
+    steps_per_epoch = len(train_weights) // config.batch_size
+    train_on_device = train_weights.to(device)
+    if progress:
+        progress(start * steps_per_epoch, config.epochs * steps_per_epoch)
+    for epoch in range(start, config.epochs):
+        began = time.time()
+        sums = _train_one_epoch(model, optimizer, config, train_on_device, epoch, steps_per_epoch, progress)
+        model.eval()
+        row = {"epoch": epoch + 1, "lr": learning_rate(config, (epoch + 1) * steps_per_epoch - 1, steps_per_epoch)}
+        row.update({key: value / steps_per_epoch for key, value in sums.items()})
+        check_accuracy = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
+        val = reconstruction_quality(model, val_weights, train_mean, zoo.activation,
+                                     images if check_accuracy else None, config.lwln)
+        row.update({f"val_{key}": value for key, value in val.items()})
+        row["seconds"] = time.time() - began
+        history.append(row)
+        log(_epoch_line(row))
+        if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
+            save_checkpoint(checkpoint, epoch + 1, model, optimizer, history, stored_config["training"])
+
+    finish_artifact(model, zoo, out, config, history, epochs_used, train_mean, data_dir, log)
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    return out
+
+
+def _check_output_folder(out: Path, checkpoint: Path, resume: bool) -> None:
+    if (out / "model.safetensors").is_file() and not checkpoint.exists():
+        raise ValueError(f"{out}: already holds a finished hyper-representation; train into another folder")
+    if checkpoint.exists() and not resume:
+        raise ValueError(f"{out}: holds an unfinished run (checkpoint/); pass --resume to continue it")
+
+
+def _train_one_epoch(model, optimizer, config, train_weights, epoch, steps_per_epoch, progress) -> dict:
+    generator = epoch_generator(config.seed, epoch)
+    order = torch.randperm(len(train_weights), generator=generator)
+    sums: dict[str, float] = {}
+    model.train()
+    with torch.random.fork_rng(devices=[train_weights.device] if train_weights.device.type == "cuda" else []):
+        torch.manual_seed(config.seed * 100_003 + epoch)  # dropout, reproducible per epoch
+        for step in range(steps_per_epoch):  # drop_last, as the paper's loaders
+            batch = train_weights[order[step * config.batch_size: (step + 1) * config.batch_size].to(train_weights.device)]
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, epoch * steps_per_epoch + step, steps_per_epoch)
+            inputs, targets = make_views(model.arch, batch, config.augmentation, generator)
+            parts = model.losses(inputs, targets, gamma=config.gamma, temperature=config.temperature, lwln=config.lwln)
+            optimizer.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            for key in ("loss", "loss_recon", "loss_contrast"):
+                sums[key] = sums.get(key, 0.0) + float(parts[key].detach())
+            for i, value in enumerate(parts["loss_recon_layers"].tolist()):
+                sums[f"loss_recon_l{i}"] = sums.get(f"loss_recon_l{i}", 0.0) + value
+            if progress:
+                progress(epoch * steps_per_epoch + step + 1, config.epochs * steps_per_epoch)
+    return sums
+
+
+def _epoch_line(row: dict) -> str:
+    text = f"epoch {row['epoch']}: loss {row['loss']:.4f} recon {row['loss_recon']:.4f} " \
+           f"contrast {row['loss_contrast']:.3f} | val recon {row['val_loss_recon']:.4f} R2 {row['val_rsq']:.3f}"
+    if "val_acc_ratio_above_threshold" in row:
+        text += f" acc {row['val_acc_original']:.3f}->{row['val_acc_reconstructed']:.3f}" \
+                f" ratio(>50%) {row['val_acc_ratio_above_threshold']:.3f}"
+    return text + f" ({row['seconds']:.1f} s)"
+
+
+def _artifact_config(config: TrainConfig, zoo: Zoo, zoo_path: Path, out: Path, epochs_used: list[int], device) -> dict:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "zoo": os.path.relpath(zoo_path.resolve(), out.resolve()),
+        "zoo_name": zoo.name,
+        "architecture": zoo.architecture.name,
+        "activation": zoo.activation,
+        "zoo_epochs": epochs_used,
+        "model": asdict(config.model),
+        "training": config.to_dict(),
+        "device": str(device),
+    }
+
+
+def finish_artifact(model, zoo, out, config, history, epochs_used, train_mean, data_dir, log) -> None:
+    """Quality figures, latents of every zoo model and epoch, the 2-D map, and the model file."""
+    model.eval().cpu()
+    log("scoring reconstructions of the train, val and test splits")
+    images = load_eval_images(zoo, config.final_eval_images, data_dir, torch.device("cpu"))
+    quality = {}
+    for split in ("train", "val", "test"):
+        weights, _ = zoo.samples(split, epochs_used)
+        if len(weights):
+            quality[split] = reconstruction_quality(model, weights, train_mean, zoo.activation, images, config.lwln)
+    n_models, n_epochs, n_params = zoo.weights.shape
+    latents = encode_all(model, zoo.weights.reshape(-1, n_params))
+    model_ids = zoo.model_ids.repeat_interleave(n_epochs)
+    epochs = torch.tensor(zoo.epochs).repeat(n_models)
+    log(f"fitting the 2-D {config.map_method} map of {len(latents)} latents")
+    coords = fit_map(latents, method=config.map_method, seed=config.seed)
+    metrics = {
+        "history": history,
+        "quality": quality,
+        "quality_threshold": QUALITY_THRESHOLD,
+        "final_eval_images": config.final_eval_images,
+        "train_seconds": sum(row["seconds"] for row in history),
+        "model_parameters": sum(p.numel() for p in model.parameters()),
+    }
+    write_tensors(out / "latents.safetensors", {"latents": latents, "model_id": model_ids, "epoch": epochs})
+    write_tensors(out / "projection.safetensors", {"coords": coords},
+                  {"method": config.map_method, "seed": str(config.seed), "n_neighbors": "15", "min_dist": "0.1"})
+    write_json(out / "metrics.json", metrics)
+    write_tensors(out / "model.safetensors", model.state_dict())  # last: its presence marks a finished run

@@ -1,0 +1,242 @@
+"""Sample & evaluate: draw latents around anchors, decode them into CNNs and evaluate them live."""
+
+import time
+
+import numpy as np
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from hyperrep import app_state
+from hyperrep.evaluate import evaluate_weights
+from hyperrep.sampling import SAMPLERS, select_rows, top_fraction
+from pages import shared
+
+REGION = "Region from the latent map"
+TOP = "Top-k % of the train split"
+
+found = shared.artifacts()
+model = shared.need_hyperrep(found)
+zoo = shared.need_zoo(found)
+if found.test_data is None:
+    st.error(f"No test images: {found.problems.get('test data', 'unknown problem')}")
+    st.stop()
+table = shared.map_table(*found.model_args)
+region = shared.current_region(found)
+st.title("Sample & evaluate")
+st.caption(
+    "Fit a sampler on the anchors' latents, draw new latents, decode them into CNN weights and evaluate "
+    f"them on the {len(found.test_data):,} test images: a first estimate on "
+    f"{min(app_state.QUICK_IMAGES, len(found.test_data)):,} images arrives within seconds, the full numbers follow."
+)
+
+# -- controls --------------------------------------------------------------------------------------
+strategy_column, anchor_column = st.columns(2)
+with strategy_column:
+    names = list(SAMPLERS)
+    strategy = st.selectbox(
+        "Strategy", names, key=shared.kept("sample_strategy", "kde", names),
+        format_func=lambda name: f"{SAMPLERS[name].paper_name} ({name})",
+    )
+    st.caption(SAMPLERS[strategy].description)
+    params = {}
+    for parameter in app_state.sampler_parameters(strategy):
+        key = shared.kept(f"param_{strategy}_{parameter.name}", parameter.default)
+        label = parameter.name.replace("_", " ")
+        if parameter.kind == "bool":
+            params[parameter.name] = st.checkbox(label, key=key)
+        elif parameter.kind == "int":
+            params[parameter.name] = int(st.number_input(label, step=1, key=key))
+        elif parameter.kind == "float":
+            params[parameter.name] = float(st.number_input(label, format="%.4g", key=key))
+        elif parameter.kind == "optional_float":
+            value = st.number_input(f"{label} (empty = automatic)", format="%.4g", key=key)
+            params[parameter.name] = None if value is None else float(value)
+        else:
+            params[parameter.name] = st.text_input(label, key=key)
+with anchor_column:
+    anchor_options = [REGION, TOP] if region is not None else [TOP]
+    anchor_source = st.radio("Anchors", anchor_options, key=shared.kept("sample_anchors", anchor_options[0], anchor_options),
+                             captions=[region["label"] if region else "", ""][: len(anchor_options)] if region else None)
+    if anchor_source == TOP:
+        top = st.slider("k %", 1, 100, key=shared.kept("sample_top", 30),
+                        help="the best k % (by test accuracy) of the train split's embedded models, all epochs")
+    requested = st.number_input("Number of models", min_value=1, max_value=1_000_000, step=10,
+                                key=shared.kept("sample_n", 100))
+    seed = int(st.number_input("Seed", min_value=0, step=1, key=shared.kept("sample_seed", 0)))
+    clicked = st.button("Sample", type="primary", key="sample_button", icon=":material/casino:")
+
+status_area = st.container()
+results_area = st.container()
+comparison_area = st.container()
+
+
+# -- drawing the results -------------------------------------------------------------------------------
+def group_colour(group: str) -> str:
+    for start, colour in (("samples", "crimson"), ("anchors", "royalblue"), ("zoo", "darkgray"), ("B_T", "black"),
+                          ("noise", "orange")):
+        if group.startswith(start):
+            return colour
+    return "seagreen"
+
+
+def accuracy_figure(groups: dict, title: str):
+    long = app_state.accuracy_groups(groups)
+    figure = px.histogram(long, x="accuracy", color="group", barmode="overlay", histnorm="percent", nbins=50,
+                          title=title, range_x=[0, 1], color_discrete_map={g: group_colour(g) for g in groups})
+    figure.update_traces(opacity=0.6)
+    figure.update_layout(height=340, margin=dict(t=50, b=10), legend=dict(orientation="h", y=-0.2))
+    return figure
+
+
+def reference_groups(run: app_state.SampleRun) -> dict:
+    """Accuracies that need no evaluation: the anchors' and the zoo's last epoch, as stored."""
+    last = max(zoo.epochs)
+    return {
+        "anchors": table["test_acc"].to_numpy()[run.anchor_rows],
+        f"zoo (epoch {last})": zoo.properties.loc[zoo.properties["epoch"] == last, "test_acc"].to_numpy(),
+    }
+
+
+def show_results(run: app_state.SampleRun, area) -> None:
+    with area:
+        for level, message in run.messages:
+            getattr(st, level)(message)
+        full = run.full
+        n, invalid = len(full.accuracy), full.n_invalid
+        if invalid:
+            st.warning(f"{invalid} of {n} decoded models are not finite (NaN/inf weights or outputs); "
+                       "they are left out of every statistic.")
+        valid = full.valid_accuracy()
+        a, b, c, d = st.columns(4)
+        a.metric("models", f"{n - invalid:,} / {n:,} finite")
+        b.metric("mean test acc.", f"{valid.mean():.1%}" if valid.size else "–")
+        c.metric("best", f"{valid.max():.1%}" if valid.size else "–")
+        anchors_mean = table["test_acc"].to_numpy()[run.anchor_rows].mean()
+        d.metric("anchors' mean", f"{anchors_mean:.1%}")
+        groups = {"samples": full.accuracy} | reference_groups(run) | run.baselines
+        st.plotly_chart(accuracy_figure(groups, f"test accuracy: {run.strategy} samples vs anchors, zoo and baselines"),
+                        key="results_plot")
+        summary = app_state.describe_accuracy(groups)
+        st.dataframe(summary.style.format({c: "{:.1%}" for c in ("mean", "median", "best", "worst")}), hide_index=True)
+        st.caption(f"samples: all {len(found.test_data):,} test images; anchors and zoo: their stored test accuracy; "
+                   f"baselines: first {run.quick_images:,} test images. {run.anchor_label}. "
+                   + " · ".join(f"{k} {v:.1f} s" for k, v in run.timings.items()))
+
+
+def show_comparisons(run: app_state.SampleRun, area) -> None:
+    with area:
+        map_column, novelty_column = st.columns(2)
+        with map_column:
+            st.subheader("Samples on the map")
+            figure = go.Figure()
+            figure.add_trace(go.Scattergl(x=table["map_x"], y=table["map_y"], mode="markers", name="zoo",
+                                          marker=dict(size=5, color="lightgray"), hoverinfo="skip"))
+            anchors = table.iloc[run.anchor_rows]
+            figure.add_trace(go.Scattergl(x=anchors["map_x"], y=anchors["map_y"], mode="markers", name="anchors",
+                                          marker=dict(size=6, color="royalblue")))
+            if run.map_xy is not None:
+                figure.add_trace(go.Scattergl(
+                    x=run.map_xy[:, 0], y=run.map_xy[:, 1], mode="markers", name="samples",
+                    marker=dict(size=8, color=run.full.accuracy, colorscale="Reds", symbol="x",
+                                colorbar=dict(title="acc.", x=1.02)),
+                    text=[f"sample {i}: acc. {a:.1%}" for i, a in enumerate(run.full.accuracy)], hoverinfo="text",
+                ))
+            figure.update_layout(height=420, margin=dict(t=10, b=10), legend=dict(orientation="h", y=-0.1))
+            st.plotly_chart(figure, key="samples_map")
+            st.caption("Samples placed between their 5 nearest embedded zoo models in latent space (no map refit).")
+        with novelty_column:
+            st.subheader("New or copies?")
+            if run.novelty is not None:
+                figure = px.scatter(run.novelty, x="distance", y="accuracy", color="group",
+                                    hover_data=["nearest_model_id", "nearest_epoch", "misclassification_iou"],
+                                    labels={"distance": "distance to nearest zoo model (canonical order)",
+                                            "accuracy": f"accuracy (first {run.quick_images:,} images)"})
+                figure.update_layout(height=420, margin=dict(t=10, b=10), legend=dict(orientation="h", y=-0.2))
+                st.plotly_chart(figure, key="novelty_plot")
+                samples = run.novelty[run.novelty["group"] == "samples"]
+                distance = app_state.finite_median(samples["distance"])
+                overlap = app_state.finite_median(samples["misclassification_iou"])
+                st.caption(
+                    f"median distance {distance:.3g}, median mistake overlap (IoU) with the nearest zoo model "
+                    f"{overlap:.2f}; a copy has distance 0 and IoU 1. The noise baseline adds Gaussian noise to "
+                    "anchors at the samples' median distance."
+                )
+        if run.ensembles:
+            st.subheader("Ensembles")
+            columns = st.columns(len(run.ensembles))
+            for column, (label, value) in zip(columns, run.ensembles.items()):
+                column.metric(label, f"{value:.1%}" if np.isfinite(value) else "–")
+            st.caption(f"averaged softmax of the members, on the first {run.quick_images:,} test images")
+        with st.expander("Sampled models"):
+            st.dataframe(run.members_table(), hide_index=True)
+
+
+# -- running a request ------------------------------------------------------------------------------
+def run_request() -> app_state.SampleRun | None:
+    n, capped = app_state.capped_request(int(requested))
+    if capped:
+        st.warning(capped)
+    try:
+        if anchor_source == REGION:
+            rows, label = np.asarray(region["rows"]), f"anchors: {region['label']}"
+        else:
+            rows = top_fraction(table, top / 100, among=select_rows(table, split="train"))
+            label = f"anchors: top {top} % of the train split"
+    except ValueError as err:
+        st.error(f"No anchors: {err}")
+        return None
+    timings, arch, activation = {}, model.arch, zoo.activation
+    quick_data = app_state.first_images(found.test_data)
+    with status_area.status(f"Sampling {n} models with {strategy}…", expanded=True) as status:
+        start = time.perf_counter()
+        try:
+            population = app_state.draw_population(model, strategy, params, rows, n, seed)
+        except (ValueError, RuntimeError) as err:
+            status.update(label="Sampling failed", state="error")
+            st.error(f"Could not sample: {err}")
+            return None
+        timings["decode"] = time.perf_counter() - start
+        run = app_state.SampleRun(found.model_key, strategy, dict(params), seed, rows, label, population,
+                                  quick_images=len(quick_data), timings=timings)
+        if capped:
+            run.messages.append(("warning", capped))
+        st.write(f"First estimate on {len(quick_data):,} test images…")
+        run.quick = evaluate_weights(arch, activation, population.weights, quick_data, keep_predictions=True)
+        timings["first estimate"] = time.perf_counter() - start
+        with results_area:
+            st.plotly_chart(accuracy_figure({"samples": run.quick.accuracy} | reference_groups(run),
+                                            f"first estimate: {len(quick_data):,} test images"), key="quick_estimate")
+        st.write(f"All {len(found.test_data):,} test images…")
+        bar = st.progress(0.0)
+        run.full = evaluate_weights(arch, activation, population.weights, found.test_data,
+                                    progress=lambda done, total: bar.progress(done / max(total, 1), f"{done}/{total} models"))
+        timings["full evaluation"] = time.perf_counter() - start
+        status.update(label=f"Evaluated {n} sampled models", state="complete", expanded=False)
+    results_area.empty()
+    show_results(run, results_area)
+    with status_area.status("Comparing with baselines, novelty and ensembles…", expanded=False) as status:
+        try:
+            app_state.compare_with_baselines(run, zoo, model, table, quick_data)
+        except Exception as err:  # a failed comparison must not lose the evaluated samples
+            run.messages.append(("error", f"The comparisons failed ({type(err).__name__}: {err}); the samples are kept."))
+            status.update(label="Comparisons failed", state="error")
+        else:
+            status.update(label="Compared", state="complete")
+        timings["comparisons"] = time.perf_counter() - start
+    return run
+
+
+if clicked:
+    finished = run_request()
+    if finished is not None:
+        st.session_state[shared.POPULATION] = finished
+        st.rerun()
+
+run = st.session_state.get(shared.POPULATION)
+if run is not None and run.model_key == found.model_key and not clicked:
+    show_results(run, results_area)
+    show_comparisons(run, comparison_area)
+elif not clicked:
+    with results_area:
+        st.info("Choose a strategy and anchors, then press **Sample**.")

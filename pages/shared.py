@@ -1,0 +1,244 @@
+"""Streamlit glue shared by app.py and the pages: cached artifacts, the sidebar, shared state.
+
+Heavy objects (zoo, autoencoder, test images) are loaded once per process with
+st.cache_resource on the auto-selected device and shared by every session, so nothing here may
+mutate them. Errors become st.error messages; the pages that need a missing artifact say so and
+the rest of the app keeps working. Not a page: app.py lists the pages explicitly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import streamlit as st
+import torch
+from streamlit.runtime.pages_manager import PagesManager
+
+from hyperrep import app_state
+from hyperrep.data import ImageSet, load_split
+from hyperrep.device import pick_device
+from hyperrep.files import ArtifactError
+from hyperrep.zoo import Zoo
+
+ZOO_PATH = "zoo_path"
+MODEL_PATH = "model_path"
+REGION = "region"  # {"rows": [...], "label": str}: the anchors chosen on the latent map
+POPULATION = "population"  # the latest sampled population (app_state.SampleRun)
+FINETUNE = "finetune"  # the latest fine-tuning comparison
+
+
+@dataclass
+class Artifacts:
+    """What this session works with; any part may be missing, with the reason in `problems`."""
+
+    device: torch.device
+    zoo: Zoo | None = None
+    hyperrep: object | None = None  # hyperrep.model.HyperRep
+    test_data: ImageSet | None = None
+    problems: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    zoo_key: tuple[str, str] = ("", "")  # (sidebar path, fingerprint): the cache key of the zoo
+    model_key: tuple[str, str] = ("", "")
+    model_args: tuple = ()  # the arguments of cached_hyperrep that loaded `hyperrep`
+
+
+@st.cache_resource(show_spinner=False)
+def device() -> torch.device:
+    return pick_device()
+
+
+@st.cache_resource(show_spinner="Loading the zoo…", max_entries=4)
+def cached_zoo(path: str, key: str) -> tuple[Zoo, tuple[str, ...]]:
+    """The zoo at `path` (a public Model Zoo is imported once into a cache folder); `key` = fingerprint."""
+    kind = app_state.artifact_kind(path)
+    if kind == app_state.ZOO:
+        return Zoo.load(path), ()
+    if kind == app_state.MODELZOO:
+        from hyperrep.zoo_import import import_modelzoo
+
+        folder = app_state.imported_zoo_folder(path)
+        if (folder / "zoo.json").is_file() and (folder / "source.key").is_file() and (folder / "source.key").read_text() == key:
+            return Zoo.load(folder), (f"Model Zoo {path} (imported earlier into {folder})",)
+        zoo, report = import_modelzoo(path, folder)
+        (folder / "source.key").write_text(key)
+        return zoo, tuple(report.lines())
+    raise ArtifactError(f"{path}: this is a {app_state.KIND_NAMES[kind]}, not a zoo; enter it as the hyper-representation")
+
+
+@st.cache_resource(show_spinner="Loading the hyper-representation…", max_entries=4)
+def cached_hyperrep(path: str, key: str, device_name: str, zoo_path: str = "", zoo_key: str = ""):
+    """The autoencoder with its latents and stored 2-D map, on the device; never fits a UMAP map.
+
+    A paper artifact has no latents or map: it is combined with the zoo (`zoo_path`, `zoo_key`)."""
+    kind = app_state.artifact_kind(path)
+    if kind == app_state.PAPER:
+        return app_state.paper_hyperrep(path, cached_zoo(zoo_path, zoo_key)[0]).to(device_name)
+    if kind != app_state.HYPERREP:
+        raise ArtifactError(f"{path}: this is a {app_state.KIND_NAMES[kind]}, not a hyper-representation")
+    from hyperrep.model import load_hyperrep
+
+    return load_hyperrep(path).to(device_name)
+
+
+@st.cache_resource(show_spinner="Loading the test images…", max_entries=4)
+def cached_test_data(data_dir: str | None, normalisation: tuple[float, float] | None, device_name: str) -> ImageSet:
+    return load_split("test", data_dir, normalisation).to(device_name)
+
+
+def load_artifacts() -> Artifacts:
+    """Load (from the caches) what the sidebar paths name; each failure is recorded, not raised."""
+    found = Artifacts(device=device())
+    zoo_path = str(st.session_state.get(ZOO_PATH, app_state.default_zoo_path())).strip()
+    model_path = str(st.session_state.get(MODEL_PATH, app_state.default_hyperrep_path())).strip()
+    found.zoo_key = (zoo_path, app_state.fingerprint(zoo_path))
+    found.model_key = (model_path, app_state.fingerprint(model_path))
+    try:
+        found.zoo, notes = cached_zoo(*found.zoo_key)
+        found.notes += list(notes)
+    except (ArtifactError, ValueError, KeyError, OSError) as err:
+        found.problems["zoo"] = str(err)
+    try:
+        paper = app_state.artifact_kind(model_path) == app_state.PAPER
+        if paper and found.zoo is None:
+            raise ArtifactError(f"{model_path}: a paper hyper-representation needs a zoo to embed; load one first")
+        found.model_args = (*found.model_key, str(found.device), *(found.zoo_key if paper else ()))
+        found.hyperrep = cached_hyperrep(*found.model_args)
+    except (ArtifactError, ValueError, KeyError, OSError, RuntimeError) as err:
+        found.problems["hyperrep"] = str(err)
+    if found.zoo is not None and found.hyperrep is not None:
+        problem, note = app_state.compatibility(found.zoo, found.hyperrep)
+        if problem:
+            found.problems["hyperrep"] = problem
+            found.hyperrep = None
+        if note:
+            found.notes.append(note)
+    if found.zoo is not None:
+        source = app_state.dataset_source(found.zoo.manifest)
+        if source.warning:
+            found.notes.append(source.warning)
+        try:
+            found.test_data = cached_test_data(
+                str(source.data_dir) if source.data_dir else None, source.normalisation, str(found.device)
+            )
+        except (ArtifactError, ValueError) as err:
+            found.problems["test data"] = str(err)
+    return found
+
+
+def sidebar(found: Artifacts) -> None:
+    """Path inputs for the zoo and the hyper-representation, with what each holds or why it failed."""
+    with st.sidebar:
+        st.text_input(
+            "Zoo directory", key=ZOO_PATH,
+            help="a hyperrep zoo (zoo.json) or a public Model Zoo directory (imported on first use)",
+        )
+        if found.zoo is not None:
+            st.caption(f":material/check_circle: {found.zoo.name}: {found.zoo.n_models} models, epochs {found.zoo.epochs}")
+        else:
+            st.error(found.problems.get("zoo", "no zoo"), icon=":material/error:")
+        st.text_input(
+            "Hyper-representation directory", key=MODEL_PATH,
+            help="a hyperrep hyper-representation (config.json + model.safetensors) or the paper's (config_ae.json + checkpoint_ae.pt)",
+        )
+        if found.hyperrep is not None:
+            st.caption(f":material/check_circle: latent dim {found.hyperrep.model.latent_dim}, {len(found.hyperrep.latent_table)} embedded models")
+        else:
+            st.error(found.problems.get("hyperrep", "no hyper-representation"), icon=":material/error:")
+        if "test data" in found.problems:
+            st.error(found.problems["test data"], icon=":material/error:")
+        st.caption(f"device: `{found.device}`")
+
+
+def init_session_defaults() -> None:
+    """Default sidebar paths from HYPERREP_ZOO / HYPERREP_MODEL, set once per session."""
+    st.session_state.setdefault(ZOO_PATH, str(app_state.default_zoo_path()))
+    st.session_state.setdefault(MODEL_PATH, str(app_state.default_hyperrep_path()))
+
+
+def leave_legacy_router() -> None:
+    """Rerun through app.py if Streamlit's legacy router ran this script.
+
+    Until the first st.navigation call of a process, Streamlit treats a `pages/` folder as
+    auto-discovered pages: the first session would get a menu of raw file names (including this
+    module) and a deep link such as /sample would run its page without app.py, for good. This
+    switches the legacy router off, as st.navigation itself does, and starts the run again."""
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+def artifacts() -> Artifacts:
+    """The artifacts loaded by app.py for this run (pages call this)."""
+    leave_legacy_router()
+    found = st.session_state.get("_artifacts")
+    return found if found is not None else load_artifacts()
+
+
+def need_zoo(found: Artifacts) -> Zoo:
+    """The zoo, or stop the page with a message saying why there is none."""
+    if found.zoo is None:
+        st.warning(f"No zoo loaded: {found.problems.get('zoo', 'enter a zoo directory in the sidebar')}")
+        st.stop()
+    return found.zoo
+
+
+def need_hyperrep(found: Artifacts):
+    """The hyper-representation, or stop the page with a message saying why there is none."""
+    if found.hyperrep is None:
+        st.warning(
+            "No hyper-representation loaded: "
+            f"{found.problems.get('hyperrep', 'enter a hyper-representation directory in the sidebar')}"
+        )
+        st.stop()
+    return found.hyperrep
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def zoo_table(path: str, key: str):
+    """The zoo's properties table (a copy per session; pages may sort and filter it)."""
+    return cached_zoo(path, key)[0].properties.copy()
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def map_table(*model_args):
+    """The latent table with each row's position (`row`) and stored 2-D map coordinates."""
+    model = cached_hyperrep(*model_args)
+    return app_state.map_table(model.latent_table, model.map_coords)
+
+
+def current_region(found: Artifacts) -> dict | None:
+    """The region chosen on the latent map for the loaded hyper-representation, if any."""
+    region = st.session_state.get(REGION)
+    if region is None or region.get("model_key") != found.model_key:
+        return None
+    return region
+
+
+def kept(key: str, default, options=None) -> str:
+    """A widget key whose value survives page switches (Streamlit drops the state of widgets a
+    page did not draw); sets the default once. Widgets using it pass no value/default of their own."""
+    remembered = st.session_state.setdefault("_kept_values", {})
+    value = st.session_state[key] if key in st.session_state else remembered.get(key, default)
+    if options is not None and not _valid_choice(value, list(options)):
+        value = default
+    st.session_state[key] = value
+    remembered[key] = value
+    return key
+
+
+def _valid_choice(value, options: list) -> bool:
+    if isinstance(value, list):
+        return all(v in options for v in value)
+    return value in options
+
+
+
+@st.cache_resource(show_spinner="Loading training images…", max_entries=4)
+def cached_train_data(n: int, data_dir: str | None, normalisation: tuple[float, float] | None, device_name: str) -> ImageSet:
+    return app_state.training_subset(load_split("train", data_dir, normalisation), n, seed=0).to(device_name)
+
+
+def training_images(zoo: Zoo, n: int, device_name: str) -> ImageSet:
+    """`n` images of the training split of the zoo's dataset (ArtifactError when it is not installed)."""
+    source = app_state.dataset_source(zoo.manifest)
+    return cached_train_data(n, str(source.data_dir) if source.data_dir else None, source.normalisation, device_name)

@@ -1,0 +1,454 @@
+"""The Streamlit explorer, driven headlessly with AppTest on a tiny zoo and hyper-representation.
+
+The app reads HYPERREP_ZOO / HYPERREP_MODEL / HYPERREP_DATA, so these tests point it at artifacts
+built in the test session. Plain helpers of hyperrep.app_state are tested directly at the end.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load as load_safetensors
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
+
+from hyperrep import app_state
+from hyperrep.cnn import CNN_S
+from hyperrep.data import load_split
+from hyperrep.evaluate import evaluate_weights
+from hyperrep.files import ArtifactError, read_tensors, write_tensors
+from hyperrep.model import ModelConfig, load_hyperrep
+from hyperrep.train import TrainConfig, train_hyperrep
+from hyperrep.weights import index_dict
+from hyperrep.zoo import Zoo
+
+APP = Path(__file__).resolve().parent.parent / "app.py"
+PAGES = ["pages/overview.py", "pages/zoo.py", "pages/latent_map.py", "pages/sample.py", "pages/finetune.py", "pages/export.py"]
+
+
+@pytest.fixture(scope="session")
+def tiny_hyperrep_path(tiny_zoo_path, idx_dir, tmp_path_factory) -> Path:
+    """A real (barely trained) hyper-representation of the tiny zoo, with a PCA map; ~5 s."""
+    out = tmp_path_factory.mktemp("hyperrep") / "tiny"
+    config = TrainConfig(model=ModelConfig(d_model=16, n_heads=2, n_blocks=1, d_ff=32, latent_dim=8), epochs=2,
+                         batch_size=4, eval_images=100, final_eval_images=200, map_method="pca")
+    train_hyperrep(tiny_zoo_path, out, config, data_dir=idx_dir)
+    return out
+
+
+@pytest.fixture()
+def app_env(monkeypatch, tiny_zoo_path, tiny_hyperrep_path, idx_dir, tmp_path):
+    """Point the app at the tiny artifacts (2,000 test images) and keep imports in tmp_path."""
+    monkeypatch.setenv("HYPERREP_ZOO", str(tiny_zoo_path))
+    monkeypatch.setenv("HYPERREP_MODEL", str(tiny_hyperrep_path))
+    monkeypatch.setenv("HYPERREP_DATA", str(idx_dir))
+    monkeypatch.setenv("HYPERREP_DEVICE", "cpu")
+    monkeypatch.setenv("HYPERREP_IMPORT_CACHE", str(tmp_path / "imports"))
+    # AppTest re-detects the pages/ folder before every run, so each run would start in
+    # Streamlit's legacy router and be rerun by shared.leave_legacy_router(), losing a button
+    # click. The real server leaves that router for good at its first run; do the same here.
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+    return {"zoo": tiny_zoo_path, "model": tiny_hyperrep_path, "data": idx_dir}
+
+
+def start(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    if page is not None:
+        at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(elements) -> str:
+    return "\n".join(str(element.value) for element in elements)
+
+
+def metric(at: AppTest, label: str) -> str:
+    values = [m.value for m in at.metric if m.label == label]
+    assert values, f"no metric {label!r}; have {[m.label for m in at.metric]}"
+    return values[0]
+
+
+def sample(at: AppTest, n: int, strategy: str | None = None) -> AppTest:
+    if strategy is not None:
+        at.selectbox(key="sample_strategy").set_value(strategy).run()
+    at.number_input(key="sample_n").set_value(n)
+    at.button(key="sample_button").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def chart_keys(at: AppTest) -> list[str]:
+    return [chart.proto.id.rsplit("-", 1)[-1] for chart in at.get("plotly_chart")]
+
+
+# -- pages --------------------------------------------------------------------------------------
+
+
+def test_overview_names_the_loaded_artifacts(app_env):
+    at = start()
+    zoo = Zoo.load(app_env["zoo"])
+    assert "tiny" in texts(at.markdown)
+    assert metric(at, "models") == "12"
+    assert metric(at, "saved epochs") == "0–2"
+    last = zoo.properties[zoo.properties["epoch"] == 2]["test_acc"].median()
+    assert metric(at, "median acc., epoch 2") == f"{last:.1%}"
+    assert "latent dimension **8**" in texts(at.markdown)
+    assert "device: `cpu`" in texts(at.caption)
+    assert not at.error
+
+
+def test_pages_always_run_inside_the_frame(app_env, monkeypatch):
+    """Without the steady-state patch every AppTest run starts in Streamlit's legacy pages/ router;
+    the app must still end up running app.py (sidebar, navigation) around the requested page."""
+    monkeypatch.undo()
+    for name, value in (("HYPERREP_ZOO", app_env["zoo"]), ("HYPERREP_MODEL", app_env["model"]),
+                        ("HYPERREP_DATA", app_env["data"])):
+        monkeypatch.setenv(name, str(value))
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    assert at.title[0].value == "hyperrep explorer" and at.text_input(key="zoo_path")
+    at.switch_page("pages/sample.py").run()
+    assert at.title[0].value == "Sample & evaluate"
+    assert at.text_input(key="zoo_path") and at.text_input(key="model_path")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_without_errors(app_env, page):
+    at = start(page)
+    assert not at.error, texts(at.error)
+    assert at.title, "every page has a title"
+
+
+def test_zoo_page_plots_and_filters_the_table(app_env):
+    at = start("pages/zoo.py")
+    assert {"zoo_trajectories", "zoo_histograms"} <= set(chart_keys(at))
+    table = Zoo.load(app_env["zoo"]).properties
+    assert f"{(table['epoch'] == 2).sum()} of {len(table)} rows" in texts(at.caption)
+    at.multiselect(key="zoo_table_epochs").set_value([0, 1, 2])
+    at.slider(key="zoo_table_acc").set_value((0.5, 1.0)).run()
+    expected = int(table["test_acc"].between(0.5, 1.0).sum())
+    assert f"{expected} of {len(table)} rows" in texts(at.caption)
+
+
+def test_latent_map_region_from_widgets(app_env):
+    at = start("pages/latent_map.py")
+    assert "latent_map" in chart_keys(at)
+    at.selectbox(key="region_split").set_value("train")
+    at.slider(key="region_accuracy").set_value((0.3, 1.0))
+    at.slider(key="region_top").set_value(50).run()
+    table = load_hyperrep(app_env["model"]).latent_table
+    pool = table[(table["split"] == "train") & table["test_acc"].between(0.3, 1.0)]["test_acc"].to_numpy()
+    expected = int((pool >= np.quantile(pool, 0.5)).sum())
+    assert metric(at, "anchors") == str(expected)
+    region = at.session_state["region"]
+    assert len(region["rows"]) == expected
+    assert table.iloc[region["rows"]]["test_acc"].min() >= np.quantile(pool, 0.5)
+
+
+def test_widget_choices_survive_page_switches(app_env):
+    at = start("pages/latent_map.py")
+    at.slider(key="region_top").set_value(55)
+    at.selectbox(key="map_colour").set_value("epoch").run()
+    at.switch_page("pages/zoo.py").run()
+    at.switch_page("pages/latent_map.py").run()
+    assert at.slider(key="region_top").value == 55 and at.selectbox(key="map_colour").value == "epoch"
+
+
+def test_empty_region_warns_and_the_app_keeps_working(app_env):
+    at = start("pages/latent_map.py")
+    at.slider(key="region_accuracy").set_value((0.99, 1.0)).run()
+    assert "Empty region" in texts(at.warning)
+    assert "region" not in at.session_state
+    at.switch_page("pages/sample.py").run()
+    assert not at.exception and not at.error
+    assert at.radio(key="sample_anchors").options == ["Top-k % of the train split"]
+
+
+def test_sample_flow_evaluates_the_decoded_models(app_env):
+    at = start("pages/sample.py")
+    sample(at, 5, strategy="gaussian")
+    assert not at.error, texts(at.error)
+    run = at.session_state["population"]
+    assert run.strategy == "gaussian" and run.population.weights.shape == (5, 2464)
+    assert {"results_plot", "samples_map", "novelty_plot"} <= set(chart_keys(at))
+    assert metric(at, "models") == "5 / 5 finite"
+    test = load_split("test", app_env["data"])
+    direct = evaluate_weights(CNN_S, "tanh", run.population.weights, test)
+    np.testing.assert_allclose(run.full.accuracy, direct.accuracy, atol=1e-6)
+    assert metric(at, "mean test acc.") == f"{direct.accuracy.mean():.1%}"
+    assert run.quick_images == 1000 and run.map_xy.shape == (5, 2)
+    assert set(run.novelty["group"]) == {"samples", next(k for k in run.baselines if k.startswith("noise"))}
+    assert (run.novelty["distance"] > 0).all()
+    assert "B_T (random init)" in run.baselines and len(run.baselines["B_T (random init)"]) == 5
+    summary = at.dataframe[0].value
+    assert list(summary["group"])[:3] == ["samples", "anchors", "zoo (epoch 2)"]
+
+
+def test_sample_uses_the_region_from_the_map_page(app_env):
+    at = start("pages/latent_map.py")
+    at.slider(key="region_top").set_value(100)
+    at.selectbox(key="region_split").set_value("all").run()
+    at.switch_page("pages/sample.py").run()
+    assert at.radio(key="sample_anchors").value == "Region from the latent map"
+    sample(at, 3, strategy="uniform")
+    run = at.session_state["population"]
+    assert len(run.anchor_rows) == 36 and "all splits" in run.anchor_label
+
+
+def test_too_few_anchors_is_a_clear_error(app_env):
+    at = start("pages/latent_map.py")
+    at.slider(key="region_top").set_value(1).run()
+    assert metric(at, "anchors") == "1"
+    at.switch_page("pages/sample.py").run()
+    sample(at, 3, strategy="gaussian")
+    assert "needs at least 2 anchors, got 1" in texts(at.error)
+    assert "population" not in at.session_state
+    assert at.button(key="sample_button")  # the page is still there
+
+
+def test_a_too_large_request_is_capped_with_a_message(app_env, monkeypatch):
+    monkeypatch.setattr(app_state, "MAX_SAMPLES", 4)
+    at = start("pages/sample.py")
+    sample(at, 50, strategy="kde")
+    assert "asked for 50 models; capped at 4" in texts(at.warning)
+    assert len(at.session_state["population"].population.weights) == 4
+
+
+def test_non_finite_decoded_models_are_reported_not_fatal(app_env, tmp_path, monkeypatch):
+    broken = tmp_path / "broken_hyperrep"
+    broken.mkdir()
+    for path in Path(app_env["model"]).iterdir():
+        if path.is_file():
+            (broken / path.name).write_bytes(path.read_bytes())
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps(config | {"zoo": str(app_env["zoo"])}))
+    state = read_tensors(broken / "model.safetensors")
+    state["decoder.nec2vec.bias"][0] = float("nan")  # every decoded model is NaN
+    write_tensors(broken / "model.safetensors", state)
+    monkeypatch.setenv("HYPERREP_MODEL", str(broken))
+    at = start("pages/sample.py")
+    sample(at, 4, strategy="uniform")
+    assert "4 of 4 decoded models are not finite" in texts(at.warning)
+    assert metric(at, "models") == "0 / 4 finite"
+    assert not at.exception
+
+
+def test_invalid_and_corrupt_paths_are_errors_in_the_sidebar(app_env, tmp_path):
+    at = start()
+    at.text_input(key="zoo_path").set_value(str(tmp_path / "nowhere")).run()
+    assert not at.exception
+    assert "nowhere: directory not found" in texts(at.sidebar.error)
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "zoo.json").write_text("{not json")
+    at.text_input(key="zoo_path").set_value(str(corrupt)).run()
+    assert "not valid JSON" in texts(at.sidebar.error)
+    at.switch_page("pages/zoo.py").run()
+    assert "No zoo loaded" in texts(at.warning) and not at.exception
+    at.text_input(key="model_path").set_value(str(app_env["zoo"])).run()
+    assert "not a hyper-representation" in texts(at.sidebar.error)
+    at.text_input(key="zoo_path").set_value(str(app_env["zoo"])).run()
+    at.switch_page("pages/latent_map.py").run()
+    assert "No hyper-representation loaded" in texts(at.warning)
+
+
+def write_modelzoo(root: Path, zoo: Zoo, count: int) -> None:
+    """A public Model Zoo directory (ray-tune layout) holding the first `count` models of `zoo`."""
+    for position, model_id in enumerate(zoo.model_ids.tolist()[:count]):
+        folder = root / f"NN_tune_trainable_{position}_seed={model_id}"
+        folder.mkdir(parents=True)
+        (folder / "params.json").write_text(json.dumps({"seed": model_id, "model::nlin": "tanh"}))
+        rows = zoo.properties[zoo.properties["model_id"] == model_id]
+        lines = [json.dumps({"training_iteration": int(r.epoch), "test_acc": float(r.test_acc), "test_loss": 1.0,
+                             "train_acc": 0.5, "train_loss": 1.0}) for r in rows.itertuples()]
+        (folder / "result.json").write_text("\n".join(lines) + "\n")
+        for position_epoch, epoch in enumerate(zoo.epochs):
+            (folder / f"checkpoint_{epoch}").mkdir()
+            state = zoo.architecture.vector_to_state_dict(zoo.weights[position, position_epoch])
+            torch.save(state, folder / f"checkpoint_{epoch}" / "checkpoints")
+
+
+def test_a_public_model_zoo_directory_is_imported(app_env, tmp_path):
+    source = tmp_path / "tune_zoo_f_mnist_uniform"
+    write_modelzoo(source, Zoo.load(app_env["zoo"]), 3)
+    at = start()
+    at.text_input(key="zoo_path").set_value(str(source)).run()
+    assert not at.exception and not at.sidebar.error
+    assert "3 models, epochs [0, 1, 2]" in texts(at.sidebar.caption)
+    assert metric(at, "models") == "3"
+    assert any("imported 3 of 3 models" in info for info in texts(at.info).splitlines())
+
+
+def test_a_paper_artifact_is_embedded_with_the_zoo(app_env, tmp_path):
+    tiny = load_hyperrep(app_env["model"]).model
+    config = tiny.config
+    paper_config = {
+        "model::type": "transformer", "model::encoding": "neuron", "model::i_dim": 2464, "model::index_dict": index_dict(CNN_S),
+        "model::N_attention_blocks": config.n_blocks, "model::N_attention_heads": config.n_heads,
+        "model::dim_attention_embedding": config.d_model, "model::attention_hidden_dim": config.d_ff,
+        "model::latent_dim": config.latent_dim, "model::dropout": 0.0, "model::normalize": True,
+        "model::compression": "linear", "model::bottleneck": config.bottleneck, "model::decoder_bias": False,
+    }
+    paper = tmp_path / "paper_ae"
+    paper.mkdir()
+    (paper / "config_ae.json").write_text(json.dumps(paper_config))
+    torch.save({k: v for k, v in tiny.state_dict().items() if k.startswith(("encoder.", "decoder."))},
+               paper / "checkpoint_ae.pt")
+    at = start()
+    at.text_input(key="model_path").set_value(str(paper)).run()
+    assert not at.exception and not at.sidebar.error, texts(at.sidebar.error)
+    assert "latent dim 8, 36 embedded models" in texts(at.sidebar.caption)
+    at.switch_page("pages/latent_map.py").run()
+    assert "stored PCA (computed on load) map" in texts(at.caption)
+    own = load_hyperrep(app_env["model"])
+    with torch.no_grad():
+        expected = tiny.encode(Zoo.load(app_env["zoo"]).weights.reshape(-1, 2464))
+    hyperrep = app_state.paper_hyperrep(paper, Zoo.load(app_env["zoo"]))
+    torch.testing.assert_close(hyperrep.latents, expected, atol=1e-5, rtol=1e-5)
+    assert hyperrep.latent_table[["model_id", "epoch"]].equals(own.latent_table[["model_id", "epoch"]])
+
+
+def test_fine_tune_and_export_after_sampling(app_env):
+    at = start("pages/sample.py")
+    sample(at, 4, strategy="kde")
+    at.switch_page("pages/finetune.py").run()
+    at.number_input(key="ft_models").set_value(2)
+    at.number_input(key="ft_epochs").set_value(1)
+    at.select_slider(key="ft_train_images").set_value(500)
+    at.select_slider(key="ft_test_images").set_value(500)
+    at.button(key="finetune_button").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert "finetune_plot" in chart_keys(at)
+    curves = at.dataframe[0].value
+    assert list(curves["population"].unique()) == ["samples", "B_T (from scratch)", "B_F (zoo, last epoch)"]
+    assert list(curves["epoch"]) == [0, 1] * 3 and (curves["members"] == 2).all()
+    assert (curves["low"] <= curves["mean"]).all() and (curves["mean"] <= curves["high"]).all()
+
+    at.switch_page("pages/export.py").run()
+    assert not at.exception
+    run = at.session_state["population"]
+    assert len(at.get("download_button")) == 2
+    assert len(at.dataframe[0].value) == 4 and "test_acc" in at.dataframe[0].value.columns
+    assert run.strategy == "kde"
+
+
+# -- the UI-free helpers ----------------------------------------------------------------------------
+
+
+def test_artifact_kind_recognises_each_directory(tiny_zoo_path, tiny_hyperrep_path, tmp_path):
+    assert app_state.artifact_kind(tiny_zoo_path) == app_state.ZOO
+    assert app_state.artifact_kind(tiny_hyperrep_path) == app_state.HYPERREP
+    paper = tmp_path / "paper"
+    paper.mkdir()
+    (paper / "config_ae.json").write_text("{}")
+    assert app_state.artifact_kind(paper) == app_state.PAPER
+    write_modelzoo(tmp_path / "mz", Zoo.load(tiny_zoo_path), 1)
+    assert app_state.artifact_kind(tmp_path / "mz") == app_state.MODELZOO
+    with pytest.raises(ArtifactError, match="directory not found"):
+        app_state.artifact_kind(tmp_path / "missing")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ArtifactError, match="not a directory"):
+        app_state.artifact_kind(tmp_path / "file")
+    (tmp_path / "building" / "partial").mkdir(parents=True)
+    with pytest.raises(ArtifactError, match="has not finished"):
+        app_state.artifact_kind(tmp_path / "building")
+    with pytest.raises(ArtifactError, match="not a zoo"):
+        app_state.artifact_kind(tmp_path / "paper" / "..")
+
+
+def test_capped_request():
+    assert app_state.capped_request(10, cap=20) == (10, None)
+    n, message = app_state.capped_request(5000, cap=20)
+    assert n == 20 and "capped at 20" in message
+    assert app_state.capped_request(0, cap=20)[0] == 1
+
+
+def test_rows_from_selection_reads_custom_data_and_ignores_other_traces():
+    selection = {"points": [{"customdata": [4]}, {"customdata": [2]}, {"customdata": [4]}, {"x": 1.0},
+                            {"customdata": []}, {"customdata": 7.0}], "box": [], "lasso": []}
+    assert app_state.rows_from_selection(selection) == [2, 4, 7]
+    assert app_state.rows_from_selection(None) == []
+    rows, label = app_state.region_from_selection(selection, n_rows=10)
+    assert rows.tolist() == [2, 4, 7] and "3 points" in label
+    with pytest.raises(ValueError):
+        app_state.region_from_selection({"points": []}, n_rows=10)
+    with pytest.raises(ValueError, match="out of range"):
+        app_state.region_from_selection(selection, n_rows=5)
+
+
+def test_region_from_filters_counts():
+    table = pd.DataFrame({"split": ["train"] * 6 + ["val"] * 2, "epoch": [0, 1] * 4,
+                          "model_id": [1, 1, 2, 2, 3, 3, 4, 4], "test_acc": [0.1, 0.5, 0.2, 0.6, 0.3, 0.9, 0.4, 0.8]})
+    rows, label = app_state.region_from_filters(table, split="train", epochs=[1], accuracy=(0.0, 1.0), top_percent=100)
+    assert rows.tolist() == [1, 3, 5] and "split train" in label and "epochs 1" in label
+    rows, _ = app_state.region_from_filters(table, split=None, epochs=None, accuracy=(0.0, 1.0), top_percent=25)
+    assert rows.tolist() == [5, 7]
+    with pytest.raises(ValueError, match="no anchors"):
+        app_state.region_from_filters(table, split="val", epochs=[0], accuracy=(0.5, 1.0), top_percent=100)
+
+
+def test_sampler_parameters_follow_the_registry():
+    kde = {p.name: p for p in app_state.sampler_parameters("kde")}
+    assert set(kde) == {"bandwidth"} and kde["bandwidth"].kind == "optional_float"  # mode is fixed by the registry
+    gmm = {p.name: p for p in app_state.sampler_parameters("gmm")}
+    assert gmm["n_components"].kind == "int" and gmm["n_components"].default == 4
+    assert app_state.sampler_parameters("gaussian")[0].kind == "bool"
+
+
+def test_matched_noise_sigma_and_accuracy_tables():
+    assert app_state.matched_noise_sigma(np.array([2.0, 4.0, np.nan, 6.0]), 16) == pytest.approx(1.0)
+    assert app_state.matched_noise_sigma(np.array([np.nan]), 16) == 0.01
+    summary = app_state.describe_accuracy({"a": np.array([0.5, np.nan, 0.7]), "b": np.array([0.2])})
+    assert summary.loc[0, "not finite"] == 1 and summary.loc[0, "mean"] == pytest.approx(0.6)
+    long = app_state.accuracy_groups({"a": np.array([0.5, np.nan, 0.7]), "b": np.array([0.2])})
+    assert long["group"].tolist() == ["a", "a", "b"]
+
+
+def test_learning_curves_band_is_the_95_percent_interval_of_the_mean():
+    class Result:
+        epochs = [0, 1]
+        accuracy = np.array([[0.1, 0.5], [0.3, 0.7], [np.nan, np.nan]])
+
+    curves = app_state.learning_curves({"samples": Result()})
+    half = 1.96 * np.std([0.1, 0.3], ddof=1) / math.sqrt(2)
+    assert curves["mean"].tolist() == pytest.approx([0.2, 0.6])
+    assert curves["high"].iloc[0] - curves["mean"].iloc[0] == pytest.approx(half)
+    assert curves["members"].tolist() == [2, 2]
+
+
+def test_population_export_round_trip():
+    weights, latents = torch.randn(3, 2464), torch.randn(3, 8)
+    data = app_state.population_safetensors(weights, latents, {"strategy": "kde", "params": {"bandwidth": None}})
+    loaded = load_safetensors(data)
+    assert torch.equal(loaded["weights"], weights) and torch.equal(loaded["latents"], latents)
+    table = pd.DataFrame({"sample": [0, 1, 2], "test_acc": [0.5, np.nan, 0.7]})
+    assert pd.read_csv(io.BytesIO(app_state.population_csv(table)))["test_acc"].isna().tolist() == [False, True, False]
+
+
+def test_headline_metrics_puts_reconstruction_quality_first():
+    metrics = {"history": [{"loss": 1.0}], "train_seconds": 12.0,
+               "quality": {"test": {"rsq": 0.8123, "acc_ratio_above_threshold": 0.95}, "val": {"rsq": 0.7}}}
+    shown = app_state.headline_metrics(metrics)
+    assert shown[0] == ("reconstruction R²", "0.812")
+    assert shown[1] == ("accuracy kept", "95.0%")
+    assert ("quality/val/rsq", "0.7") in shown and all("history" not in label for label, _ in shown)
+
+
+def test_dataset_source_warns_for_other_datasets(monkeypatch):
+    monkeypatch.delenv("HYPERREP_DATA", raising=False)
+    source = app_state.dataset_source({"dataset": {"name": "mnist", "normalisation": [0.1307, 0.3081]}})
+    assert source.normalisation == (0.1307, 0.3081) and "mnist" in source.warning
+    assert app_state.dataset_source({"dataset": {"name": "fashion-mnist"}}).warning is None

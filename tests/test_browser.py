@@ -1,0 +1,84 @@
+"""The real app in a real browser: `streamlit run app.py` driven by headless Chromium (Playwright).
+
+Uses the default artifacts (data/zoo, data/hyperrep) when they exist, else the tiny test ones,
+and saves the screenshots the README shows to assets/screenshots/.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+from test_app import tiny_hyperrep_path  # noqa: F401  (fixture: the tiny hyper-representation)
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOTS = ROOT / "assets" / "screenshots"
+pytestmark = pytest.mark.browser
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+if not Path("/usr/bin/chromium").exists() and shutil.which("chromium") is None:
+    pytest.skip("Chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+
+def load_bench():
+    """bench/app_latency.py holds the server and browser helpers (one implementation for both)."""
+    spec = importlib.util.spec_from_file_location("app_latency", ROOT / "bench" / "app_latency.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture()
+def artifacts(request) -> dict[str, str]:
+    default_zoo, default_model = ROOT / "data" / "zoo", ROOT / "data" / "hyperrep"
+    if (default_zoo / "zoo.json").is_file() and (default_model / "model.safetensors").is_file():
+        return {"HYPERREP_ZOO": str(default_zoo), "HYPERREP_MODEL": str(default_model)}
+    return {"HYPERREP_ZOO": str(request.getfixturevalue("tiny_zoo_path")),
+            "HYPERREP_MODEL": str(request.getfixturevalue("tiny_hyperrep_path"))}
+
+
+def navigate(page, title: str) -> None:
+    """Click a page in the sidebar navigation (the session and its state stay)."""
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title).click()
+
+
+def no_exceptions(page) -> None:
+    shown = page.locator('[data-testid="stException"]')
+    assert shown.count() == 0, shown.first.inner_text()
+
+
+def test_browser_overview_map_and_sampling(artifacts, tmp_path):
+    bench = load_bench()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    env = artifacts | {"HYPERREP_IMPORT_CACHE": str(tmp_path / "imports")}
+    with playwright_api.sync_playwright() as playwright:
+        browser = bench.launch_chromium(playwright)
+        with bench.AppServer(env=env, log=tmp_path / "streamlit.log") as server:
+            server.wait_healthy()
+            page = bench.open_page(browser, server.url)
+            bench.wait_for_overview(page)
+            no_exceptions(page)
+            bench.screenshot(page, SCREENSHOTS / "overview.png")
+
+            navigate(page, "Latent map")
+            page.locator(".st-key-latent_map .js-plotly-plot").wait_for()
+            page.get_by_text("anchors", exact=True).wait_for()
+            no_exceptions(page)
+            bench.screenshot(page, SCREENSHOTS / "latent_map.png")
+
+            navigate(page, "Sample & evaluate")
+            first, results = bench.request_samples(page, 10, strategy="S_Dist (gaussian)")
+            assert 0 < first <= results
+            page.get_by_text("test accuracy: gaussian samples vs anchors").wait_for()
+            page.locator(".st-key-novelty_plot .js-plotly-plot").wait_for()
+            no_exceptions(page)
+            assert page.locator('[data-testid="stMetricValue"]').filter(has_text="/ 10 finite").count() == 1
+            bench.screenshot(page, SCREENSHOTS / "sample.png")
+
+            navigate(page, "Zoo")
+            page.locator(".st-key-zoo_trajectories .js-plotly-plot").wait_for()
+            no_exceptions(page)
+            bench.screenshot(page, SCREENSHOTS / "zoo.png")
+        browser.close()

@@ -1,0 +1,156 @@
+"""The paper-style report and population export, on a tiny real zoo and tiny hyper-representations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hyperrep.cli import main
+from hyperrep.model import ModelConfig, load_hyperrep
+from hyperrep.report import (
+    MethodResult,
+    ReportConfig,
+    bootstrap_ci,
+    choose_anchors,
+    export_population,
+    load_test_images,
+    mann_whitney_p,
+    markdown_table,
+    run_report,
+    summarise,
+)
+from hyperrep.sampling import make_sampler, sample_population
+from hyperrep.train import TrainConfig, train_hyperrep
+from hyperrep.zoo import Zoo
+
+TINY_REPORT = dict(models_per_method=4, test_images=200, fine_tune_images=200, fine_tune_epochs=[0, 1],
+                   samplers=["uniform_unit", "kde_legacy", "gaussian"], ablation_samplers=["kde_legacy"],
+                   noise_sigmas=[0.04], ensemble_size=2, bootstrap_resamples=200)
+
+
+def tiny_training(lwln: bool) -> TrainConfig:
+    return TrainConfig(model=ModelConfig(d_model=16, n_heads=2, n_blocks=1, d_ff=32, latent_dim=8), epochs=2,
+                       batch_size=8, lwln=lwln, map_method="pca", eval_images=100, final_eval_images=100)
+
+
+@pytest.fixture(scope="module")
+def tiny_hyperreps(tmp_path_factory, tiny_zoo_path, idx_dir):
+    folder = tmp_path_factory.mktemp("hyperreps")
+    with_lwln = train_hyperrep(tiny_zoo_path, folder / "lwln", tiny_training(True), data_dir=idx_dir, device="cpu")
+    without = train_hyperrep(tiny_zoo_path, folder / "no-lwln", tiny_training(False), data_dir=idx_dir, device="cpu")
+    return with_lwln, without
+
+
+def test_statistics_helpers():
+    values = np.array([0.5, 0.6, 0.7, 0.8, np.nan])
+    low, high = bootstrap_ci(values, 500)
+    assert low < 0.65 < high and high - low < 0.3
+    assert bootstrap_ci(np.array([0.4, 0.4]), 100) == (0.4, 0.4)
+    assert mann_whitney_p(np.array([0.9, 0.91, 0.92, 0.93, 0.94]), np.array([0.1, 0.11, 0.12, 0.13, 0.14])) < 0.01
+    assert np.isnan(mann_whitney_p(np.array([np.nan]), np.array([0.1])))
+
+
+def test_summary_and_markdown_compare_against_b_t():
+    novelty = pd.DataFrame({"distance": [1.0, 2.0], "nearest_model_id": [3, 4], "nearest_epoch": [1, 1],
+                            "misclassification_iou": [0.5, 0.7]})
+    scratch = MethodResult("B_T", "baseline", "-", [0, 1], np.array([[0.1, 0.5], [0.12, 0.52], [0.1, 0.55]]),
+                           np.ones((3, 2), bool), {0: np.array([0.1]), 1: np.array([0.6])}, novelty)
+    sampled = MethodResult("S_KDE", "sampler", "LWLN", [0, 1], np.array([[0.7, 0.75], [np.nan, np.nan], [0.72, 0.8]]),
+                           np.array([[True, True], [False, False], [True, True]]), {0: np.array([0.74])}, novelty)
+    summary = summarise([scratch, sampled], ReportConfig(bootstrap_resamples=200))
+    row = summary.set_index(["method", "epoch"]).loc[("S_KDE", 0)]
+    assert row["models"] == 3 and row["invalid"] == 1
+    assert row["mean"] == pytest.approx(0.71) and row["median"] == pytest.approx(0.71)
+    assert row["p_vs_B_T"] == pytest.approx(mann_whitney_p(np.array([0.7, 0.72]), np.array([0.1, 0.12, 0.1])))
+    assert row["ensemble_mean"] == pytest.approx(0.74) and row["distance_median"] == 1.5
+    assert np.isnan(summary.set_index(["method", "epoch"]).loc[("B_T", 0), "p_vs_B_T"])
+    table = markdown_table(summary)
+    lines = table.splitlines()
+    assert len(lines) == 4 and lines[0].startswith("| method | hyper-rep | acc. epoch 0 (%) | acc. epoch 1 (%)")
+    assert "| S_KDE | LWLN | 71.0 ± 1.4 [" in lines[3] and lines[3].endswith("| 1.50 (min 1.00) | 0.60 | 1 |")
+
+
+def test_report_on_tiny_artifacts_writes_every_output(tiny_hyperreps, idx_dir, tmp_path):
+    with_lwln, without = tiny_hyperreps
+    steps = []
+    summary = run_report(with_lwln, tmp_path / "report", ablation_dir=without, config=ReportConfig(**TINY_REPORT),
+                         data_dir=idx_dir, progress=lambda done, total: steps.append((done, total)))
+    methods = list(dict.fromkeys(summary["method"]))
+    assert methods[0] == "B_T"
+    assert set(methods) == {"B_T", "S_U", "S_KDE (top 30%)", "S_Dist (top 30%)", "reconstructed (top 30%)", "B_F",
+                            "noise σ=0.04 (top 30%)", "S_KDE (top 30%) [no LWLN]", "reconstructed (top 30%) [no LWLN]"}
+    assert steps[-1] == (9, 9)
+    assert len(summary) == 2 * 9 and set(summary["epoch"]) == {0, 1}
+    assert summary.loc[summary["method"] == "S_KDE (top 30%) [no LWLN]", "hyperrep"].eq("no LWLN").all()
+    scratch = summary[summary["method"] == "B_T"].set_index("epoch")
+    assert scratch.loc[0, "mean"] < 0.3 < scratch.loc[1, "mean"]  # fresh inits learn in one epoch
+    zoo_models = summary[summary["method"] == "B_F"].iloc[0]
+    assert zoo_models["distance_median"] == pytest.approx(0.0, abs=1e-9)  # B_F members are zoo models
+    assert zoo_models["iou_median"] == pytest.approx(1.0)
+    assert summary["p_vs_B_T"].drop(summary.index[summary["method"] == "B_T"]).between(0, 1).all()
+    for name in ("report.md", "report.csv", "members.csv", "novelty.csv", "report.png", "report_config.json"):
+        assert (tmp_path / "report" / name).stat().st_size > 100, name
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "| B_T | - |" in text and "S_KDE (top 30%) [no LWLN]" in text
+    members = pd.read_csv(tmp_path / "report" / "members.csv")
+    assert len(members) == 9 * 4 and {"acc_epoch_0", "acc_epoch_1", "method"} <= set(members.columns)
+    assert pd.read_csv(tmp_path / "report" / "report.csv").shape == summary.shape
+
+
+def test_choose_anchors(tiny_hyperreps):
+    table = load_hyperrep(tiny_hyperreps[0]).latent_table
+    top = choose_anchors(table, "top30")
+    assert table.iloc[top]["split"].eq("train").all()
+    assert len(choose_anchors(table, "all")) == (table["split"] == "train").sum()
+    ids = table["model_id"].unique()[:2].tolist()
+    rows = choose_anchors(table, ids)
+    assert len(rows) == 2 and table.iloc[rows]["epoch"].eq(table["epoch"].max()).all()
+    assert len(choose_anchors(table, ids, epochs=[0, 1])) == 4
+    with pytest.raises(ValueError, match="topNN"):
+        choose_anchors(table, "best")
+    with pytest.raises(ValueError, match="no anchors selected"):
+        choose_anchors(table, [10_000])
+
+
+def test_export_population_as_safetensors_and_as_zoo(tiny_hyperreps, idx_dir, tmp_path):
+    hyperrep = load_hyperrep(tiny_hyperreps[0])
+    zoo = Zoo.load(hyperrep.zoo_path)
+    population = sample_population(hyperrep.model, make_sampler("kde"), hyperrep.latents[:10], 5, seed=1)
+    test = load_test_images(zoo, 100, idx_dir)
+    export_population(population, tmp_path / "flat", zoo=zoo, test=test)
+    from hyperrep.files import read_tensor_metadata, read_tensors
+
+    tensors = read_tensors(tmp_path / "flat" / "weights.safetensors")
+    assert torch.equal(tensors["weights"], population.weights) and tensors["latents"].shape == (5, 8)
+    assert read_tensor_metadata(tmp_path / "flat" / "weights.safetensors")["architecture"] == "cnn_s"
+    samples = pd.read_csv(tmp_path / "flat" / "samples.csv")
+    assert len(samples) == 5 and samples["test_acc"].between(0, 1).all()
+    export_population(population, tmp_path / "as-zoo", fmt="zoo", zoo=zoo, test=test)
+    exported = Zoo.load(tmp_path / "as-zoo")
+    assert exported.weights.shape == (5, 1, zoo.architecture.n_params) and exported.epochs == [0]
+    assert torch.equal(exported.weights[:, 0], population.weights)
+    np.testing.assert_allclose(exported.properties["test_acc"], samples["test_acc"], atol=1e-6)
+    with pytest.raises(ValueError, match="needs the source zoo"):
+        export_population(population, tmp_path / "bad", fmt="zoo")
+
+
+def test_cli_sample_and_report(tiny_hyperreps, idx_dir, tmp_path, capsys):
+    with_lwln, _ = tiny_hyperreps
+    assert main(["sample", str(with_lwln), str(tmp_path / "s"), "--method", "gaussian", "-n", "6", "--seed", "2",
+                 "--test-images", "100", "--data-dir", str(idx_dir)]) == 0
+    assert "6 models from gaussian" in capsys.readouterr().out
+    assert len(pd.read_csv(tmp_path / "s" / "samples.csv")) == 6
+    ids = load_hyperrep(with_lwln).latent_table["model_id"].unique()[:2]
+    assert main(["sample", str(with_lwln), str(tmp_path / "i"), "--method", "interpolate", "-n", "3", "--anchors",
+                 *map(str, ids), "--format", "zoo", "--test-images", "100", "--data-dir", str(idx_dir)]) == 0
+    assert Zoo.load(tmp_path / "i").n_models == 3
+    assert main(["sample", str(with_lwln), str(tmp_path / "x"), "--method", "gmm", "--anchors", str(ids[0]),
+                 "--no-evaluate"]) == 2
+    assert "sampler 'gmm' needs at least 8 anchors, got 1" in capsys.readouterr().err
+    assert main(["report", "--hyperrep", str(with_lwln), "--ablation", str(tmp_path / "missing"), "--out",
+                 str(tmp_path / "r"), "--models", "3", "--test-images", "100", "--fine-tune-images", "100",
+                 "--data-dir", str(idx_dir)]) == 0
+    assert "no ablation hyper-representation" in capsys.readouterr().err
+    assert (tmp_path / "r" / "report.md").is_file()

@@ -1,0 +1,107 @@
+"""Training on the tiny zoo: loss falls, the artifact loads, resume is exact, bad configs are refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hyperrep.cli import main
+from hyperrep.files import read_tensors
+from hyperrep.model import load_hyperrep
+from hyperrep.train import TrainConfig, train_hyperrep
+from hyperrep.weights import index_dict
+from hyperrep.cnn import CNN_L
+from hyperrep.zoo import Zoo
+
+TINY = {
+    "model": {"d_model": 16, "n_heads": 2, "n_blocks": 1, "d_ff": 32, "latent_dim": 8, "scale_inputs": True},
+    "augmentation": {"permute": True, "erase_p": 0.0, "target": "clean"},
+    "epochs": 3, "batch_size": 8, "lr": 3e-3, "warmup_epochs": 0, "gamma": 0.05, "eval_every": 1,
+    "eval_images": 50, "final_eval_images": 50, "map_method": "pca",
+}
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    raw = json.loads(json.dumps(TINY))
+    raw.update(overrides)
+    return TrainConfig.from_dict(raw)
+
+
+def test_training_lowers_the_loss_and_writes_a_loadable_artifact(tiny_zoo_path, idx_dir, tmp_path):
+    out = tmp_path / "hyperrep"
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(TINY))
+    assert main(["train", str(tiny_zoo_path), str(out), "--config", str(config_path), "--data-dir", str(idx_dir)]) == 0
+    rep = load_hyperrep(out)
+    history = rep.metrics["history"]
+    assert len(history) == 3 and history[-1]["loss"] < history[0]["loss"]
+    assert history[-1]["val_loss_recon"] < history[0]["val_loss_recon"]
+    assert {"val_rsq_l0", "val_rsq_l4", "val_acc_reconstructed", "loss_recon_l1"} <= set(history[-1])
+    zoo = Zoo.load(tiny_zoo_path)
+    assert rep.zoo_path == tiny_zoo_path.resolve()
+    assert rep.latents.shape == (zoo.n_models * len(zoo.epochs), 8) and rep.map_coords.shape == (len(rep.latents), 2)
+    assert rep.latent_table[["model_id", "epoch"]].values.tolist() == [[int(m), e] for m in zoo.model_ids for e in zoo.epochs]
+    assert {"split", "test_acc"} <= set(rep.latent_table.columns)
+    assert set(rep.metrics["quality"]) == {"train", "val", "test"}
+    assert "acc_ratio_above_threshold" in rep.metrics["quality"]["test"]
+    with torch.no_grad():
+        torch.testing.assert_close(rep.model.encode(zoo.weights[:, 0]), rep.latents[:: len(zoo.epochs)], rtol=1e-4, atol=1e-5)
+    assert not (out / "checkpoint").exists()
+    # sigma per layer comes from the train split only
+    train, _ = zoo.samples("train")
+    every = zoo.weights.reshape(-1, zoo.architecture.n_params)
+    for i, part in enumerate(zoo.architecture.layer_slices()):
+        assert rep.model.layer_scales[i].item() == pytest.approx(train[:, part].flatten().std().item(), rel=1e-5)
+    assert not torch.allclose(rep.model.layer_scales, torch.stack([every[:, p].flatten().std() for p in zoo.architecture.layer_slices()]))
+    moved = rep.to("cpu")
+    assert moved.model is not rep.model and moved.latents.device.type == "cpu"
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_continues_exactly_where_it_stopped(tiny_zoo_path, idx_dir, tmp_path):
+    config = tiny_config()
+    straight = train_hyperrep(tiny_zoo_path, tmp_path / "straight", config, data_dir=idx_dir, device="cpu")
+
+    def stop_in_second_epoch(done: int, total: int) -> None:
+        if done == total // 3 + 1:  # one step into epoch 2, after epoch 1's checkpoint
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_hyperrep(tiny_zoo_path, tmp_path / "resumed", config, data_dir=idx_dir, device="cpu",
+                       progress=stop_in_second_epoch)
+    state = json.loads((tmp_path / "resumed" / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 1
+    with pytest.raises(ValueError, match="--resume"):
+        train_hyperrep(tiny_zoo_path, tmp_path / "resumed", config, data_dir=idx_dir, device="cpu")
+    with pytest.raises(ValueError, match="another config"):
+        train_hyperrep(tiny_zoo_path, tmp_path / "resumed", tiny_config(lr=1e-3), resume=True, data_dir=idx_dir, device="cpu")
+    resumed = train_hyperrep(tiny_zoo_path, tmp_path / "resumed", config, resume=True, data_dir=idx_dir, device="cpu")
+    a, b = read_tensors(straight / "model.safetensors"), read_tensors(resumed / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    history_a = json.loads((straight / "metrics.json").read_text())["history"]
+    history_b = json.loads((resumed / "metrics.json").read_text())["history"]
+    assert [row["loss"] for row in history_a] == [row["loss"] for row in history_b]
+
+
+def test_configs_for_another_architecture_are_refused(tiny_zoo_path, tmp_path):
+    wrong = tiny_config(model={**TINY["model"], "architecture": "cnn_l"})
+    with pytest.raises(ValueError, match="cnn_l .*cnn_s"):
+        train_hyperrep(tiny_zoo_path, tmp_path / "a", wrong, device="cpu")
+    paper = {
+        "model::encoding": "neuron", "model::i_dim": CNN_L.n_params, "model::index_dict": index_dict(CNN_L),
+        "model::N_attention_blocks": 1, "model::N_attention_heads": 2, "model::dim_attention_embedding": 16,
+        "model::attention_hidden_dim": 32, "model::latent_dim": 8, "model::dropout": 0.0, "model::normalize": True,
+    }
+    path = tmp_path / "config_ae.json"
+    path.write_text(json.dumps(paper))
+    assert main(["train", str(tiny_zoo_path), str(tmp_path / "b"), "--config", str(path)]) == 2
+    path.write_text(json.dumps({**paper, "model::i_dim": 1234}))
+    assert main(["train", str(tiny_zoo_path), str(tmp_path / "c"), "--config", str(path)]) == 2
+    with pytest.raises(ValueError, match="zoo_epochs"):
+        train_hyperrep(tiny_zoo_path, tmp_path / "d", tiny_config(zoo_epochs=[7]), device="cpu")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "d").exists()
