@@ -1,7 +1,7 @@
 """Zoo-training throughput: the project's population training against a plain per-model loop.
 
 Trains the same CNN-s models (same initial weights, same shuffling, Adam, batch 32) on the same
-Fashion-MNIST images three ways and prints models/s side by side:
+Fashion-MNIST images up to four ways and prints models/s side by side (docs/benchmarks.md):
 
   plain loop     an nn.Module per model, torch.optim.Adam, a DataLoader-free batch loop (the baseline)
   project        hyperrep.population.train_population with the device's default path
@@ -9,7 +9,8 @@ Fashion-MNIST images three ways and prints models/s side by side:
   project, other the other path of train_population, for reference
   build pool     what `hyperrep zoo build` does on a CPU: a process pool, 1 thread per worker
 
-Run:  .venv/bin/python bench/zoo_train.py [--models 8 --epochs 1 --images 5000]
+Run:  .venv/bin/python bench/zoo_train.py [--models 8 --epochs 1 --images 5000 --repeats 2]
+      add --threads 1 on a machine shared with other jobs (two threads per process oversubscribe it)
 Device: HYPERREP_DEVICE, else CUDA / MPS / CPU (hyperrep.device.pick_device).
 """
 

@@ -28,7 +28,8 @@ DEFAULT_HYPERREP = REPO_ROOT / "data" / "hyperrep"
 MAX_SAMPLES = 500  # models per sampling request; more would block a CPU session for minutes
 MAX_FINETUNE_MODELS = 30  # models per population in the fine-tuning comparison
 QUICK_IMAGES = 1_000  # the first estimate, baselines and novelty use this many test images
-MAX_BASELINE_MODELS = 100  # members of each comparison baseline
+MAX_BASELINE_MODELS = 50  # members of each comparison baseline (noise, B_T)
+MAX_ENSEMBLE_MODELS = 25  # samples combined in the ensemble figures (each costs one population forward)
 
 ZOO = "zoo"  # our zoo directory (zoo.json)
 MODELZOO = "modelzoo"  # a public Model Zoo directory (one folder per trained model)
@@ -74,6 +75,8 @@ def artifact_kind(path: Path | str) -> str:
         return MODELZOO
     if (path / "partial").is_dir():
         raise ArtifactError(f"{path}: a zoo build that has not finished yet (partial/ exists, zoo.json does not)")
+    if (path / "checkpoint").is_dir() and (path / "config.json").is_file():
+        raise ArtifactError(f"{path}: a hyper-representation still in training (checkpoint/ exists, model.safetensors does not)")
     raise ArtifactError(
         f"{path}: not a zoo (zoo.json), a Model Zoo (model folders with params.json, result.json, "
         f"checkpoint_<N>/), a hyper-representation (config.json + model.safetensors) or a paper "
@@ -450,7 +453,6 @@ class SampleRun:
     def members_table(self) -> pd.DataFrame:
         """One row per sampled model: accuracies, loss, finiteness, map position, novelty."""
         table = self.population.members.reset_index(drop=True).copy()
-        table["strategy"] = self.strategy
         if self.full is not None:
             table["test_acc"], table["test_loss"], table["finite"] = self.full.accuracy, self.full.loss, self.full.finite
         if self.quick is not None:
@@ -467,7 +469,7 @@ class SampleRun:
 def compare_with_baselines(run: SampleRun, zoo, hyperrep, latent_table: pd.DataFrame, data) -> None:
     """Fill `run` with novelty (samples and a distance-matched noise baseline), B_T at initialisation,
     ensembles and the samples' places on the map, all on `data` (the first-estimate images).
-    A part that cannot be computed leaves a message in `run.messages` instead of failing."""
+    Anchors that are not models of the loaded zoo leave a message instead of a noise baseline."""
     from hyperrep.evaluate import ensemble_accuracies, ensemble_accuracy, evaluate_weights
     from hyperrep.novelty import novelty_table
     from hyperrep.projection import place_on_map
@@ -495,14 +497,15 @@ def compare_with_baselines(run: SampleRun, zoo, hyperrep, latent_table: pd.DataF
     scratch = scratch_baseline(zoo, n_baseline, run.seed)
     run.baselines["B_T (random init)"] = evaluate_weights(arch, activation, scratch.weights, data).accuracy
     finite = np.asarray(run.full.finite if run.full is not None else run.quick.finite)
-    weights = population.weights
+    members = torch.as_tensor(np.flatnonzero(finite)[:MAX_ENSEMBLE_MODELS])
     run.ensembles = {
-        f"ensemble of all {int(finite.sum())} finite samples":
-            ensemble_accuracy(arch, activation, weights[torch.as_tensor(finite)], data) if finite.any() else float("nan"),
+        f"ensemble of {len(members)} samples":
+            ensemble_accuracy(arch, activation, population.weights[members], data) if len(members) else float("nan"),
         "mean of ensembles of 5":
-            float(np.mean(ensemble_accuracies(arch, activation, weights, data, size=5, seed=run.seed, finite=finite)))
-            if finite.sum() >= 5 else float("nan"),
-        "best single sample": float(np.nanmax(run.quick.accuracy)) if finite.any() else float("nan"),
+            float(np.mean(ensemble_accuracies(arch, activation, population.weights[members], data, size=5, seed=run.seed)))
+            if len(members) >= 5 else float("nan"),
+        f"mean single sample (of those {len(members)})":
+            float(np.nanmean(run.quick.accuracy[members.numpy()])) if len(members) else float("nan"),
     }
     placed = place_on_map(population.latents, hyperrep.latents.cpu(), hyperrep.map_coords.cpu(), k=5)
     run.map_xy = placed.numpy().astype(float)

@@ -30,8 +30,7 @@ Public API (other modules rely on these names):
 from __future__ import annotations
 
 import copy
-import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import pandas as pd
@@ -53,6 +52,7 @@ from hyperrep.weights import (
     tokens_per_layer,
 )
 
+ARTIFACT_FORMAT = "hyperrep-hyper-representation"  # config.json "format" of a trained directory
 COMPRESSIONS = ("linear", "token", "average")
 BOTTLENECKS = ("linear", "linear_bounded")
 DECOMPRESSIONS = ("linear", "repeat")
@@ -467,8 +467,9 @@ def load_hyperrep(path: Path | str) -> HyperRep:
     if not path.is_dir():
         raise ArtifactError(f"{path}: not a directory (a hyper-representation is a folder with config.json)")
     config = read_json(path / "config.json")
-    if not isinstance(config, dict) or "model" not in config or "zoo" not in config:
-        raise ArtifactError(f"{path / 'config.json'}: not a hyper-representation config (needs 'model' and 'zoo')")
+    if not isinstance(config, dict) or config.get("format") != ARTIFACT_FORMAT or not {"model", "zoo"} <= set(config):
+        raise ArtifactError(f"{path / 'config.json'}: not a hyper-representation config "
+                            f"(needs format {ARTIFACT_FORMAT!r}, 'model' and 'zoo')")
     model = build_model(config["model"], read_tensors(path / "model.safetensors"), path / "model.safetensors")
     stored = read_tensors(path / "latents.safetensors")
     if not {"latents", "model_id", "epoch"} <= set(stored):
@@ -500,11 +501,11 @@ def latent_table(zoo_path: Path, model_ids: torch.Tensor, epochs: torch.Tensor) 
     return table
 
 
-def _maybe_number(text: str):
-    try:
-        return int(text)
-    except ValueError:
+def _maybe_number(text: str) -> int | float | str:
+    """Safetensors metadata is text; numbers come back as numbers."""
+    for kind in (int, float):
         try:
-            return float(text) if not math.isnan(float(text)) else text
+            return kind(text)
         except ValueError:
-            return text
+            pass
+    return text

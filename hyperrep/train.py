@@ -35,6 +35,7 @@ from hyperrep.data import load_split
 from hyperrep.device import pick_device
 from hyperrep.files import ArtifactError, read_json, read_tensor_metadata, read_tensors, write_json, write_tensors
 from hyperrep.model import (
+    ARTIFACT_FORMAT,
     Augmentation,
     HyperRepresentation,
     ModelConfig,
@@ -46,7 +47,6 @@ from hyperrep.population import evaluate_population
 from hyperrep.projection import METHODS, fit_map
 from hyperrep.zoo import Zoo
 
-FORMAT = "hyperrep-hyper-representation"
 VERSION = 1
 QUALITY_THRESHOLD = 0.5  # models above this accuracy count for the reconstruction-quality ratio
 
@@ -367,7 +367,7 @@ def _epoch_line(row: dict) -> str:
 
 def _artifact_config(config: TrainConfig, zoo: Zoo, zoo_path: Path, out: Path, epochs_used: list[int], device) -> dict:
     return {
-        "format": FORMAT,
+        "format": ARTIFACT_FORMAT,
         "version": VERSION,
         "zoo": os.path.relpath(zoo_path.resolve(), out.resolve()),
         "zoo_name": zoo.name,

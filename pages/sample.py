@@ -57,7 +57,7 @@ with strategy_column:
 with anchor_column:
     anchor_options = [REGION, TOP] if region is not None else [TOP]
     anchor_source = st.radio("Anchors", anchor_options, key=shared.kept("sample_anchors", anchor_options[0], anchor_options),
-                             captions=[region["label"] if region else "", ""][: len(anchor_options)] if region else None)
+                             captions=[region["label"], ""] if region else None)
     if anchor_source == TOP:
         top = st.slider("k %", 1, 100, key=shared.kept("sample_top", 30),
                         help="the best k % (by test accuracy) of the train split's embedded models, all epochs")
@@ -120,8 +120,8 @@ def show_results(run: app_state.SampleRun, area) -> None:
         summary = app_state.describe_accuracy(groups)
         st.dataframe(summary.style.format({c: "{:.1%}" for c in ("mean", "median", "best", "worst")}), hide_index=True)
         st.caption(f"samples: all {len(found.test_data):,} test images; anchors and zoo: their stored test accuracy; "
-                   f"baselines: first {run.quick_images:,} test images. {run.anchor_label}. "
-                   + " · ".join(f"{k} {v:.1f} s" for k, v in run.timings.items()))
+                   f"baselines: first {run.quick_images:,} test images. {run.anchor_label}. Seconds after the click: "
+                   + " · ".join(f"{k} {v:.1f}" for k, v in run.timings.items()))
 
 
 def show_comparisons(run: app_state.SampleRun, area) -> None:
@@ -204,16 +204,16 @@ def run_request() -> app_state.SampleRun | None:
         st.write(f"First estimate on {len(quick_data):,} test images…")
         run.quick = evaluate_weights(arch, activation, population.weights, quick_data, keep_predictions=True)
         timings["first estimate"] = time.perf_counter() - start
-        with results_area:
-            st.plotly_chart(accuracy_figure({"samples": run.quick.accuracy} | reference_groups(run),
-                                            f"first estimate: {len(quick_data):,} test images"), key="quick_estimate")
+        estimate = results_area.empty()
+        estimate.plotly_chart(accuracy_figure({"samples": run.quick.accuracy} | reference_groups(run),
+                                              f"first estimate: {len(quick_data):,} test images"), key="quick_estimate")
         st.write(f"All {len(found.test_data):,} test images…")
         bar = st.progress(0.0)
         run.full = evaluate_weights(arch, activation, population.weights, found.test_data,
                                     progress=lambda done, total: bar.progress(done / max(total, 1), f"{done}/{total} models"))
         timings["full evaluation"] = time.perf_counter() - start
         status.update(label=f"Evaluated {n} sampled models", state="complete", expanded=False)
-    results_area.empty()
+    estimate.empty()
     show_results(run, results_area)
     with status_area.status("Comparing with baselines, novelty and ensembles…", expanded=False) as status:
         try:

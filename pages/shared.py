@@ -85,6 +85,24 @@ def cached_test_data(data_dir: str | None, normalisation: tuple[float, float] | 
     return load_split("test", data_dir, normalisation).to(device_name)
 
 
+@st.cache_resource(show_spinner="Loading training images…", max_entries=4)
+def cached_train_data(n: int, data_dir: str | None, normalisation: tuple[float, float] | None, device_name: str) -> ImageSet:
+    return app_state.training_subset(load_split("train", data_dir, normalisation), n, seed=0).to(device_name)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def zoo_table(path: str, key: str):
+    """The zoo's properties table (a copy per session; pages may sort and filter it)."""
+    return cached_zoo(path, key)[0].properties.copy()
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def map_table(*model_args):
+    """The latent table with each row's position (`row`) and stored 2-D map coordinates."""
+    model = cached_hyperrep(*model_args)
+    return app_state.map_table(model.latent_table, model.map_coords)
+
+
 def load_artifacts() -> Artifacts:
     """Load (from the caches) what the sidebar paths name; each failure is recorded, not raised."""
     found = Artifacts(device=device())
@@ -123,6 +141,12 @@ def load_artifacts() -> Artifacts:
         except (ArtifactError, ValueError) as err:
             found.problems["test data"] = str(err)
     return found
+
+
+def training_images(zoo: Zoo, n: int, device_name: str) -> ImageSet:
+    """`n` images of the training split of the zoo's dataset (ArtifactError when it is not installed)."""
+    source = app_state.dataset_source(zoo.manifest)
+    return cached_train_data(n, str(source.data_dir) if source.data_dir else None, source.normalisation, device_name)
 
 
 def sidebar(found: Artifacts) -> None:
@@ -193,19 +217,6 @@ def need_hyperrep(found: Artifacts):
     return found.hyperrep
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def zoo_table(path: str, key: str):
-    """The zoo's properties table (a copy per session; pages may sort and filter it)."""
-    return cached_zoo(path, key)[0].properties.copy()
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def map_table(*model_args):
-    """The latent table with each row's position (`row`) and stored 2-D map coordinates."""
-    model = cached_hyperrep(*model_args)
-    return app_state.map_table(model.latent_table, model.map_coords)
-
-
 def current_region(found: Artifacts) -> dict | None:
     """The region chosen on the latent map for the loaded hyper-representation, if any."""
     region = st.session_state.get(REGION)
@@ -230,15 +241,3 @@ def _valid_choice(value, options: list) -> bool:
     if isinstance(value, list):
         return all(v in options for v in value)
     return value in options
-
-
-
-@st.cache_resource(show_spinner="Loading training images…", max_entries=4)
-def cached_train_data(n: int, data_dir: str | None, normalisation: tuple[float, float] | None, device_name: str) -> ImageSet:
-    return app_state.training_subset(load_split("train", data_dir, normalisation), n, seed=0).to(device_name)
-
-
-def training_images(zoo: Zoo, n: int, device_name: str) -> ImageSet:
-    """`n` images of the training split of the zoo's dataset (ArtifactError when it is not installed)."""
-    source = app_state.dataset_source(zoo.manifest)
-    return cached_train_data(n, str(source.data_dir) if source.data_dir else None, source.normalisation, device_name)

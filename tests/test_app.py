@@ -365,6 +365,10 @@ def test_artifact_kind_recognises_each_directory(tiny_zoo_path, tiny_hyperrep_pa
     (tmp_path / "building" / "partial").mkdir(parents=True)
     with pytest.raises(ArtifactError, match="has not finished"):
         app_state.artifact_kind(tmp_path / "building")
+    (tmp_path / "training" / "checkpoint").mkdir(parents=True)
+    (tmp_path / "training" / "config.json").write_text("{}")
+    with pytest.raises(ArtifactError, match="still in training"):
+        app_state.artifact_kind(tmp_path / "training")
     with pytest.raises(ArtifactError, match="not a zoo"):
         app_state.artifact_kind(tmp_path / "paper" / "..")
 

@@ -44,6 +44,19 @@ def navigate(page, title: str) -> None:
     page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title).click()
 
 
+def lasso_the_map(page) -> None:
+    """Switch the region to map selection and draw a lasso around the middle of the map."""
+    page.get_by_text("Map selection (lasso, box or click)").click()
+    page.get_by_text("Nothing selected yet").wait_for()
+    box = page.locator(".st-key-latent_map .nsewdrag").first.bounding_box()
+    cx, cy, rx, ry = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, box["width"] * 0.4, box["height"] * 0.4
+    page.mouse.move(cx - rx, cy - ry)
+    page.mouse.down()
+    for x, y in ((cx + rx, cy - ry), (cx + rx, cy + ry), (cx - rx, cy + ry), (cx - rx, cy - ry + 2)):
+        page.mouse.move(x, y, steps=8)
+    page.mouse.up()
+
+
 def no_exceptions(page) -> None:
     shown = page.locator('[data-testid="stException"]')
     assert shown.count() == 0, shown.first.inner_text()
@@ -67,6 +80,11 @@ def test_browser_overview_map_and_sampling(artifacts, tmp_path):
             page.get_by_text("anchors", exact=True).wait_for()
             no_exceptions(page)
             bench.screenshot(page, SCREENSHOTS / "latent_map.png")
+            lasso_the_map(page)
+            page.get_by_text("points selected on the map").wait_for()
+            picked = int(page.locator('[data-testid="stMetricValue"]').first.inner_text().replace(",", ""))
+            assert picked > 0
+            no_exceptions(page)
 
             navigate(page, "Sample & evaluate")
             first, results = bench.request_samples(page, 10, strategy="S_Dist (gaussian)")

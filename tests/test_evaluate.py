@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from hyperrep import evaluate as evaluate_module
-from hyperrep.cnn import CNN_S, forward, population_forward
+from hyperrep.cnn import CNN_L, CNN_S, CNN_S3, forward, init_vector, population_forward
 from hyperrep.data import load_split
 from hyperrep.evaluate import (
     TrainingSettings,
@@ -58,9 +58,26 @@ def test_population_evaluation_equals_the_per_model_reference(tiny_zoo, test_ima
 
 def test_population_forward_equals_per_model_forward(tiny_zoo, test_images):
     weights = tiny_zoo.weights[:7, -1]
-    stacked = population_forward(CNN_S, "tanh", weights, test_images.images[:50])
     single = torch.stack([forward(CNN_S, "tanh", w, test_images.images[:50]) for w in weights])
-    assert torch.allclose(stacked, single, atol=1e-5)
+    grouped = population_forward(CNN_S, "tanh", weights, test_images.images[:50])  # autograd on: grouped convs
+    with torch.no_grad():
+        fast = population_forward(CNN_S, "tanh", weights, test_images.images[:50])  # the CPU GEMM path
+    assert torch.allclose(grouped, single, atol=1e-5)
+    assert torch.allclose(fast, single, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", [CNN_S, CNN_S3, CNN_L])
+@pytest.mark.parametrize("activation", ["tanh", "relu", "leakyrelu", "sigmoid", "silu", "gelu"])
+def test_cpu_fast_path_matches_the_reference_for_every_architecture(arch, activation):
+    generator = torch.Generator().manual_seed(0)
+    weights = torch.stack([init_vector(arch, "kaiming_uniform", generator) for _ in range(19)])  # > one block of 16
+    images = torch.randn(9, arch.in_channels, arch.image_size, arch.image_size, generator=generator)
+    with torch.no_grad():
+        fast = population_forward(arch, activation, weights, images)
+        single = torch.stack([forward(arch, activation, w, images) for w in weights])
+    assert fast.shape == (19, 9, 10)
+    assert torch.allclose(fast, single, atol=2e-5, rtol=1e-5)
+    assert torch.equal(fast.argmax(dim=2), single.argmax(dim=2))
 
 
 def test_small_prediction_budget_splits_the_calls(tiny_zoo, test_images, monkeypatch):

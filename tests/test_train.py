@@ -105,3 +105,17 @@ def test_configs_for_another_architecture_are_refused(tiny_zoo_path, tmp_path):
     with pytest.raises(ValueError, match="zoo_epochs"):
         train_hyperrep(tiny_zoo_path, tmp_path / "d", tiny_config(zoo_epochs=[7]), device="cpu")
     assert not (tmp_path / "a").exists() and not (tmp_path / "d").exists()
+
+
+def test_loading_refuses_foreign_or_incomplete_directories(tmp_path):
+    from hyperrep.files import ArtifactError
+
+    with pytest.raises(ArtifactError, match="not a directory"):
+        load_hyperrep(tmp_path / "missing")
+    (tmp_path / "config.json").write_text(json.dumps({"format": "something-else", "model": {}, "zoo": "."}))
+    with pytest.raises(ArtifactError, match="config.json"):
+        load_hyperrep(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"format": "hyperrep-hyper-representation",
+                                                      "model": TINY["model"], "zoo": "."}))
+    with pytest.raises(ArtifactError, match="model.safetensors: file not found"):
+        load_hyperrep(tmp_path)
