@@ -1,6 +1,6 @@
 """Population evaluation throughput: hyperrep's evaluate_population vs a plain per-model loop.
 
-    .venv/bin/python bench/eval_throughput.py [--models 100] [--images 10000] [--repeats 3]
+    .venv/bin/python bench/eval_throughput.py [--models 100] [--images 10000] [--repeats 3] [--threads N]
 
 Both paths evaluate the same models (the default zoo's last epoch if present, else fresh
 initialisations; speed does not depend on the values) on the same test images, and must give
@@ -97,8 +97,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per path; the best is reported")
     parser.add_argument("--activation", default="tanh")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = pick_device()
     weights, source = benchmark_models(args.models)

@@ -56,6 +56,20 @@ def default_hyperrep_path() -> Path:
     return Path(os.environ.get("HYPERREP_MODEL") or DEFAULT_HYPERREP)
 
 
+def cpu_threads() -> int:
+    """Torch CPU threads for the app process: HYPERREP_THREADS, else 1.
+
+    The app's work is many small per-model operations, where extra intra-op threads gain little
+    and lose badly when the cores are shared: on the 2-core development machine, 20 CNN-s models
+    on 10,000 images took 2.5 s with 1 thread but 141 s with 2 while one other process was busy,
+    and several sessions of one server share its cores."""
+    value = os.environ.get("HYPERREP_THREADS", "1")
+    try:
+        return max(1, int(value))
+    except ValueError:
+        raise ValueError(f"HYPERREP_THREADS must be a whole number, got {value!r}") from None
+
+
 def artifact_kind(path: Path | str) -> str:
     """Which kind of artifact directory `path` is; ArtifactError naming what is missing if none."""
     path = Path(str(path).strip()).expanduser()

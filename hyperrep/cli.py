@@ -129,7 +129,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     progress = TqdmProgress("report")
     progress.unit = "population"
     summary = run_report(args.hyperrep, args.out, ablation_dir=ablation, config=config, data_dir=args.data_dir,
-                         progress=progress)
+                         workers=args.workers, progress=progress)
     progress.close()
     print(f"report written to {args.out}/report.md ({summary['method'].nunique()} methods)")
 
@@ -191,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--fine-tune-images", type=int, default=2_000)
     report.add_argument("--seed", type=int, default=42)
     report.add_argument("--data-dir", type=Path, default=None, help="folder of IDX files (needs the train split)")
+    report.add_argument("--workers", type=int, default=None, help="processes on a CPU (default: one per core)")
     report.set_defaults(run=cmd_report)
     return parser
 

@@ -16,6 +16,8 @@ weights.safetensors + samples.csv, or as a zoo directory that Zoo.load reads.
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -119,8 +121,9 @@ def anchor_rows(table: pd.DataFrame, fraction: float) -> np.ndarray:
 
 
 def sampler_label(name: str, fraction: float) -> str:
+    """'S_KDE (kde_legacy, top 30%)': the paper's name, the registry name, the anchors."""
     spec = SAMPLERS[name]
-    return spec.paper_name if name == "uniform_unit" else f"{spec.paper_name} (top {fraction:.0%})"
+    return f"{spec.paper_name} ({name})" if name == "uniform_unit" else f"{spec.paper_name} ({name}, top {fraction:.0%})"
 
 
 def build_populations(
@@ -159,7 +162,8 @@ def build_populations(
 
 def evaluate_method(population: Population, kind: str, tag: str, zoo: Zoo, train: ImageSet, test: ImageSet,
                     config: ReportConfig, reference: tuple[torch.Tensor, pd.DataFrame]) -> MethodResult:
-    """Fine-tune, evaluate at the report epochs, ensembles per epoch, zero-shot novelty."""
+    """Fine-tune, evaluate at the report epochs, ensembles per epoch, zero-shot novelty against
+    `reference` (zoo weights [R, P] and their model_id/epoch rows)."""
     arch, activation = zoo.architecture, zoo.activation
     epochs = sorted(set(config.fine_tune_epochs))
     curves = fine_tune(arch, activation, population.weights, train, test, epochs=max(epochs),
@@ -265,23 +269,25 @@ def plot_report(results: list[MethodResult], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(15, 6.5), gridspec_kw={"width_ratios": [1.3, 1]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(17, 7), gridspec_kw={"width_ratios": [1.2, 1]})
     labels = [r.label for r in results]
     zero_shot = [r.accuracy[:, 0][np.isfinite(r.accuracy[:, 0])] * 100 for r in results]
     left.boxplot(zero_shot, vert=False, tick_labels=labels, showmeans=True)
     left.invert_yaxis()
     left.set_xlabel(f"test accuracy at fine-tuning epoch {results[0].epochs[0]} (%)")
     left.set_title("zero-shot accuracy per method")
-    for result in results:
+    colours = plt.get_cmap("tab20")
+    for i, result in enumerate(results):
         means = np.nanmean(result.accuracy, axis=0) * 100
-        cis = np.array([bootstrap_ci(result.accuracy[:, i], 500) for i in range(len(result.epochs))]) * 100
-        style = "--" if result.kind == "baseline" else "-"
-        line, = right.plot(result.epochs, means, style, marker="o", label=result.label)
-        right.fill_between(result.epochs, cis[:, 0], cis[:, 1], color=line.get_color(), alpha=0.15)
+        cis = np.array([bootstrap_ci(result.accuracy[:, j], 500) for j in range(len(result.epochs))]) * 100
+        colour = "black" if result.label == BASELINE else colours(i % 20)
+        style = ":" if result.hyperrep == "no LWLN" else "--" if result.kind == "baseline" else "-"
+        right.plot(result.epochs, means, style, marker="o", color=colour, label=result.label)
+        right.fill_between(result.epochs, cis[:, 0], cis[:, 1], color=colour, alpha=0.12)
     right.set_xlabel("fine-tuning epochs")
     right.set_ylabel("mean test accuracy (%), 95 % CI")
     right.set_title("accuracy while fine-tuning")
-    right.legend(fontsize=7, loc="lower right")
+    right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     right.grid(alpha=0.3)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
@@ -304,17 +310,65 @@ def write_report(results: list[MethodResult], summary: pd.DataFrame, out: Path, 
     atomic_write(out / "report.md", lambda tmp: tmp.write_text(text))
 
 
+_WORKER: dict = {}
+
+
+def _worker_init(zoo_path: str, train: ImageSet, test: ImageSet, config: ReportConfig, reference) -> None:
+    """One thread per process: many small ops run best that way, and no thread ever waits for
+    a sibling that a busy machine has descheduled. Denormals are flushed: saturated tanh units
+    produce them while fine-tuning and they slow a CPU down several times."""
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    _WORKER.update(zoo=Zoo.load(zoo_path), train=train, test=test, config=config, reference=reference)
+
+
+def _worker_run(item: tuple[Population, str, str]) -> MethodResult:
+    w = _WORKER
+    return evaluate_method(*item, w["zoo"], w["train"], w["test"], w["config"], w["reference"])
+
+
+def evaluate_all(
+    populations: list[tuple[Population, str, str]], zoo: Zoo, train: ImageSet, test: ImageSet,
+    config: ReportConfig, *, workers: int = 1, progress: Callable[[int, int], None] | None = None,
+) -> list[MethodResult]:
+    """`evaluate_method` for every population, in `workers` single-threaded processes (1: here)."""
+    reference = zoo.samples()
+    results = []
+    if workers > 1:
+        with mp.get_context("spawn").Pool(workers, initializer=_worker_init,
+                                          initargs=(str(zoo.path), train, test, config, reference)) as pool:
+            for result in pool.imap(_worker_run, populations):
+                results.append(result)
+                if progress is not None:
+                    progress(len(results), len(populations))
+        return results
+    torch.set_flush_denormal(True)
+    try:
+        for item in populations:
+            results.append(evaluate_method(*item, zoo, train, test, config, reference))
+            if progress is not None:
+                progress(len(results), len(populations))
+    finally:
+        torch.set_flush_denormal(False)
+    return results
+
+
 def run_report(
     hyperrep_dir: Path | str, out: Path | str, *, ablation_dir: Path | str | None = None,
-    config: ReportConfig | None = None, data_dir: Path | str | None = None,
+    config: ReportConfig | None = None, data_dir: Path | str | None = None, workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
-    """Build, fine-tune and evaluate every population; write the report files; return the summary."""
+    """Build, fine-tune and evaluate every population; write the report files; return the summary.
+
+    On a CPU the populations are spread over `workers` processes (default: one per core); on an
+    accelerator (hyperrep.device.pick_device) they run here, one after another."""
+    from hyperrep.device import pick_device
     from hyperrep.model import load_hyperrep
 
     config = config or ReportConfig()
     config.validate()
     started = time.time()
+    device = pick_device()
     hyperrep = load_hyperrep(hyperrep_dir)
     zoo = Zoo.load(hyperrep.zoo_path)
     train = load_fine_tune_images(zoo, config.fine_tune_images, config.seed, data_dir)
@@ -325,17 +379,17 @@ def run_report(
                                                baselines=False, samplers=config.ablation_samplers)
         populations, skipped = populations + more, skipped + more_skipped
     populations.sort(key=lambda item: item[0].label != BASELINE)  # B_T first: every p-value refers to it
-    reference = zoo.samples()
-    results = []
-    for done, (population, kind, tag) in enumerate(populations):
-        results.append(evaluate_method(population, kind, tag, zoo, train, test, config, reference))
-        if progress is not None:
-            progress(done + 1, len(populations))
+    if device.type == "cpu":
+        workers = workers or os.cpu_count() or 1
+    else:
+        workers, train, test = 1, train.to(device), test.to(device)
+    results = evaluate_all(populations, zoo, train, test, config, workers=workers, progress=progress)
     summary = summarise(results, config)
     header = report_header(hyperrep, ablation_dir, zoo, config, time.time() - started, skipped)
     write_report(results, summary, Path(out), header)
     write_json(Path(out) / "report_config.json", {**asdict(config), "hyperrep": str(hyperrep_dir),
                                                   "ablation": str(ablation_dir) if ablation_dir else None,
+                                                  "device": str(device), "workers": workers,
                                                   "seconds": round(time.time() - started, 1)})
     return summary
 
@@ -355,9 +409,10 @@ def report_header(hyperrep, ablation_dir, zoo: Zoo, config: ReportConfig, second
         f"batch {settings.batch_size}), evaluated on the first {config.test_images} test images at epochs {epochs}.",
         "Cells: mean ± std [bootstrap 95 % CI of the mean] of test accuracy in %. p: two-sided Mann-Whitney U "
         f"against B_T at the same epoch. Ensembles: mean accuracy of disjoint {config.ensemble_size}-member "
-        "ensembles (averaged softmax). Distance: median L2 distance of the zero-shot weights to the nearest zoo "
-        "model (any saved epoch) after canonical neuron ordering; IoU: median overlap of misclassified test images "
-        "with that model. Invalid: members with NaN/inf weights or logits, excluded from the statistics.",
+        "ensembles (averaged softmax). Distance: median (and smallest) L2 distance of the zero-shot weights to the "
+        "nearest zoo model (any saved epoch, any neuron order: plain, canonical, or matched layer by layer); IoU: "
+        "median overlap of misclassified test images with that model (1 = the same mistakes). Invalid: members "
+        "with NaN/inf weights or logits, excluded from the statistics.",
         *([f"Skipped samplers: {'; '.join(skipped)}."] if skipped else []),
         f"Generated by `hyperrep report` in {seconds / 60:.1f} min.",
     ])

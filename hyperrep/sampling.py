@@ -353,7 +353,7 @@ SAMPLERS: dict[str, SamplerSpec] = {spec.name: spec for spec in (
     SamplerSpec("uniform", "S_U box", "uniform in the anchors' per-dimension latent box", UniformSampler, {"bounds": "anchors"}),
     SamplerSpec("kde_legacy", "S_KDE", "published per-dimension KDE (bandwidth 0.002, shared seed): "
                 "near-copies of random anchors", PerDimensionKDESampler, {"mode": "legacy"}),
-    SamplerSpec("kde", "S_KDE proper", "per-dimension KDE, independent draws, Scott bandwidth x spread",
+    SamplerSpec("kde", "S_KDE indep.", "per-dimension KDE, independent draws, Scott bandwidth x spread",
                 PerDimensionKDESampler, {"mode": "independent"}),
     SamplerSpec("kde_multivariate", "S_KDE multivariate", "Gaussian KDE around whole anchors (Scott, diagonal)",
                 MultivariateKDESampler),

@@ -1,6 +1,7 @@
 """Overview: what is loaded (zoo, hyper-representation, device), headline numbers, a guided path."""
 
 import streamlit as st
+import torch
 
 from hyperrep import app_state
 from pages import shared
@@ -30,8 +31,8 @@ with zoo_column:
         a, b, c = st.columns(3)
         a.metric("models", f"{zoo.n_models:,}")
         b.metric("saved epochs", f"{min(zoo.epochs)}–{max(zoo.epochs)}")
-        c.metric(f"median acc., epoch {headline['last_epoch']}", f"{headline['median_acc']:.1%}",
-                 help="median test accuracy of the zoo's models at their last saved epoch")
+        c.metric("median test acc.", f"{headline['median_acc']:.1%}",
+                 help=f"median test accuracy of the zoo's models at their last saved epoch ({headline['last_epoch']})")
         st.caption("splits: " + ", ".join(f"{name} {len(ids)}" for name, ids in zoo.splits.items()))
 with model_column:
     st.subheader("Hyper-representation")
@@ -47,7 +48,8 @@ with model_column:
             with st.expander("all training metrics"):
                 st.table({label: [value] for label, value in numbers})
         st.caption(f"{len(model.latent_table):,} embedded zoo models on the stored 2-D map")
-st.caption(f"device: `{found.device}` (override with HYPERREP_DEVICE)")
+threads = f" with {torch.get_num_threads()} CPU thread(s)" if found.device.type == "cpu" else ""
+st.caption(f"device: `{found.device}`{threads} (override with HYPERREP_DEVICE, HYPERREP_THREADS)")
 for note in found.notes:
     st.info(note)
 

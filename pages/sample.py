@@ -61,6 +61,15 @@ with anchor_column:
     if anchor_source == TOP:
         top = st.slider("k %", 1, 100, key=shared.kept("sample_top", 30),
                         help="the best k % (by test accuracy) of the train split's embedded models, all epochs")
+    try:
+        if anchor_source == REGION:
+            anchor_rows, anchor_label = np.asarray(region["rows"]), f"anchors: {region['label']}"
+        else:
+            anchor_rows = top_fraction(table, top / 100, among=select_rows(table, split="train"))
+            anchor_label = f"anchors: top {top} % of the train split"
+    except ValueError as err:
+        anchor_rows, anchor_label = None, f"No anchors: {err}"
+        st.warning(anchor_label)
     requested = st.number_input("Number of models", min_value=1, max_value=1_000_000, step=10,
                                 key=shared.kept("sample_n", 100))
     seed = int(st.number_input("Seed", min_value=0, step=1, key=shared.kept("sample_seed", 0)))
@@ -89,13 +98,15 @@ def accuracy_figure(groups: dict, title: str):
     return figure
 
 
+def zoo_groups() -> dict:
+    """The zoo's stored test accuracies at its last saved epoch."""
+    last = max(zoo.epochs)
+    return {f"zoo (epoch {last})": zoo.properties.loc[zoo.properties["epoch"] == last, "test_acc"].to_numpy()}
+
+
 def reference_groups(run: app_state.SampleRun) -> dict:
     """Accuracies that need no evaluation: the anchors' and the zoo's last epoch, as stored."""
-    last = max(zoo.epochs)
-    return {
-        "anchors": table["test_acc"].to_numpy()[run.anchor_rows],
-        f"zoo (epoch {last})": zoo.properties.loc[zoo.properties["epoch"] == last, "test_acc"].to_numpy(),
-    }
+    return {"anchors": table["test_acc"].to_numpy()[run.anchor_rows]} | zoo_groups()
 
 
 def show_results(run: app_state.SampleRun, area) -> None:
@@ -134,12 +145,11 @@ def show_comparisons(run: app_state.SampleRun, area) -> None:
                                           marker=dict(size=5, color="lightgray"), hoverinfo="skip"))
             anchors = table.iloc[run.anchor_rows]
             figure.add_trace(go.Scattergl(x=anchors["map_x"], y=anchors["map_y"], mode="markers", name="anchors",
-                                          marker=dict(size=6, color="royalblue")))
+                                          marker=dict(size=6, color="royalblue", opacity=0.5), hoverinfo="skip"))
             if run.map_xy is not None:
                 figure.add_trace(go.Scattergl(
                     x=run.map_xy[:, 0], y=run.map_xy[:, 1], mode="markers", name="samples",
-                    marker=dict(size=8, color=run.full.accuracy, colorscale="Reds", symbol="x",
-                                colorbar=dict(title="acc.", x=1.02)),
+                    marker=dict(size=11, color="crimson", symbol="x", line=dict(width=1, color="white")),
                     text=[f"sample {i}: acc. {a:.1%}" for i, a in enumerate(run.full.accuracy)], hoverinfo="text",
                 ))
             figure.update_layout(height=420, margin=dict(t=10, b=10), legend=dict(orientation="h", y=-0.1))
@@ -177,15 +187,10 @@ def run_request() -> app_state.SampleRun | None:
     n, capped = app_state.capped_request(int(requested))
     if capped:
         st.warning(capped)
-    try:
-        if anchor_source == REGION:
-            rows, label = np.asarray(region["rows"]), f"anchors: {region['label']}"
-        else:
-            rows = top_fraction(table, top / 100, among=select_rows(table, split="train"))
-            label = f"anchors: top {top} % of the train split"
-    except ValueError as err:
-        st.error(f"No anchors: {err}")
+    if anchor_rows is None:
+        st.error(anchor_label)
         return None
+    rows, label = anchor_rows, anchor_label
     timings, arch, activation = {}, model.arch, zoo.activation
     quick_data = app_state.first_images(found.test_data)
     with status_area.status(f"Sampling {n} models with {strategy}…", expanded=True) as status:
@@ -240,3 +245,7 @@ if run is not None and run.model_key == found.model_key and not clicked:
 elif not clicked:
     with results_area:
         st.info("Choose a strategy and anchors, then press **Sample**.")
+        if anchor_rows is not None:
+            preview = {"anchors": table["test_acc"].to_numpy()[anchor_rows]} | zoo_groups()
+            st.plotly_chart(accuracy_figure(preview, f"before sampling: the {len(anchor_rows):,} anchors vs the zoo"),
+                            key="anchors_preview")

@@ -44,7 +44,11 @@ class Artifacts:
 
 @st.cache_resource(show_spinner=False)
 def device() -> torch.device:
-    return pick_device()
+    """The auto-selected device; on a CPU, torch gets app_state.cpu_threads() threads (once per process)."""
+    chosen = pick_device()
+    if chosen.type == "cpu":
+        torch.set_num_threads(app_state.cpu_threads())
+    return chosen
 
 
 @st.cache_resource(show_spinner="Loading the zoo…", max_entries=4)
@@ -170,7 +174,8 @@ def sidebar(found: Artifacts) -> None:
             st.error(found.problems.get("hyperrep", "no hyper-representation"), icon=":material/error:")
         if "test data" in found.problems:
             st.error(found.problems["test data"], icon=":material/error:")
-        st.caption(f"device: `{found.device}`")
+        threads = f", {torch.get_num_threads()} thread(s)" if found.device.type == "cpu" else ""
+        st.caption(f"device: `{found.device}`{threads}")
 
 
 def init_session_defaults() -> None:

@@ -20,7 +20,8 @@ colour_options = ["none"] + app_state.categorical_columns(table)
 metric_options = [c for c in ("test_acc", "train_acc", "test_loss", "train_loss") if c in table.columns]
 left, right = st.columns(2)
 metric = left.selectbox("Quantity", metric_options, key=shared.kept("zoo_metric", metric_options[0], metric_options))
-colour = right.selectbox("Colour by", colour_options, key=shared.kept("zoo_colour", "none", colour_options))
+default_colour = "init" if "init" in colour_options else "none"
+colour = right.selectbox("Colour by", colour_options, key=shared.kept("zoo_colour", default_colour, colour_options))
 
 trajectories = px.line(
     table, x="epoch", y=metric, line_group="model_id", color=None if colour == "none" else colour,

@@ -105,9 +105,9 @@ def test_overview_names_the_loaded_artifacts(app_env):
     assert metric(at, "models") == "12"
     assert metric(at, "saved epochs") == "0–2"
     last = zoo.properties[zoo.properties["epoch"] == 2]["test_acc"].median()
-    assert metric(at, "median acc., epoch 2") == f"{last:.1%}"
+    assert metric(at, "median test acc.") == f"{last:.1%}"
     assert "latent dimension **8**" in texts(at.markdown)
-    assert "device: `cpu`" in texts(at.caption)
+    assert "device: `cpu`, 1 thread(s)" in texts(at.sidebar.caption)
     assert not at.error
 
 
@@ -179,6 +179,7 @@ def test_empty_region_warns_and_the_app_keeps_working(app_env):
 
 def test_sample_flow_evaluates_the_decoded_models(app_env):
     at = start("pages/sample.py")
+    assert chart_keys(at) == ["anchors_preview"]
     sample(at, 5, strategy="gaussian")
     assert not at.error, texts(at.error)
     run = at.session_state["population"]
@@ -449,6 +450,16 @@ def test_headline_metrics_puts_reconstruction_quality_first():
     assert shown[0] == ("reconstruction R²", "0.812")
     assert shown[1] == ("accuracy kept", "95.0%")
     assert ("quality/val/rsq", "0.7") in shown and all("history" not in label for label, _ in shown)
+
+
+def test_cpu_threads_default_to_one(monkeypatch):
+    monkeypatch.delenv("HYPERREP_THREADS", raising=False)
+    assert app_state.cpu_threads() == 1
+    monkeypatch.setenv("HYPERREP_THREADS", "4")
+    assert app_state.cpu_threads() == 4
+    monkeypatch.setenv("HYPERREP_THREADS", "many")
+    with pytest.raises(ValueError, match="HYPERREP_THREADS"):
+        app_state.cpu_threads()
 
 
 def test_dataset_source_warns_for_other_datasets(monkeypatch):

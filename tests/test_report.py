@@ -76,14 +76,15 @@ def test_report_on_tiny_artifacts_writes_every_output(tiny_hyperreps, idx_dir, t
     with_lwln, without = tiny_hyperreps
     steps = []
     summary = run_report(with_lwln, tmp_path / "report", ablation_dir=without, config=ReportConfig(**TINY_REPORT),
-                         data_dir=idx_dir, progress=lambda done, total: steps.append((done, total)))
+                         data_dir=idx_dir, workers=2, progress=lambda done, total: steps.append((done, total)))
     methods = list(dict.fromkeys(summary["method"]))
     assert methods[0] == "B_T"
-    assert set(methods) == {"B_T", "S_U", "S_KDE (top 30%)", "S_Dist (top 30%)", "reconstructed (top 30%)", "B_F",
-                            "noise σ=0.04 (top 30%)", "S_KDE (top 30%) [no LWLN]", "reconstructed (top 30%) [no LWLN]"}
+    assert set(methods) == {"B_T", "S_U (uniform_unit)", "S_KDE (kde_legacy, top 30%)", "S_Dist (gaussian, top 30%)",
+                            "reconstructed (top 30%)", "B_F", "noise σ=0.04 (top 30%)",
+                            "S_KDE (kde_legacy, top 30%) [no LWLN]", "reconstructed (top 30%) [no LWLN]"}
     assert steps[-1] == (9, 9)
     assert len(summary) == 2 * 9 and set(summary["epoch"]) == {0, 1}
-    assert summary.loc[summary["method"] == "S_KDE (top 30%) [no LWLN]", "hyperrep"].eq("no LWLN").all()
+    assert summary.loc[summary["method"] == "S_KDE (kde_legacy, top 30%) [no LWLN]", "hyperrep"].eq("no LWLN").all()
     scratch = summary[summary["method"] == "B_T"].set_index("epoch")
     assert scratch.loc[0, "mean"] < 0.3 < scratch.loc[1, "mean"]  # fresh inits learn in one epoch
     zoo_models = summary[summary["method"] == "B_F"].iloc[0]
@@ -93,10 +94,17 @@ def test_report_on_tiny_artifacts_writes_every_output(tiny_hyperreps, idx_dir, t
     for name in ("report.md", "report.csv", "members.csv", "novelty.csv", "report.png", "report_config.json"):
         assert (tmp_path / "report" / name).stat().st_size > 100, name
     text = (tmp_path / "report" / "report.md").read_text()
-    assert "| B_T | - |" in text and "S_KDE (top 30%) [no LWLN]" in text
+    assert "| B_T | - |" in text and "S_KDE (kde_legacy, top 30%) [no LWLN]" in text
     members = pd.read_csv(tmp_path / "report" / "members.csv")
     assert len(members) == 9 * 4 and {"acc_epoch_0", "acc_epoch_1", "method"} <= set(members.columns)
     assert pd.read_csv(tmp_path / "report" / "report.csv").shape == summary.shape
+
+
+def test_report_is_the_same_in_one_process_and_in_workers(tiny_hyperreps, idx_dir, tmp_path):
+    config = dict(TINY_REPORT, samplers=["kde_legacy"], noise_sigmas=[], fine_tune_epochs=[0, 1])
+    here = run_report(tiny_hyperreps[0], tmp_path / "a", config=ReportConfig(**config), data_dir=idx_dir, workers=1)
+    spread = run_report(tiny_hyperreps[0], tmp_path / "b", config=ReportConfig(**config), data_dir=idx_dir, workers=2)
+    pd.testing.assert_frame_equal(here, spread)
 
 
 def test_choose_anchors(tiny_hyperreps):
@@ -151,6 +159,6 @@ def test_cli_sample_and_report(tiny_hyperreps, idx_dir, tmp_path, capsys):
     assert "sampler 'gmm' needs at least 8 anchors, got 1" in capsys.readouterr().err
     assert main(["report", "--hyperrep", str(with_lwln), "--ablation", str(tmp_path / "missing"), "--out",
                  str(tmp_path / "r"), "--models", "3", "--test-images", "100", "--fine-tune-images", "100",
-                 "--data-dir", str(idx_dir)]) == 0
+                 "--data-dir", str(idx_dir), "--workers", "1"]) == 0
     assert "no ablation hyper-representation" in capsys.readouterr().err
     assert (tmp_path / "r" / "report.md").is_file()
