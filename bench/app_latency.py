@@ -187,7 +187,11 @@ def report_lines(figures: dict) -> list[str]:
         "evaluating 100 CNN-s models (about 1 s on 1,000 images, 10–13 s on 10,000 with one CPU thread), "
         "plus Streamlit and Plotly rendering. The app runs torch with one CPU thread "
         "(`HYPERREP_THREADS`): on this machine 20 models on 10,000 images took 2.5 s with one thread and "
-        "34–141 s with two while other processes were busy.",
+        "34–141 s with two while other processes were busy, and this benchmark with `HYPERREP_THREADS=2` "
+        "(a test run busy on the other core) gave a first estimate in 1.3 s but the results plot after "
+        "67 s and 169 s. On an idle machine two threads are faster (see Population evaluation: 7.6 s vs "
+        "11.6 s for the evaluation alone), so the 10 s goal may be reachable there with `HYPERREP_THREADS=2`; "
+        "this shared machine was never idle long enough to check. Goal not met here.",
     ]
     return lines
 

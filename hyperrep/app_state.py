@@ -379,6 +379,20 @@ def capped_request(requested: int, cap: int | None = None) -> tuple[int, str | N
     return requested, None
 
 
+class ThrottledProgress:
+    """A `progress(done, total)` callback that passes on only every `step` of the way (and the end),
+    so a fast loop does not flood the browser with redraws: `show(fraction, text)` is called."""
+
+    def __init__(self, show, unit: str, step: float = 0.05):
+        self.show, self.unit, self.step, self.last = show, unit, step, -1.0
+
+    def __call__(self, done: int, total: int) -> None:
+        fraction = done / max(total, 1)
+        if fraction - self.last >= self.step or done >= total:
+            self.last = fraction
+            self.show(min(fraction, 1.0), f"{done:,}/{total:,} {self.unit}")
+
+
 def draw_population(hyperrep, strategy: str, params: dict, anchor_rows, n: int, seed: int):
     """Fit the named sampler on the anchors' latents, draw `n` latents and decode them (a sampling.Population).
 

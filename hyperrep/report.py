@@ -165,13 +165,13 @@ def evaluate_method(population: Population, kind: str, tag: str, zoo: Zoo, train
     """Fine-tune, evaluate at the report epochs, ensembles per epoch, zero-shot novelty against
     `reference` (zoo weights [R, P] and their model_id/epoch rows)."""
     arch, activation = zoo.architecture, zoo.activation
-    epochs = sorted(set(config.fine_tune_epochs))
+    epochs = sorted(set(config.fine_tune_epochs) | {0})  # zero-shot is always reported (and used for novelty)
     curves = fine_tune(arch, activation, population.weights, train, test, epochs=max(epochs),
                        settings=zoo_training_settings(zoo), seed=config.seed, eval_epochs=epochs, keep_predictions=True)
     ensembles = {e: ensemble_accuracies(arch, activation, curves.weights[:, i], test, size=config.ensemble_size,
                                         seed=config.seed, finite=curves.finite[:, i])
                  for i, e in enumerate(epochs)}
-    start = curves.evaluation(epochs[0])
+    start = curves.evaluation(0)
     novelty = novelty_table(arch, activation, population.weights, start.predictions, reference[0], reference[1], test)
     return MethodResult(population.label, kind, tag, epochs, curves.accuracy, curves.finite, ensembles, novelty)
 
@@ -315,10 +315,8 @@ _WORKER: dict = {}
 
 def _worker_init(zoo_path: str, train: ImageSet, test: ImageSet, config: ReportConfig, reference) -> None:
     """One thread per process: many small ops run best that way, and no thread ever waits for
-    a sibling that a busy machine has descheduled. Denormals are flushed: saturated tanh units
-    produce them while fine-tuning and they slow a CPU down several times."""
+    a sibling that a busy machine has descheduled."""
     torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
     _WORKER.update(zoo=Zoo.load(zoo_path), train=train, test=test, config=config, reference=reference)
 
 
@@ -342,14 +340,10 @@ def evaluate_all(
                 if progress is not None:
                     progress(len(results), len(populations))
         return results
-    torch.set_flush_denormal(True)
-    try:
-        for item in populations:
-            results.append(evaluate_method(*item, zoo, train, test, config, reference))
-            if progress is not None:
-                progress(len(results), len(populations))
-    finally:
-        torch.set_flush_denormal(False)
+    for item in populations:
+        results.append(evaluate_method(*item, zoo, train, test, config, reference))
+        if progress is not None:
+            progress(len(results), len(populations))
     return results
 
 
@@ -395,7 +389,7 @@ def run_report(
 
 
 def report_header(hyperrep, ablation_dir, zoo: Zoo, config: ReportConfig, seconds: float, skipped: list[str]) -> str:
-    epochs = "/".join(map(str, sorted(set(config.fine_tune_epochs))))
+    epochs = "/".join(map(str, sorted(set(config.fine_tune_epochs) | {0})))
     settings = zoo_training_settings(zoo)
     return "\n".join([
         "# Sampling methods vs baselines",
@@ -407,6 +401,10 @@ def report_header(hyperrep, ablation_dir, zoo: Zoo, config: ReportConfig, second
         f"{config.anchor_fraction:.0%} of the hyper-representation's train rows by test accuracy. "
         f"Fine-tuned on {config.fine_tune_images} training images ({settings.optimizer}, lr {settings.lr:.2g}, "
         f"batch {settings.batch_size}), evaluated on the first {config.test_images} test images at epochs {epochs}.",
+        "Baselines: B_T = fresh initialisations drawn as the zoo's build drew them (its mix of init types); "
+        "B_F = train-split zoo models at the last saved epoch; noise = anchor weights + σ·N(0, 1); reconstructed = "
+        "decode(encode(anchor)). Samplers are named by the paper's name and the registry name "
+        "(`hyperrep.sampling.SAMPLERS`); kde_legacy is the published S_KDE (near-copies of anchors).",
         "Cells: mean ± std [bootstrap 95 % CI of the mean] of test accuracy in %. p: two-sided Mann-Whitney U "
         f"against B_T at the same epoch. Ensembles: mean accuracy of disjoint {config.ensemble_size}-member "
         "ensembles (averaged softmax). Distance: median (and smallest) L2 distance of the zero-shot weights to the "

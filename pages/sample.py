@@ -215,7 +215,7 @@ def run_request() -> app_state.SampleRun | None:
         st.write(f"All {len(found.test_data):,} test images…")
         bar = st.progress(0.0)
         run.full = evaluate_weights(arch, activation, population.weights, found.test_data,
-                                    progress=lambda done, total: bar.progress(done / max(total, 1), f"{done}/{total} models"))
+                                    progress=app_state.ThrottledProgress(bar.progress, "models"))
         timings["full evaluation"] = time.perf_counter() - start
         status.update(label=f"Evaluated {n} sampled models", state="complete", expanded=False)
     estimate.empty()

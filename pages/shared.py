@@ -44,10 +44,13 @@ class Artifacts:
 
 @st.cache_resource(show_spinner=False)
 def device() -> torch.device:
-    """The auto-selected device; on a CPU, torch gets app_state.cpu_threads() threads (once per process)."""
+    """The auto-selected device; on a CPU, torch gets app_state.cpu_threads() threads and flushes
+    denormals (fine-tuning saturated B_T models ran 3.8x slower without; docs/benchmarks.md).
+    Both are process-wide and set once."""
     chosen = pick_device()
     if chosen.type == "cpu":
         torch.set_num_threads(app_state.cpu_threads())
+        torch.set_flush_denormal(True)
     return chosen
 
 

@@ -452,6 +452,14 @@ def test_headline_metrics_puts_reconstruction_quality_first():
     assert ("quality/val/rsq", "0.7") in shown and all("history" not in label for label, _ in shown)
 
 
+def test_throttled_progress_reports_every_step_and_the_end():
+    shown = []
+    progress = app_state.ThrottledProgress(lambda fraction, text: shown.append((fraction, text)), "models", step=0.25)
+    for done in range(0, 101):
+        progress(done, 100)
+    assert [f for f, _ in shown] == [0.0, 0.25, 0.5, 0.75, 1.0] and shown[-1][1] == "100/100 models"
+
+
 def test_cpu_threads_default_to_one(monkeypatch):
     monkeypatch.delenv("HYPERREP_THREADS", raising=False)
     assert app_state.cpu_threads() == 1

@@ -170,3 +170,4 @@ def test_evaluate_latents_decodes_then_evaluates(tiny_zoo, test_images):
     with torch.no_grad():
         assert torch.allclose(weights, model.decode(latents), atol=1e-6)
     np.testing.assert_allclose(result.accuracy, evaluate_weights(CNN_S, "tanh", weights, test_images).accuracy)
+
