@@ -132,6 +132,11 @@ def cmd_report(args: argparse.Namespace) -> None:
                          workers=args.workers, progress=progress)
     progress.close()
     print(f"report written to {args.out}/report.md ({summary['method'].nunique()} methods)")
+    if args.readme is not None:
+        from hyperrep.report import update_readme
+
+        update_readme(args.readme, Path(args.out) / "report.md")
+        print(f"table written into {args.readme}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--seed", type=int, default=42)
     report.add_argument("--data-dir", type=Path, default=None, help="folder of IDX files (needs the train split)")
     report.add_argument("--workers", type=int, default=None, help="processes on a CPU (default: one per core)")
+    report.add_argument("--readme", type=Path, default=None, help="also write the table between this file's report markers")
     report.set_defaults(run=cmd_report)
     return parser
 

@@ -469,3 +469,19 @@ def export_population(population: Population, out: Path | str, *, fmt: str = "sa
     )
     Zoo(manifest, population.weights.unsqueeze(1).float(), torch.tensor(ids), properties).save(out)
     return out
+
+
+README_START = "<!-- report:start"
+README_END = "<!-- report:end -->"
+
+
+def update_readme(readme: Path | str, report_md: Path | str) -> None:
+    """Replace the table between the README's report markers with the table of `report_md`."""
+    readme, report_md = Path(readme), Path(report_md)
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{readme}: no '{README_START} ... {README_END}' markers to write the table between")
+    table = "\n".join(line for line in report_md.read_text().splitlines() if line.startswith("|"))
+    head = text[: text.index("\n", start) + 1]
+    atomic_write(readme, lambda tmp: tmp.write_text(head + table + "\n" + text[end:]))

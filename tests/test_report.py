@@ -162,3 +162,17 @@ def test_cli_sample_and_report(tiny_hyperreps, idx_dir, tmp_path, capsys):
                  "--data-dir", str(idx_dir), "--workers", "1"]) == 0
     assert "no ablation hyper-representation" in capsys.readouterr().err
     assert (tmp_path / "r" / "report.md").is_file()
+
+
+def test_update_readme_replaces_only_the_marked_table(tmp_path):
+    from hyperrep.report import update_readme
+
+    report_md = tmp_path / "report.md"
+    report_md.write_text("# title\ntext\n| a | b |\n|---|---|\n| 1 | 2 |\n\nafter\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- report:start (generated) -->\n| old |\n<!-- report:end -->\noutro\n")
+    update_readme(readme, report_md)
+    assert readme.read_text() == "intro\n<!-- report:start (generated) -->\n| a | b |\n|---|---|\n| 1 | 2 |\n<!-- report:end -->\noutro\n"
+    (tmp_path / "plain.md").write_text("no markers\n")
+    with pytest.raises(ValueError, match="markers"):
+        update_readme(tmp_path / "plain.md", report_md)
