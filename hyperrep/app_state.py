@@ -57,13 +57,13 @@ def default_hyperrep_path() -> Path:
 
 
 def cpu_threads() -> int:
-    """Torch CPU threads for the app process: HYPERREP_THREADS, else 1.
+    """Torch CPU threads for the app process: HYPERREP_THREADS, else one per core.
 
-    The app's work is many small per-model operations, where extra intra-op threads gain little
-    and lose badly when the cores are shared: on the 2-core development machine, 20 CNN-s models
-    on 10,000 images took 2.5 s with 1 thread but 141 s with 2 while one other process was busy,
-    and several sessions of one server share its cores."""
-    value = os.environ.get("HYPERREP_THREADS", "1")
+    On a quiet 2-core machine two threads bring 100 sampled models on 10,000 images to the screen
+    in 8.3 s instead of 12.2 s (bench/app_latency.py). When other busy processes share the cores,
+    extra intra-op threads lose badly (20 models: 2.5 s with 1 thread, up to 141 s with 2), so
+    set HYPERREP_THREADS=1 on a shared server."""
+    value = os.environ.get("HYPERREP_THREADS") or str(os.cpu_count() or 1)
     try:
         return max(1, int(value))
     except ValueError:

@@ -50,6 +50,7 @@ def app_env(monkeypatch, tiny_zoo_path, tiny_hyperrep_path, idx_dir, tmp_path):
     monkeypatch.setenv("HYPERREP_MODEL", str(tiny_hyperrep_path))
     monkeypatch.setenv("HYPERREP_DATA", str(idx_dir))
     monkeypatch.setenv("HYPERREP_DEVICE", "cpu")
+    monkeypatch.setenv("HYPERREP_THREADS", "1")  # the test process keeps its single thread
     monkeypatch.setenv("HYPERREP_IMPORT_CACHE", str(tmp_path / "imports"))
     # AppTest re-detects the pages/ folder before every run, so each run would start in
     # Streamlit's legacy router and be rerun by shared.leave_legacy_router(), losing a button
@@ -460,9 +461,10 @@ def test_throttled_progress_reports_every_step_and_the_end():
     assert [f for f, _ in shown] == [0.0, 0.25, 0.5, 0.75, 1.0] and shown[-1][1] == "100/100 models"
 
 
-def test_cpu_threads_default_to_one(monkeypatch):
+def test_cpu_threads_default_to_one_per_core(monkeypatch):
     monkeypatch.delenv("HYPERREP_THREADS", raising=False)
-    assert app_state.cpu_threads() == 1
+    monkeypatch.setattr(app_state.os, "cpu_count", lambda: 6)
+    assert app_state.cpu_threads() == 6
     monkeypatch.setenv("HYPERREP_THREADS", "4")
     assert app_state.cpu_threads() == 4
     monkeypatch.setenv("HYPERREP_THREADS", "many")
