@@ -7,11 +7,7 @@ from pages import shared
 
 found = shared.artifacts()
 st.title("Export")
-run = st.session_state.get(shared.POPULATION)
-if run is None or run.model_key != found.model_key:
-    st.info("Nothing to export yet: sample a population first.")
-    st.page_link("pages/sample.py", label="Sample & evaluate", icon=":material/casino:")
-    st.stop()
+run = shared.need_population(found, "Nothing to export yet: sample a population first.")
 
 table = run.members_table()
 metadata = app_state.export_metadata(run, found.zoo, found.hyperrep)

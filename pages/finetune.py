@@ -19,11 +19,7 @@ found = shared.artifacts()
 model = shared.need_hyperrep(found)
 zoo = shared.need_zoo(found)
 st.title("Fine-tune")
-run = st.session_state.get(shared.POPULATION)
-if run is None or run.model_key != found.model_key:
-    st.info("Sample a population first (Sample & evaluate); it is fine-tuned here next to the baselines.")
-    st.page_link("pages/sample.py", label="Sample & evaluate", icon=":material/casino:")
-    st.stop()
+run = shared.need_population(found, "Sample a population first (Sample & evaluate); it is fine-tuned here next to the baselines.")
 if found.test_data is None:
     st.error(f"No test images: {found.problems.get('test data', 'unknown problem')}")
     st.stop()

@@ -225,6 +225,16 @@ def need_hyperrep(found: Artifacts):
     return found.hyperrep
 
 
+def need_population(found: Artifacts, message: str):
+    """The sampled population of this hyper-representation, or stop with `message` and a link."""
+    run = st.session_state.get(POPULATION)
+    if run is None or run.model_key != found.model_key:
+        st.info(message)
+        st.page_link("pages/sample.py", label="Sample & evaluate", icon=":material/casino:")
+        st.stop()
+    return run
+
+
 def current_region(found: Artifacts) -> dict | None:
     """The region chosen on the latent map for the loaded hyper-representation, if any."""
     region = st.session_state.get(REGION)
