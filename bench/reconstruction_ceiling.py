@@ -1,0 +1,69 @@
+"""How well can ANY compressor rebuild held-out zoo models? Two measurements behind
+docs/benchmarks.md's "Autoencoder" section:
+
+1. Accuracy vs R²: add independent noise of k·σ_l to held-out models and measure the R² of the
+   noisy weights and the kept accuracy (rebuilt / original, models above 50 %).
+2. PCA ceiling: fit PCA on the train split's canonicalised, σ-scaled weights (epochs 1-5) and
+   rebuild the test split with 32..256 components.
+
+Usage: python bench/reconstruction_ceiling.py [--zoo data/zoo] [--images 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from hyperrep.data import load_split
+from hyperrep.population import evaluate_population
+from hyperrep.weights import canonicalize
+from hyperrep.zoo import Zoo
+
+
+def r_squared(rebuilt: torch.Tensor, target: torch.Tensor, mean: torch.Tensor) -> float:
+    return float(1 - (rebuilt - target).square().sum() / (target - mean).square().sum())
+
+
+def kept_accuracy(zoo: Zoo, rebuilt: torch.Tensor, original_acc: torch.Tensor, data) -> float:
+    """Mean rebuilt/original accuracy over the models whose original accuracy is above 50 %."""
+    acc = evaluate_population(zoo.architecture, zoo.activation, rebuilt, data).accuracy
+    keep = original_acc > 0.5
+    return float((acc[keep].nan_to_num(0.0) / original_acc[keep]).mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--zoo", default="data/zoo")
+    parser.add_argument("--images", type=int, default=1000, help="first N test images")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    zoo = Zoo.load(args.zoo)
+    arch = zoo.architecture
+    data = load_split("test").subset(torch.arange(args.images))
+    train, _ = zoo.samples("train", epochs=[1, 2, 3, 4, 5])
+    test, _ = zoo.samples("test", epochs=[1, 2, 3, 4, 5])
+    train, test = canonicalize(arch, train), canonicalize(arch, test)
+    sigma = torch.cat([train[:, part].flatten().std().expand(part.stop - part.start) for part in arch.layer_slices()])
+    mean = train.mean(dim=0)
+    original = evaluate_population(arch, zoo.activation, test, data).accuracy
+    print(f"zoo {zoo.name}: {len(train)} train / {len(test)} test states, first {args.images} test images, "
+          f"{int((original > 0.5).sum())} test states above 50 %")
+
+    print("\nnoise k·σ_l on held-out models | R² | kept accuracy")
+    for k in (0.1, 0.2, 0.3):
+        noisy = test + k * sigma * torch.randn_like(test)
+        print(f"  k = {k:.1f} | {r_squared(noisy, test, mean):.3f} | {kept_accuracy(zoo, noisy, original, data):.3f}")
+
+    print("\nPCA on the train split, applied to the test split | R² | kept accuracy")
+    scaled_train, scaled_test = (train - mean) / sigma, (test - mean) / sigma
+    _, _, basis = torch.linalg.svd(scaled_train, full_matrices=False)
+    for components in (32, 64, 128, 256):
+        top = basis[:components]
+        rebuilt = (scaled_test @ top.T @ top) * sigma + mean
+        print(f"  {components:3d} components | {r_squared(rebuilt, test, mean):.3f} | "
+              f"{kept_accuracy(zoo, rebuilt, original, data):.3f}")
+
+
+if __name__ == "__main__":
+    main()
