@@ -76,6 +76,7 @@ class ModelConfig:
     decoder_bias: bool = False  # learned bias added to z before decoding [model::decoder_bias]
     scale_inputs: bool = False  # divide inputs by the per-layer sigma, multiply outputs back
     canonical_inputs: bool = False  # encode the canonical neuron order (weights.canonicalize)
+    center_inputs: bool = False  # encode the difference to the train split's mean vector
     projection_layers: int = 2  # projection head for NT-Xent; 0 = none
     projection_dim: int | None = None  # hidden width (default: latent_dim)
     projection_out: int | None = None  # output width (default: latent_dim // 2)
@@ -279,6 +280,8 @@ class HyperRepresentation(nn.Module):
         else:
             self.projection_head = None
         self.register_buffer("layer_scales", torch.ones(len(self.arch.layers)))
+        if self.config.center_inputs:  # only then, so the paper's state dicts keep their keys
+            self.register_buffer("parameter_mean", torch.zeros(self.arch.n_params))
         self.register_buffer("parameter_layer", parameter_layers(self.arch), persistent=False)
 
     def parameter_scales(self) -> torch.Tensor:
@@ -290,6 +293,8 @@ class HyperRepresentation(nn.Module):
         self.arch.check_vector(weights)
         if self.config.canonical_inputs:
             weights = canonicalize(self.arch, weights)
+        if self.config.center_inputs:
+            weights = weights - self.parameter_mean
         if self.config.scale_inputs:
             weights = weights / self.parameter_scales()
         return self.encoder(tokenize(self.arch, weights))
@@ -297,7 +302,9 @@ class HyperRepresentation(nn.Module):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents [n, latent_dim] -> flat weights [n, P]."""
         weights = detokenize(self.arch, self.decoder(latents))
-        return weights * self.parameter_scales() if self.config.scale_inputs else weights
+        if self.config.scale_inputs:
+            weights = weights * self.parameter_scales()
+        return weights + self.parameter_mean if self.config.center_inputs else weights
 
     def comparable(self, weights: torch.Tensor) -> torch.Tensor:
         """`weights` in the neuron order the decoder produces (canonical when canonical_inputs)."""
@@ -306,6 +313,15 @@ class HyperRepresentation(nn.Module):
     def forward(self, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         latents = self.encode(weights)
         return latents, self.decode(latents)
+
+    @torch.no_grad()
+    def set_train_statistics(self, train_weights: torch.Tensor) -> None:
+        """Store what the model needs from the train split: its mean vector (in the decoder's
+        neuron order) when centring, and the per-layer sigma of what is then encoded."""
+        if self.config.center_inputs:
+            self.parameter_mean.copy_(self.comparable(train_weights).mean(dim=0))
+            train_weights = self.comparable(train_weights) - self.parameter_mean
+        self.set_layer_scales(train_weights)
 
     @torch.no_grad()
     def set_layer_scales(self, train_weights: torch.Tensor) -> None:

@@ -285,7 +285,7 @@ def train_hyperrep(
         torch.manual_seed(config.seed)
         model = HyperRepresentation(config.model)
     train_mean = model.comparable(train_weights).mean(dim=0)  # the R^2 baseline
-    model.set_layer_scales(train_weights)  # sigma from the train split only
+    model.set_train_statistics(train_weights)  # sigma (and mean) from the train split only
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     stored_config = _artifact_config(config, zoo, zoo_path, out, epochs_used, device)

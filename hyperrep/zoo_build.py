@@ -1,5 +1,10 @@
 """Train a zoo of CNNs that differ by seed (and optionally learning rate and initialisation).
 
+The seed sets each model's data order and, in a seed zoo (the public zoos' design), its initial
+state. With `init_families = K` the models instead share K initial states: measured in
+docs/benchmarks.md, held-out models of a seed zoo cannot be rebuilt from the others (their
+weights are mostly their own random init), while models that share a start can.
+
 Each finished model is written atomically to `OUT/partial/` as soon as it is done, so a killed
 build resumes where it stopped and loses no finished model; the zoo files are assembled at the
 end and the partial folder removed.
@@ -49,6 +54,7 @@ class BuildConfig:
     weight_decay: float = 0.0
     learning_rate: float | list[float] = 1e-3  # a number, or [low, high] drawn log-uniformly per model
     init: str | dict[str, float] = "kaiming_uniform"  # a name, or {name: probability}
+    init_families: int | None = None  # None: each model starts from its own seed; K: K shared starts
     model_split: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
     split_seed: int = 42
 
@@ -69,14 +75,24 @@ class BuildConfig:
         for name in names:
             if name not in INIT_TYPES:
                 raise ValueError(f"unknown init {name!r}; known: {', '.join(INIT_TYPES)}")
+        if self.init_families is not None and self.init_families < 1:
+            raise ValueError(f"init_families must be None or at least 1, got {self.init_families}")
         if any(e < 0 or e > self.epochs for e in self.saved_epochs()):
             raise ValueError(f"save_epochs must lie in 0..{self.epochs}")
 
     def saved_epochs(self) -> list[int]:
         return sorted(self.save_epochs) if self.save_epochs is not None else list(range(self.epochs + 1))
 
+    def init_seed(self, seed: int) -> int:
+        """Seed of the model's initial state: its own, or that of its family (seeds past 10^9)."""
+        return seed if self.init_families is None else INIT_FAMILY_SEED + seed % self.init_families
+
     def hyperparameters(self, seed: int) -> dict:
-        """The learning rate and initialisation of the model with this seed (deterministic)."""
+        """The learning rate, initialisation type and initial-state seed of a model (deterministic)."""
+        init_seed = self.init_seed(seed)
+        return {"lr": self._draw(seed)[0], "init": self._draw(init_seed)[1], "init_seed": init_seed}
+
+    def _draw(self, seed: int) -> tuple[float, str]:
         rng = np.random.default_rng([seed, 7919])
         if isinstance(self.learning_rate, (list, tuple)):
             low, high = self.learning_rate
@@ -84,11 +100,12 @@ class BuildConfig:
         else:
             lr = float(self.learning_rate)
         if isinstance(self.init, str):
-            init = self.init
-        else:
-            names, probs = list(self.init), np.asarray(list(self.init.values()), dtype=float)
-            init = str(rng.choice(names, p=probs / probs.sum()))
-        return {"lr": lr, "init": init}
+            return lr, self.init
+        names, probs = list(self.init), np.asarray(list(self.init.values()), dtype=float)
+        return lr, str(rng.choice(names, p=probs / probs.sum()))
+
+
+INIT_FAMILY_SEED = 1_000_000_000
 
 
 @dataclass
@@ -117,7 +134,7 @@ def train_one_model(config: BuildConfig, data: BuildData, seed: int) -> tuple[to
     """Train one model; return its saved-epoch weights [E, P] and one property row per epoch."""
     arch = get_architecture(config.architecture)
     hyper = config.hyperparameters(seed)
-    start = init_vector(arch, hyper["init"], torch.Generator().manual_seed(seed))[None]
+    start = init_vector(arch, hyper["init"], torch.Generator().manual_seed(hyper["init_seed"]))[None]
     trajectory = train_population(
         arch, config.activation, start, data.train, epochs=config.epochs, lr=hyper["lr"], seeds=[seed],
         batch_size=config.batch_size, optimizer=config.optimizer, weight_decay=config.weight_decay,
@@ -129,6 +146,7 @@ def train_one_model(config: BuildConfig, data: BuildData, seed: int) -> tuple[to
     for i, epoch in enumerate(config.saved_epochs()):
         rows.append({
             "model_id": seed, "seed": seed, "epoch": epoch, "lr": hyper["lr"], "init": hyper["init"],
+            "init_seed": hyper["init_seed"],
             "train_loss": float(train.loss[i]), "train_acc": float(train.accuracy[i]),
             "test_loss": float(test.loss[i]), "test_acc": float(test.accuracy[i]),
         })

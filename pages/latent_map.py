@@ -22,7 +22,7 @@ st.caption(
 )
 
 hidden = {"row", "map_x", "map_y"}
-colour_options = [c for c in ("test_acc", "epoch", "seed") if c in table.columns]
+colour_options = [c for c in ("test_acc", "epoch", "lr", "seed") if c in table.columns]
 colour_options += [c for c in table.columns if c not in hidden and c not in colour_options]
 map_column, region_column = st.columns([3, 1])
 

@@ -17,7 +17,7 @@ from hyperrep.model import (
     nt_xent,
     reconstruction_loss,
 )
-from hyperrep.weights import permute, random_permutation_index
+from hyperrep.weights import permute, random_permutation_index, tokenize
 
 SMALL = dict(d_model=16, n_heads=2, n_blocks=1, d_ff=32, latent_dim=8)
 
@@ -53,6 +53,26 @@ def test_canonical_inputs_make_latents_permutation_invariant():
     permuted = permute(weights, random_permutation_index(CNN_S, 3, torch.Generator().manual_seed(5)))
     with torch.no_grad():
         torch.testing.assert_close(model.encode(permuted), model.encode(weights), rtol=1e-5, atol=1e-6)
+
+
+def test_centred_inputs_encode_the_difference_to_the_train_mean():
+    torch.manual_seed(0)
+    shared = population(1, seed=3)
+    weights = shared + 0.01 * torch.randn(6, CNN_S.n_params)  # one shared start, small differences
+    model = HyperRepresentation(ModelConfig(**SMALL, center_inputs=True, scale_inputs=True)).eval()
+    model.set_train_statistics(weights)
+    torch.testing.assert_close(model.parameter_mean, weights.mean(dim=0))
+    for i, part in enumerate(CNN_S.layer_slices()):  # sigma of what is encoded: the differences
+        expected = (weights - weights.mean(dim=0))[:, part].flatten().std()
+        assert model.layer_scales[i].item() == pytest.approx(expected.item(), rel=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode(weights), model.encoder(tokenize(CNN_S, (weights - weights.mean(0)) / model.parameter_scales())))
+        for layer in model.decoder.modules():  # a decoder that outputs zeros decodes to the mean
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.zero_(), layer.bias.zero_()
+        torch.testing.assert_close(model.decode(torch.randn(2, 8)), weights.mean(dim=0).expand(2, -1))
+    assert "parameter_mean" in model.state_dict()
+    assert "parameter_mean" not in HyperRepresentation(ModelConfig(**SMALL)).state_dict()  # paper keys unchanged
 
 
 def test_layer_scales_are_the_unbiased_std_of_each_layer():

@@ -181,3 +181,24 @@ def test_partial_files_carry_their_property_rows(idx_dir, tmp_path):
     rows = json.loads(read_tensor_metadata(path)["rows"])
     assert [r["epoch"] for r in rows] == [0, 1] and all(0 <= r["test_acc"] <= 1 for r in rows)
     assert read_json(tmp_path / "zoo" / "partial" / "config.json")["n_models"] == 1
+
+
+def test_init_families_share_initial_states_but_not_data_order(idx_dir, tmp_path):
+    config = BuildConfig(**{**SMALL, "init": {"kaiming_uniform": 0.5, "xavier_normal": 0.5}, "init_families": 2})
+    zoo = build_zoo(config, tmp_path / "zoo", data_dir=idx_dir, workers=1)
+    start, end = zoo.weights[:, 0], zoo.weights[:, -1]
+    family = zoo.model_ids % 2
+    for a in range(4):
+        for b in range(a + 1, 4):
+            assert torch.equal(start[a], start[b]) == bool(family[a] == family[b])
+            assert not torch.equal(end[a], end[b])  # own data order and learning rate
+    rows = zoo.properties[zoo.properties["epoch"] == 0].set_index("model_id")
+    assert rows.groupby("init_seed")["init"].nunique().max() == 1  # one init type per family
+    assert sorted(rows["init_seed"].unique()) == [1_000_000_000, 1_000_000_001]
+
+
+def test_seed_zoo_starts_each_model_from_its_own_seed():
+    config = BuildConfig(**SMALL, init={"kaiming_uniform": 0.5, "uniform": 0.5})
+    assert [config.hyperparameters(s)["init_seed"] for s in (1, 2, 3)] == [1, 2, 3]
+    with pytest.raises(ValueError, match="init_families"):
+        BuildConfig(**SMALL, init_families=0).validate()
