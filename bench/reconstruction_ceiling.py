@@ -2,7 +2,9 @@
 docs/benchmarks.md's "Autoencoder" section:
 
 1. Accuracy vs R²: add independent noise of k·σ_l to held-out models and measure the R² of the
-   noisy weights and the kept accuracy (rebuilt / original, models above 50 %).
+   noisy weights and the kept accuracy (rebuilt / original, models above 50 %); and the same
+   figures for two references that use no latent: the train split's mean model, and the nearest
+   train-split state of each held-out model.
 2. PCA ceiling: fit PCA on the train split's σ-scaled weights (epochs 1-5), in plain and in
    canonical neuron order, and rebuild the test split with 8..256 components. Run it on a seed
    zoo and on a shared-init zoo to see why the default zoo shares its initial state.
@@ -54,6 +56,12 @@ def main() -> None:
     for k in (0.1, 0.2, 0.3):
         noisy = test + k * sigma * torch.randn_like(test)
         print(f"  k = {k:.1f} | {r_squared(noisy, test, mean):.3f} | {kept_accuracy(zoo, noisy, original, data):.3f}")
+
+    print("\nreferences that use no latent | R² | kept accuracy")
+    as_mean = mean.expand_as(test)
+    print(f"  the train split's mean model | {r_squared(as_mean, test, mean):.3f} | {kept_accuracy(zoo, as_mean, original, data):.3f}")
+    nearest = train[torch.cdist(test, train).argmin(dim=1)]
+    print(f"  nearest train-split state (L2) | {r_squared(nearest, test, mean):.3f} | {kept_accuracy(zoo, nearest, original, data):.3f}")
 
     for order in ("plain", "canonical"):
         fit, held = (train, test) if order == "plain" else (canonicalize(arch, train), canonicalize(arch, test))

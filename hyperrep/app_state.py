@@ -214,6 +214,8 @@ def zoo_headline(zoo) -> dict:
 HEADLINE_METRICS = (  # (path in metrics.json, label), shown first when present
     ("quality/test/rsq", "reconstruction R²"),
     ("quality/test/acc_ratio_above_threshold", "accuracy kept"),
+    ("quality/test/prediction_agreement", "same predictions"),
+    ("quality/test/mean_model/prediction_agreement", "same predictions, zoo mean model"),
     ("quality/test/acc_reconstructed", "rebuilt accuracy"),
     ("train_seconds", "training time (s)"),
 )
@@ -223,6 +225,9 @@ METRIC_HELP = {
     "reconstruction R²": "1 - squared error / variance of the test split's weights, after encoding and decoding",
     "accuracy kept": "mean ratio of rebuilt to original test accuracy, over test-split models above 50 % accuracy",
     "rebuilt accuracy": "mean test accuracy of the test split's models after encoding and decoding",
+    "same predictions": "share of test images a rebuilt test-split model classifies as its original does",
+    "same predictions, zoo mean model": "the same for the train split's mean weight vector: what a "
+                                        "reconstruction that ignored its input would reach",
 }
 
 
@@ -247,7 +252,7 @@ def headline_metrics(metrics: dict | None, limit: int = 12) -> list[tuple[str, s
 def _format_number(path: str, value: float) -> str:
     if value.is_integer() and abs(value) >= 1:
         return f"{int(value):,}"
-    if ("acc" in path or "share" in path) and 0 <= value <= 1.5:
+    if ("acc" in path or "share" in path or "agreement" in path) and 0 <= value <= 1.5:
         return f"{value:.1%}"
     return f"{value:.3g}"
 

@@ -7,7 +7,7 @@ settings, and summarises the test accuracy at each of `fine_tune_epochs`:
 
     mean ± std, bootstrap 95 % CI of the mean, Mann-Whitney U p-value against B_T,
     accuracy of disjoint 5-member ensembles, and (zero-shot) novelty: distance to the
-    nearest zoo model in canonical neuron order and the misclassification IoU with it.
+    nearest zoo model in any neuron order (plain, canonical, matched) and the misclassification IoU with it.
 
 It writes report.md, report.csv (one row per method and epoch), members.csv (every member's
 curve), novelty.csv and report.png. `export_population` writes a population as

@@ -43,7 +43,7 @@ from hyperrep.model import (
     r_squared_per_layer,
     reconstruction_loss,
 )
-from hyperrep.population import evaluate_population
+from hyperrep.population import PopulationMetrics, evaluate_population
 from hyperrep.projection import METHODS, fit_map
 from hyperrep.zoo import Zoo
 
@@ -223,9 +223,15 @@ def reconstruction_quality(model, weights, train_mean, activation, images, lwln:
     quality = {"loss_recon": float(loss), "rsq": float(_overall_rsq(output, weights, train_mean))}
     quality.update({f"rsq_l{i}": float(v) for i, v in enumerate(rsq)})
     if images is not None:
-        original = evaluate_population(arch, activation, weights, images).accuracy
-        rebuilt = evaluate_population(arch, activation, output, images).accuracy
-        quality.update(accuracy_figures(original, rebuilt))
+        evaluate = lambda w: evaluate_population(arch, activation, w, images, keep_predictions=True)  # noqa: E731
+        original = evaluate(weights)
+        quality.update(accuracy_figures(original, evaluate(output)))
+        # What a reconstruction must beat: the train split's mean model, the same for every input.
+        mean_model = evaluate(train_mean[None].to(weights.device))
+        n = len(weights)
+        quality["mean_model"] = accuracy_figures(original, PopulationMetrics(
+            mean_model.loss.expand(n), mean_model.accuracy.expand(n), mean_model.finite.expand(n),
+            mean_model.predictions.expand(n, -1)))
     return quality
 
 
@@ -233,18 +239,22 @@ def _overall_rsq(output: torch.Tensor, target: torch.Tensor, mean: torch.Tensor)
     return 1 - (output - target).square().sum() / (target - mean).square().sum().clamp_min(1e-12)
 
 
-def accuracy_figures(original: torch.Tensor, rebuilt: torch.Tensor) -> dict:
-    """Mean accuracies and, for models above QUALITY_THRESHOLD, the mean ratio rebuilt/original."""
-    rebuilt = torch.nan_to_num(rebuilt, nan=0.0)  # a non-finite reconstruction counts as wrong
-    good = original > QUALITY_THRESHOLD
-    ratio = rebuilt[good] / original[good]
+def accuracy_figures(original: PopulationMetrics, rebuilt: PopulationMetrics) -> dict:
+    """Mean accuracies; for models above QUALITY_THRESHOLD the mean ratio rebuilt/original; and
+    whether per-model differences survive: accuracy correlation and per-image prediction agreement."""
+    before, after = original.accuracy, torch.nan_to_num(rebuilt.accuracy, nan=0.0)  # non-finite = wrong
+    good = before > QUALITY_THRESHOLD
+    ratio = after[good] / before[good]
+    spread = before.unique().numel() > 1 and after.unique().numel() > 1
     return {
-        "acc_original": float(original.mean()),
-        "acc_reconstructed": float(rebuilt.mean()),
-        "models": int(len(original)),
+        "acc_original": float(before.mean()),
+        "acc_reconstructed": float(after.mean()),
+        "models": int(len(before)),
         "models_above_threshold": int(good.sum()),
         "acc_ratio_above_threshold": float(ratio.mean()) if good.any() else None,
         "share_above_90pct": float((ratio >= 0.9).float().mean()) if good.any() else None,
+        "acc_correlation": float(torch.corrcoef(torch.stack([before, after]))[0, 1]) if spread else None,
+        "prediction_agreement": float((original.predictions == rebuilt.predictions).float().mean()),
     }
 
 
@@ -310,7 +320,7 @@ def train_hyperrep(
         check_accuracy = (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
         val = reconstruction_quality(model, val_weights, train_mean, zoo.activation,
                                      images if check_accuracy else None, config.lwln)
-        row.update({f"val_{key}": value for key, value in val.items()})
+        row.update({f"val_{key}": value for key, value in val.items() if not isinstance(value, dict)})
         row["seconds"] = time.time() - began
         history.append(row)
         log(_epoch_line(row))

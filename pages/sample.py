@@ -160,7 +160,7 @@ def show_comparisons(run: app_state.SampleRun, area) -> None:
             if run.novelty is not None:
                 figure = px.scatter(run.novelty, x="distance", y="accuracy", color="group",
                                     hover_data=["nearest_model_id", "nearest_epoch", "misclassification_iou"],
-                                    labels={"distance": "distance to nearest zoo model (canonical order)",
+                                    labels={"distance": "distance to nearest zoo model (any neuron order)",
                                             "accuracy": f"accuracy (first {run.quick_images:,} images)"})
                 figure.update_layout(height=420, margin=dict(t=10, b=10), legend=dict(orientation="h", y=-0.2))
                 st.plotly_chart(figure, key="novelty_plot")

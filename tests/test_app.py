@@ -446,10 +446,12 @@ def test_population_export_round_trip():
 
 def test_headline_metrics_puts_reconstruction_quality_first():
     metrics = {"history": [{"loss": 1.0}], "train_seconds": 12.0,
-               "quality": {"test": {"rsq": 0.8123, "acc_ratio_above_threshold": 0.95}, "val": {"rsq": 0.7}}}
+               "quality": {"test": {"rsq": 0.8123, "acc_ratio_above_threshold": 0.95, "prediction_agreement": 0.9137,
+                                    "mean_model": {"prediction_agreement": 0.7443}}, "val": {"rsq": 0.7}}}
     shown = app_state.headline_metrics(metrics)
     assert shown[0] == ("reconstruction R²", "0.812")
     assert shown[1] == ("accuracy kept", "95.0%")
+    assert shown[2:4] == [("same predictions", "91.4%"), ("same predictions, zoo mean model", "74.4%")]
     assert ("quality/val/rsq", "0.7") in shown and all("history" not in label for label, _ in shown)
 
 

@@ -45,7 +45,10 @@ def test_training_lowers_the_loss_and_writes_a_loadable_artifact(tiny_zoo_path, 
     assert rep.latent_table[["model_id", "epoch"]].values.tolist() == [[int(m), e] for m in zoo.model_ids for e in zoo.epochs]
     assert {"split", "test_acc"} <= set(rep.latent_table.columns)
     assert set(rep.metrics["quality"]) == {"train", "val", "test"}
-    assert "acc_ratio_above_threshold" in rep.metrics["quality"]["test"]
+    test_quality = rep.metrics["quality"]["test"]
+    assert {"acc_ratio_above_threshold", "acc_correlation", "prediction_agreement"} <= set(test_quality)
+    assert 0 <= test_quality["mean_model"]["prediction_agreement"] <= 1
+    assert test_quality["mean_model"]["acc_correlation"] is None  # one model: no spread to correlate
     with torch.no_grad():
         torch.testing.assert_close(rep.model.encode(zoo.weights[:, 0]), rep.latents[:: len(zoo.epochs)], rtol=1e-4, atol=1e-5)
     assert not (out / "checkpoint").exists()
@@ -119,3 +122,21 @@ def test_loading_refuses_foreign_or_incomplete_directories(tmp_path):
                                                       "model": TINY["model"], "zoo": "."}))
     with pytest.raises(ArtifactError, match="model.safetensors: file not found"):
         load_hyperrep(tmp_path)
+
+
+def test_accuracy_figures_tell_a_copy_from_a_constant_model():
+    from hyperrep.population import PopulationMetrics
+    from hyperrep.train import accuracy_figures
+
+    predictions = torch.tensor([[0, 1, 2, 3], [0, 1, 1, 1], [2, 2, 2, 2]])
+    accuracy = torch.tensor([1.0, 0.75, 0.6])
+    original = PopulationMetrics(torch.zeros(3), accuracy, torch.ones(3, dtype=torch.bool), predictions)
+    copy = accuracy_figures(original, original)
+    assert copy["acc_ratio_above_threshold"] == 1 and copy["acc_correlation"] == pytest.approx(1)
+    assert copy["prediction_agreement"] == 1 and copy["share_above_90pct"] == 1
+    constant = PopulationMetrics(torch.zeros(3), torch.full((3,), 0.75), torch.ones(3, dtype=torch.bool),
+                                 torch.tensor([0, 1, 1, 1]).expand(3, -1))
+    figures = accuracy_figures(original, constant)
+    assert figures["acc_ratio_above_threshold"] == pytest.approx((0.75 + 1 + 1.25) / 3)
+    assert figures["acc_correlation"] is None
+    assert figures["prediction_agreement"] == pytest.approx((2 / 4 + 1 + 0) / 3)
