@@ -541,7 +541,7 @@ def noise_baseline(anchors: torch.Tensor, sigma: float, n: int, seed: int = 0,
     members = pd.DataFrame({"member": np.arange(n), "anchor": order.numpy(), "sigma": sigma})
     if anchor_info is not None:
         members = pd.concat([members, anchor_info.iloc[order.numpy()][["model_id", "epoch"]].reset_index(drop=True)], axis=1)
-    return Population(f"noise σ={sigma:g}", weights, members)
+    return Population(f"noise σ={sigma:.3g}", weights, members)
 
 
 def reconstruction_baseline(model, anchors: torch.Tensor, n: int, seed: int = 0,

@@ -44,6 +44,10 @@ with model_column:
         numbers = app_state.headline_metrics(model.metrics)
         for column, (label, value) in zip(st.columns(max(1, min(3, len(numbers)))), numbers[:3]):
             column.metric(label, value, help=app_state.METRIC_HELP.get(label))
+        reference = dict(numbers).get("same predictions, zoo mean model")
+        if reference:
+            st.caption(f"Held-out (test-split) models, encoded and decoded. For reference, the zoo's mean "
+                       f"weight vector, one fixed network, makes the same predictions on {reference} of the images.")
         if len(numbers) > 3:
             with st.expander("all training metrics"):
                 st.table({label: [value] for label, value in numbers})

@@ -108,6 +108,8 @@ def test_overview_names_the_loaded_artifacts(app_env):
     last = zoo.properties[zoo.properties["epoch"] == 2]["test_acc"].median()
     assert metric(at, "median test acc.") == f"{last:.1%}"
     assert "latent dimension **8**" in texts(at.markdown)
+    agreement = load_hyperrep(app_env["model"]).metrics["quality"]["test"]["mean_model"]["prediction_agreement"]
+    assert f"same predictions on {agreement:.1%} of the images" in texts(at.caption)
     assert "device: `cpu`, 1 thread(s)" in texts(at.sidebar.caption)
     assert not at.error
 
