@@ -64,6 +64,18 @@ def evaluate_weights(
     return Evaluation(accuracy, loss, finite, predictions)
 
 
+def extend_evaluation(
+    arch: Architecture, activation: str, weights: torch.Tensor, data: ImageSet, first: Evaluation, n_first: int,
+    *, progress: Callable[[int, int], None] | None = None,
+) -> Evaluation:
+    """The evaluation on all of `data`, given `first` on its first `n_first` images: only the
+    remaining images are run (the app's full numbers after its first estimate)."""
+    rest = evaluate_weights(arch, activation, weights, data.subset(torch.arange(n_first, len(data))), progress=progress)
+    share = n_first / max(len(data), 1)
+    return Evaluation(share * first.accuracy + (1 - share) * rest.accuracy, share * first.loss + (1 - share) * rest.loss,
+                      first.finite & rest.finite)
+
+
 def evaluate_latents(
     model, latents: torch.Tensor, activation: str, data: ImageSet, *, keep_predictions: bool = False,
     progress: Callable[[int, int], None] | None = None,

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from hyperrep import app_state
-from hyperrep.evaluate import evaluate_weights
+from hyperrep.evaluate import evaluate_weights, extend_evaluation
 from hyperrep.sampling import SAMPLERS, select_rows, top_fraction
 from pages import shared
 
@@ -214,8 +214,8 @@ def run_request() -> app_state.SampleRun | None:
                                               f"first estimate: {len(quick_data):,} test images"), key="quick_estimate")
         st.write(f"All {len(found.test_data):,} test images…")
         bar = st.progress(0.0)
-        run.full = evaluate_weights(arch, activation, population.weights, found.test_data,
-                                    progress=app_state.ThrottledProgress(bar.progress, "models"))
+        run.full = extend_evaluation(arch, activation, population.weights, found.test_data, run.quick, len(quick_data),
+                                     progress=app_state.ThrottledProgress(bar.progress, "models"))
         timings["full evaluation"] = time.perf_counter() - start
         status.update(label=f"Evaluated {n} sampled models", state="complete", expanded=False)
     estimate.empty()

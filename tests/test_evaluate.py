@@ -16,6 +16,7 @@ from hyperrep.evaluate import (
     ensemble_accuracy,
     evaluate_latents,
     evaluate_weights,
+    extend_evaluation,
     fine_tune,
     zoo_training_settings,
 )
@@ -105,6 +106,17 @@ def test_non_finite_members_are_reported_and_excluded(tiny_zoo, test_images):
     assert (result.predictions[[1, 3]] == -1).all()
     clean = evaluate_weights(CNN_S, "tanh", weights[[0, 2]], test_images)
     np.testing.assert_array_equal(result.valid_accuracy(), clean.accuracy)
+
+
+def test_extending_a_first_estimate_equals_evaluating_everything(tiny_zoo, test_images):
+    weights = tiny_zoo.weights[:5, -1].clone()
+    weights[2, 7] = float("nan")
+    first = evaluate_weights(CNN_S, "tanh", weights, test_images.subset(torch.arange(300)))
+    extended = extend_evaluation(CNN_S, "tanh", weights, test_images, first, 300)
+    whole = evaluate_weights(CNN_S, "tanh", weights, test_images)
+    np.testing.assert_allclose(extended.accuracy, whole.accuracy, rtol=1e-6)
+    np.testing.assert_allclose(extended.loss, whole.loss, rtol=1e-5)
+    assert extended.finite.tolist() == whole.finite.tolist() == [True, True, False, True, True]
 
 
 def test_huge_weights_with_non_finite_logits_are_flagged(tiny_zoo, test_images):
