@@ -20,6 +20,7 @@ import torch
 
 from hyperrep.data import load_split
 from hyperrep.population import evaluate_population
+from hyperrep.train import accuracy_figures
 from hyperrep.weights import canonicalize
 from hyperrep.zoo import Zoo
 
@@ -57,11 +58,14 @@ def main() -> None:
         noisy = test + k * sigma * torch.randn_like(test)
         print(f"  k = {k:.1f} | {r_squared(noisy, test, mean):.3f} | {kept_accuracy(zoo, noisy, original, data):.3f}")
 
-    print("\nreferences that use no latent | R² | kept accuracy")
-    as_mean = mean.expand_as(test)
-    print(f"  the train split's mean model | {r_squared(as_mean, test, mean):.3f} | {kept_accuracy(zoo, as_mean, original, data):.3f}")
+    print("\nreferences that use no latent | R² | kept accuracy | same predictions | accuracy correlation")
+    with_predictions = evaluate_population(arch, zoo.activation, test, data, keep_predictions=True)
     nearest = train[torch.cdist(test, train).argmin(dim=1)]
-    print(f"  nearest train-split state (L2) | {r_squared(nearest, test, mean):.3f} | {kept_accuracy(zoo, nearest, original, data):.3f}")
+    for name, rebuilt in (("the train split's mean model", mean.expand_as(test)), ("nearest train-split state (L2)", nearest)):
+        figures = accuracy_figures(with_predictions, evaluate_population(arch, zoo.activation, rebuilt, data, keep_predictions=True))
+        correlation = "–" if figures["acc_correlation"] is None else f"{figures['acc_correlation']:.3f}"
+        print(f"  {name} | {r_squared(rebuilt, test, mean):.3f} | {figures['acc_ratio_above_threshold']:.3f} | "
+              f"{figures['prediction_agreement']:.3f} | {correlation}")
 
     for order in ("plain", "canonical"):
         fit, held = (train, test) if order == "plain" else (canonicalize(arch, train), canonicalize(arch, test))

@@ -319,8 +319,9 @@ class HyperRepresentation(nn.Module):
         """Store what the model needs from the train split: its mean vector (in the decoder's
         neuron order) when centring, and the per-layer sigma of what is then encoded."""
         if self.config.center_inputs:
-            self.parameter_mean.copy_(self.comparable(train_weights).mean(dim=0))
-            train_weights = self.comparable(train_weights) - self.parameter_mean
+            ordered = self.comparable(train_weights)
+            self.parameter_mean.copy_(ordered.mean(dim=0))
+            train_weights = ordered - self.parameter_mean
         self.set_layer_scales(train_weights)
 
     @torch.no_grad()

@@ -32,6 +32,9 @@ from hyperrep.population import evaluate_population, train_population
 from hyperrep.zoo import Zoo, make_manifest, split_model_ids
 
 
+INIT_FAMILY_SEED = 1_000_000_000  # family k starts from the init drawn with this seed + k
+
+
 @dataclass
 class BuildConfig:
     """Everything that defines a zoo build; stored in the manifest so it can be rebuilt."""
@@ -103,9 +106,6 @@ class BuildConfig:
             return lr, self.init
         names, probs = list(self.init), np.asarray(list(self.init.values()), dtype=float)
         return lr, str(rng.choice(names, p=probs / probs.sum()))
-
-
-INIT_FAMILY_SEED = 1_000_000_000
 
 
 @dataclass
