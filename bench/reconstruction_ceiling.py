@@ -52,6 +52,10 @@ def main() -> None:
     print(f"zoo {zoo.name}: {len(train)} train / {len(test)} test states, first {args.images} test images, "
           f"{int((original > 0.5).sum())} test states above 50 %")
 
+    first, last = zoo.weights[:, 0], zoo.weights[:, -1]
+    cosine = torch.nn.functional.cosine_similarity(first, last, dim=1).median()
+    print(f"median cosine between each model's epoch-{zoo.epochs[0]} and epoch-{zoo.epochs[-1]} weights: {cosine:.2f}")
+
     sigma = layer_sigma(arch, train)
     print("\nnoise k·σ_l on held-out models | R² | kept accuracy")
     for k in (0.1, 0.2, 0.3):
