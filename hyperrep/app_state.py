@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from safetensors.torch import save as safetensors_bytes
 
+from hyperrep.data import DEFAULT_DATASET, DatasetRule, zoo_dataset_rule
 from hyperrep.files import ArtifactError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -134,28 +135,34 @@ def imported_zoo_folder(source: Path | str) -> Path:
 
 @dataclass(frozen=True)
 class DatasetSource:
-    """Where a zoo's images come from, and a warning when they may not be the zoo's dataset."""
+    """Where a zoo's images come from, the rule they are normalised and split by (hyperrep.data),
+    and a warning when they may not be the zoo's dataset."""
 
     data_dir: Path | None
-    normalisation: tuple[float, float] | None
-    dataset: str
+    rule: DatasetRule
     warning: str | None = None
+
+    @property
+    def normalisation(self) -> tuple[float, float]:
+        return self.rule.normalisation
+
+    @property
+    def dataset(self) -> str:
+        return self.rule.name
 
 
 def dataset_source(manifest: dict) -> DatasetSource:
-    """The IDX folder and normalisation of a zoo's dataset, from its manifest."""
-    dataset = manifest.get("dataset", {}) if isinstance(manifest.get("dataset"), dict) else {}
-    name = str(dataset.get("name", "fashion-mnist"))
-    normalisation = dataset.get("normalisation")
-    normalisation = tuple(float(v) for v in normalisation) if normalisation and len(normalisation) == 2 else None
+    """The IDX folder (HYPERREP_DATA, else the default) and the dataset rule of a zoo, from its manifest."""
     env = os.environ.get("HYPERREP_DATA")
+    data_dir = Path(env) if env else None
+    rule = zoo_dataset_rule(manifest, data_dir)
     warning = None
-    if name != "fashion-mnist" and not env:
+    if rule.name != DEFAULT_DATASET and not env:
         warning = (
-            f"this zoo was trained on {name!r}; set HYPERREP_DATA to a folder with its IDX test files "
+            f"this zoo was trained on {rule.name!r}; set HYPERREP_DATA to a folder with its IDX test files "
             f"(evaluating on Fashion-MNIST meanwhile)"
         )
-    return DatasetSource(Path(env) if env else None, normalisation, name, warning)
+    return DatasetSource(data_dir, rule, warning)
 
 
 def compatibility(zoo, hyperrep) -> tuple[str | None, str | None]:
@@ -545,15 +552,6 @@ def compare_with_baselines(run: SampleRun, zoo, hyperrep, latent_table: pd.DataF
 
 
 # -- fine-tuning from the app --------------------------------------------------------------------------
-
-
-def training_subset(data, n: int, seed: int, val_fraction: float = 1 / 6):
-    """`n` seeded images from the training part of a train split (the validation part is left out, as in the zoo build)."""
-    from hyperrep.data import train_val_split
-
-    train_part, _ = train_val_split(len(data), val_fraction, 42)
-    chosen = np.sort(np.random.default_rng(seed).choice(train_part, size=min(n, len(train_part)), replace=False))
-    return data.subset(chosen)
 
 
 def learning_curves(results: dict) -> pd.DataFrame:

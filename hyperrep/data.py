@@ -1,10 +1,16 @@
-"""Image datasets from IDX files (Fashion-MNIST by default), normalised as the public zoos do."""
+"""Image datasets from IDX files (Fashion-MNIST by default), and the one rule for a zoo's images.
+
+`DatasetRule` says how a zoo's images are normalised and which training images a zoo was trained
+on (its validation part left out); zoo building, hyper-representation training, the report and
+the app all get their images through it (`build_dataset_rule` for a new zoo, `zoo_dataset_rule`
+for a saved one), so a zoo is always evaluated on the inputs it was trained on.
+"""
 
 from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +27,9 @@ INSTALL_HINT = (
 
 # Per-dataset (mean, std) of the training images, as in the public zoos' Normalize transform.
 NORMALISATION = {"fashion-mnist": (0.2860, 0.3530), "mnist": (0.1307, 0.3081)}
+DEFAULT_DATASET = "fashion-mnist"
+VAL_FRACTION = 1 / 6  # 60k -> 50k train / 10k validation, as the public zoos
+DATA_SEED = 42
 
 _FILE_STEMS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -100,7 +109,7 @@ def load_split(
     images, labels = read_idx(image_path), read_idx(label_path)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise ArtifactError(f"{image_path}: {images.shape} images do not match {labels.shape} labels in {label_path}")
-    mean, std = normalisation or NORMALISATION["fashion-mnist"]
+    mean, std = normalisation or NORMALISATION[DEFAULT_DATASET]
     tensor = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
     return ImageSet((tensor - mean) / std, torch.from_numpy(labels.astype(np.int64)))
 
@@ -110,3 +119,85 @@ def train_val_split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray,
     order = np.random.default_rng(seed).permutation(n)
     n_val = int(round(n * val_fraction))
     return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def image_statistics(images: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of unsigned-byte images scaled to [0, 1], over every pixel
+    (exact, from the 256-bin histogram, so 60,000 images cost no float copy)."""
+    counts = np.bincount(np.asarray(images, dtype=np.uint8).ravel(), minlength=256).astype(np.float64)
+    values = np.arange(256) / 255.0
+    total = counts.sum()
+    if total == 0:
+        raise ValueError("no pixels to compute image statistics from")
+    mean = float((counts * values).sum() / total)
+    std = float(np.sqrt((counts * (values - mean) ** 2).sum() / total))
+    return round(mean, 6), round(max(std, 1e-6), 6)
+
+
+def folder_statistics(data_dir: Path | str | None = None) -> tuple[float, float]:
+    """Image statistics of an IDX folder's training images (its test images when it has no training split)."""
+    folder = Path(data_dir) if data_dir is not None else default_data_dir()
+    try:
+        path = find_idx_file(folder, _FILE_STEMS["train"][0])
+    except ArtifactError:
+        path = find_idx_file(folder, _FILE_STEMS["test"][0])
+    return image_statistics(read_idx(path))
+
+
+@dataclass(frozen=True)
+class DatasetRule:
+    """A zoo's dataset: its name, the normalisation its models saw, and the split of the training
+    images into the part models train on and the validation part (`val_fraction`, `data_seed`)."""
+
+    name: str
+    normalisation: tuple[float, float]
+    val_fraction: float = VAL_FRACTION
+    data_seed: int = DATA_SEED
+
+    def load(self, split: str, data_dir: Path | str | None = None) -> ImageSet:
+        """The whole 'train' or 'test' split, normalised by this rule."""
+        return load_split(split, data_dir, self.normalisation)
+
+    def first_images(self, n: int | None, data_dir: Path | str | None = None, split: str = "test") -> ImageSet:
+        """The first `n` images of a split (all when `n` is None): the test images every figure uses."""
+        images = self.load(split, data_dir)
+        return images if n is None or n >= len(images) else images.subset(np.arange(n))
+
+    def training_part(self, n_total: int) -> np.ndarray:
+        """Indices of the training split that models train on (the validation part left out)."""
+        return train_val_split(n_total, self.val_fraction, self.data_seed)[0]
+
+    def training_images(self, n: int, seed: int, data_dir: Path | str | None = None,
+                        full: ImageSet | None = None) -> ImageSet:
+        """`n` images drawn with `seed` from the training part (zoo building and fine-tuning use this)."""
+        full = full if full is not None else self.load("train", data_dir)
+        part = self.training_part(len(full))
+        chosen = np.sort(np.random.default_rng(seed).choice(part, size=min(n, len(part)), replace=False))
+        return full.subset(chosen)
+
+    def manifest_entry(self) -> dict:
+        """What a zoo manifest records under `dataset` so that every reader applies the same rule."""
+        return {"name": self.name, "normalisation": [float(v) for v in self.normalisation]}
+
+
+def build_dataset_rule(name: str, data_dir: Path | str | None = None, *, val_fraction: float = VAL_FRACTION,
+                       data_seed: int = DATA_SEED) -> DatasetRule:
+    """The rule for a new zoo of dataset `name`: the known statistics of a known dataset, else
+    statistics computed from the images in `data_dir` (recorded in the zoo's manifest)."""
+    normalisation = NORMALISATION.get(name) or folder_statistics(data_dir)
+    return DatasetRule(name, tuple(normalisation), val_fraction, data_seed)
+
+
+def zoo_dataset_rule(manifest: dict, data_dir: Path | str | None = None) -> DatasetRule:
+    """The rule of a saved zoo: the normalisation its manifest records, else the known statistics
+    of its dataset, else statistics computed from `data_dir`; the split settings of its build."""
+    dataset = manifest.get("dataset") if isinstance(manifest.get("dataset"), dict) else {}
+    name = str(dataset.get("name") or manifest.get("dataset") or DEFAULT_DATASET)
+    build = manifest.get("build") if isinstance(manifest.get("build"), dict) else {}
+    recorded = dataset.get("normalisation")
+    if recorded is not None and len(recorded) == 2:
+        rule = DatasetRule(name, (float(recorded[0]), float(recorded[1])))
+    else:
+        rule = build_dataset_rule(name, data_dir)
+    return replace(rule, val_fraction=float(build.get("val_fraction", VAL_FRACTION)),
+                   data_seed=int(build.get("data_seed", DATA_SEED)))

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hyperrep.data import NORMALISATION, ImageSet, load_split, train_val_split
+from hyperrep.data import ImageSet, zoo_dataset_rule
 from hyperrep.evaluate import ensemble_accuracies, evaluate_weights, fine_tune, zoo_training_settings
 from hyperrep.files import atomic_write, write_json, write_tensors
 from hyperrep.novelty import novelty_table
@@ -92,24 +92,14 @@ class MethodResult:
 # -- data -------------------------------------------------------------------------------------
 
 
-def zoo_normalisation(zoo: Zoo) -> tuple[float, float]:
-    dataset = zoo.manifest.get("dataset", {})
-    return tuple(dataset.get("normalisation") or NORMALISATION.get(dataset.get("name"), (0.0, 1.0)))
-
-
 def load_test_images(zoo: Zoo, n: int, data_dir: Path | str | None = None) -> ImageSet:
-    """The first `n` images of the test split, normalised as the zoo's dataset."""
-    test = load_split("test", data_dir, zoo_normalisation(zoo))
-    return test.subset(np.arange(min(n, len(test))))
+    """The first `n` images of the test split, normalised as the zoo's dataset (hyperrep.data's rule)."""
+    return zoo_dataset_rule(zoo.manifest, data_dir).first_images(n, data_dir)
 
 
 def load_fine_tune_images(zoo: Zoo, n: int, seed: int, data_dir: Path | str | None = None) -> ImageSet:
     """`n` images (seeded) of the training part of the train split, as the zoo build split it."""
-    full = load_split("train", data_dir, zoo_normalisation(zoo))
-    build = zoo.manifest.get("build", {})
-    train_part, _ = train_val_split(len(full), build.get("val_fraction", 1 / 6), build.get("data_seed", 42))
-    chosen = np.random.default_rng(seed).choice(train_part, size=min(n, len(train_part)), replace=False)
-    return full.subset(np.sort(chosen))
+    return zoo_dataset_rule(zoo.manifest, data_dir).training_images(n, seed, data_dir)
 
 
 # -- populations ------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from typing import Callable
 
 import torch
 
-from hyperrep.data import load_split
+from hyperrep.data import zoo_dataset_rule
 from hyperrep.device import pick_device
 from hyperrep.files import ArtifactError, read_json, read_tensor_metadata, read_tensors, write_json, write_tensors
 from hyperrep.model import (
@@ -262,9 +262,7 @@ def load_eval_images(zoo: Zoo, count: int, data_dir: Path | str | None, device: 
     """The first `count` test images of the zoo's dataset, normalised as the zoo was."""
     if count <= 0:
         return None
-    normalisation = tuple(zoo.manifest.get("dataset", {}).get("normalisation", (0.0, 1.0)))
-    test = load_split("test", data_dir, normalisation)
-    return test.subset(torch.arange(min(count, len(test)))).to(device)
+    return zoo_dataset_rule(zoo.manifest, data_dir).first_images(count, data_dir).to(device)
 
 
 # -- training -------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from hyperrep.cnn import INIT_TYPES, get_activation, get_architecture, init_vector
-from hyperrep.data import NORMALISATION, ImageSet, load_split, train_val_split
+from hyperrep.data import DatasetRule, ImageSet, build_dataset_rule
 from hyperrep.files import ArtifactError, read_json, read_tensor_metadata, read_tensors, write_json, write_tensors
 from hyperrep.population import evaluate_population, train_population
 from hyperrep.zoo import Zoo, make_manifest, split_model_ids
@@ -115,18 +115,17 @@ class BuildData:
     test: ImageSet
 
 
+def dataset_rule(config: BuildConfig, data_dir: Path | str | None) -> DatasetRule:
+    """The normalisation and training/validation split of this build (hyperrep.data's one rule)."""
+    return build_dataset_rule(config.dataset, data_dir, val_fraction=config.val_fraction, data_seed=config.data_seed)
+
+
 def load_build_data(config: BuildConfig, data_dir: Path | str | None) -> BuildData:
     """The seeded training subset, its metric subset, and the test split."""
-    normalisation = NORMALISATION.get(config.dataset)
-    full = load_split("train", data_dir, normalisation)
-    train_part, _ = train_val_split(len(full), config.val_fraction, config.data_seed)
-    rng = np.random.default_rng(config.data_seed)
-    chosen = np.sort(rng.choice(train_part, size=min(config.train_images, len(train_part)), replace=False))
-    train = full.subset(chosen)
+    rule = dataset_rule(config, data_dir)
+    train = rule.training_images(config.train_images, config.data_seed, data_dir)
     metric = train.subset(np.arange(min(config.train_metric_images, len(train))))
-    test = load_split("test", data_dir, normalisation)
-    if config.test_images is not None:
-        test = test.subset(np.arange(min(config.test_images, len(test))))
+    test = rule.first_images(config.test_images, data_dir)
     return BuildData(train, metric, test)
 
 
@@ -205,7 +204,7 @@ def build_zoo(
                 done += 1
                 if progress:
                     progress(done, len(seeds))
-    zoo = assemble_zoo(config, partial, seeds)
+    zoo = assemble_zoo(config, partial, seeds, data_dir)
     zoo.save(out)
     shutil.rmtree(partial)
     return zoo
@@ -228,8 +227,9 @@ def _check_resume_config(config: BuildConfig, path: Path) -> None:
         )
 
 
-def assemble_zoo(config: BuildConfig, partial: Path, seeds: list[int]) -> Zoo:
-    """Collect the per-model files; models with non-finite weights are dropped and counted."""
+def assemble_zoo(config: BuildConfig, partial: Path, seeds: list[int], data_dir: Path | str | None = None) -> Zoo:
+    """Collect the per-model files; models with non-finite weights are dropped and counted. The
+    manifest records the normalisation the models were trained with (computed for an unknown dataset)."""
     weights, rows, kept, dropped = [], [], [], []
     for seed in seeds:
         path = partial / f"model_{seed:06d}.safetensors"
@@ -245,7 +245,7 @@ def assemble_zoo(config: BuildConfig, partial: Path, seeds: list[int]) -> Zoo:
     splits = split_model_ids(kept, config.model_split, config.split_seed)
     manifest = make_manifest(
         name=config.name, architecture=config.architecture, activation=config.activation,
-        dataset={"name": config.dataset, "normalisation": list(NORMALISATION.get(config.dataset, (0.0, 1.0))),
+        dataset={**dataset_rule(config, data_dir).manifest_entry(),
                  "train_images": config.train_images, "test_images": config.test_images or "all"},
         epochs=config.saved_epochs(), splits=splits, build=asdict(config),
         dropped={"non_finite": len(dropped), "non_finite_ids": dropped},

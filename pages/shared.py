@@ -15,7 +15,7 @@ import torch
 from streamlit.runtime.pages_manager import PagesManager
 
 from hyperrep import app_state
-from hyperrep.data import ImageSet, load_split
+from hyperrep.data import DatasetRule, ImageSet
 from hyperrep.device import pick_device
 from hyperrep.files import ArtifactError
 from hyperrep.zoo import Zoo
@@ -88,13 +88,14 @@ def cached_hyperrep(path: str, key: str, device_name: str, zoo_path: str = "", z
 
 
 @st.cache_resource(show_spinner="Loading the test images…", max_entries=4)
-def cached_test_data(data_dir: str | None, normalisation: tuple[float, float] | None, device_name: str) -> ImageSet:
-    return load_split("test", data_dir, normalisation).to(device_name)
+def cached_test_data(data_dir: str | None, rule: DatasetRule, device_name: str) -> ImageSet:
+    return rule.load("test", data_dir).to(device_name)
 
 
 @st.cache_resource(show_spinner="Loading training images…", max_entries=4)
-def cached_train_data(n: int, data_dir: str | None, normalisation: tuple[float, float] | None, device_name: str) -> ImageSet:
-    return app_state.training_subset(load_split("train", data_dir, normalisation), n, seed=0).to(device_name)
+def cached_train_data(n: int, data_dir: str | None, rule: DatasetRule, device_name: str) -> ImageSet:
+    """`n` images (seed 0) of the training part of the zoo's training split (hyperrep.data's rule)."""
+    return rule.training_images(n, 0, data_dir).to(device_name)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -138,12 +139,12 @@ def load_artifacts() -> Artifacts:
         if note:
             found.notes.append(note)
     if found.zoo is not None:
-        source = app_state.dataset_source(found.zoo.manifest)
-        if source.warning:
-            found.notes.append(source.warning)
         try:
+            source = app_state.dataset_source(found.zoo.manifest)
+            if source.warning:
+                found.notes.append(source.warning)
             found.test_data = cached_test_data(
-                str(source.data_dir) if source.data_dir else None, source.normalisation, str(found.device)
+                str(source.data_dir) if source.data_dir else None, source.rule, str(found.device)
             )
         except (ArtifactError, ValueError) as err:
             found.problems["test data"] = str(err)
@@ -153,7 +154,7 @@ def load_artifacts() -> Artifacts:
 def training_images(zoo: Zoo, n: int, device_name: str) -> ImageSet:
     """`n` images of the training split of the zoo's dataset (ArtifactError when it is not installed)."""
     source = app_state.dataset_source(zoo.manifest)
-    return cached_train_data(n, str(source.data_dir) if source.data_dir else None, source.normalisation, device_name)
+    return cached_train_data(n, str(source.data_dir) if source.data_dir else None, source.rule, device_name)
 
 
 def sidebar(found: Artifacts) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import write_idx
 
-from hyperrep.data import NORMALISATION, load_split, read_idx, train_val_split
+from hyperrep.data import NORMALISATION, image_statistics, load_split, read_idx, train_val_split, zoo_dataset_rule
 from hyperrep.files import ArtifactError
 
 
@@ -90,3 +90,58 @@ def test_seeded_split_is_deterministic_and_disjoint():
     assert (len(train), len(val)) == (833, 167)
     assert not set(train) & set(val) and set(train) | set(val) == set(range(1000))
     assert np.all(np.diff(train) > 0)
+
+
+def made_up_dataset(folder, idx_dir):
+    """An IDX folder of a dataset hyperrep does not know: brightened, contrast-reduced Fashion-MNIST."""
+    folder.mkdir()
+    for stem in ("train", "t10k"):
+        images = read_idx(idx_dir / f"{stem}-images-idx3-ubyte.gz").astype(np.float64)
+        write_idx(folder / f"{stem}-images-idx3-ubyte.gz", np.round(100 + 0.5 * images).astype(np.uint8))
+        write_idx(folder / f"{stem}-labels-idx1-ubyte.gz", read_idx(idx_dir / f"{stem}-labels-idx1-ubyte.gz"))
+    return folder
+
+
+def test_image_statistics_are_exact():
+    images = np.random.default_rng(0).integers(0, 256, size=(50, 7, 7)).astype(np.uint8)
+    scaled = images.astype(np.float64) / 255
+    assert image_statistics(images) == pytest.approx((scaled.mean(), scaled.std()), abs=1e-6)
+
+
+def test_a_made_up_dataset_is_trained_recorded_and_evaluated_with_the_same_statistics(idx_dir, tmp_path, monkeypatch):
+    from hyperrep import app_state
+    from hyperrep.evaluate import evaluate_weights
+    from hyperrep.report import load_fine_tune_images, load_test_images
+    from hyperrep.train import load_eval_images
+    from hyperrep.zoo_build import BuildConfig, build_zoo, load_build_data
+
+    folder = made_up_dataset(tmp_path / "made-up", idx_dir)
+    raw = read_idx(folder / "train-images-idx3-ubyte.gz").astype(np.float64) / 255
+    expected = (raw.mean(), raw.std())
+    assert abs(expected[0] - NORMALISATION["fashion-mnist"][0]) > 0.1  # not Fashion-MNIST's statistics
+    config = BuildConfig(name="made-up", dataset="made-up", n_models=2, epochs=1, train_images=300,
+                         train_metric_images=100, test_images=400, learning_rate=0.01)
+    zoo = build_zoo(config, tmp_path / "zoo", data_dir=folder, workers=1)
+    recorded = zoo.manifest["dataset"]["normalisation"]
+    assert recorded == pytest.approx(expected, abs=1e-5)  # recorded as computed, not (0, 1)
+    # the models were trained on inputs normalised this way: the build's data uses the recorded numbers
+    build = load_build_data(config, folder)
+    assert build.test.images.mean().item() == pytest.approx(
+        (read_idx(folder / "t10k-images-idx3-ubyte.gz")[:400] / 255 - recorded[0]).mean() / recorded[1], abs=1e-4)
+    # the report, the autoencoder's checks and the app all use the same statistics
+    test = load_test_images(zoo, 400, folder)
+    assert torch.equal(test.images, build.test.images)
+    assert torch.equal(load_eval_images(zoo, 400, folder, torch.device("cpu")).images, build.test.images)
+    monkeypatch.setenv("HYPERREP_DATA", str(folder))
+    assert app_state.dataset_source(zoo.manifest).normalisation == tuple(recorded)
+    # ... so re-evaluating a zoo model reproduces the accuracy stored at build time
+    last = zoo.properties[zoo.properties["epoch"] == 1].sort_values("model_id")
+    again = evaluate_weights(zoo.architecture, zoo.activation, zoo.weights[:, -1], test)
+    assert again.accuracy == pytest.approx(last["test_acc"].to_numpy(), abs=1e-6)
+    # fine-tuning draws from the training part of the split the build used, by the manifest's settings
+    fine = load_fine_tune_images(zoo, 300, config.data_seed, folder)
+    assert torch.equal(fine.images, build.train.images)
+    # a manifest that records no statistics (an older import) gets them computed the same way
+    bare = {**zoo.manifest, "dataset": {"name": "made-up"}}
+    assert zoo_dataset_rule(bare, folder).normalisation == pytest.approx(tuple(recorded))
+    assert zoo_dataset_rule({"dataset": {"name": "mnist"}}).normalisation == NORMALISATION["mnist"]
