@@ -114,6 +114,9 @@ class TrainConfig:
             raise ValueError("epochs must be >= 1, batch_size >= 2 and lr > 0")
         if not 0 <= self.gamma <= 1:
             raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
+        if self.augmentation.permute and self.model.canonical_inputs:
+            raise ValueError("augmentation.permute with model.canonical_inputs: canonical sorting undoes every "
+                             "permutation, so the permutation augmentation would never act; choose one of the two")
 
     def to_dict(self) -> dict:
         return asdict(self)
