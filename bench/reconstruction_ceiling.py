@@ -23,10 +23,7 @@ from hyperrep.population import evaluate_population
 from hyperrep.train import accuracy_figures
 from hyperrep.weights import canonicalize
 from hyperrep.zoo import Zoo
-
-
-def r_squared(rebuilt: torch.Tensor, target: torch.Tensor, mean: torch.Tensor) -> float:
-    return float(1 - (rebuilt - target).square().sum() / (target - mean).square().sum())
+from hyperrep.zoo_references import layer_sigma, pca_rebuilds, r_squared
 
 
 def kept_accuracy(zoo: Zoo, rebuilt: torch.Tensor, original_acc: torch.Tensor, data) -> float:
@@ -78,19 +75,6 @@ def main() -> None:
             print(f"  {components:3d} components | {r_squared(rebuilt, held, fit.mean(dim=0)):.3f} | "
                   f"{kept_accuracy(zoo, rebuilt, original, data):.3f}")
 
-
-def layer_sigma(arch, weights: torch.Tensor) -> torch.Tensor:
-    """Per-parameter σ of its layer (the LWLN scale) over `weights`."""
-    return torch.cat([weights[:, part].flatten().std().expand(part.stop - part.start) for part in arch.layer_slices()])
-
-
-def pca_rebuilds(arch, train: torch.Tensor, test: torch.Tensor, counts):
-    """Yield (components, rebuilt test weights) for PCA fitted on the σ-scaled train weights."""
-    mean, sigma = train.mean(dim=0), layer_sigma(arch, train)
-    _, _, basis = torch.linalg.svd((train - mean) / sigma, full_matrices=False)
-    for components in counts:
-        top = basis[:components]
-        yield components, (((test - mean) / sigma) @ top.T @ top) * sigma + mean
 
 if __name__ == "__main__":
     main()
