@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from safetensors.torch import save as safetensors_bytes
 
+from hyperrep import cores
 from hyperrep.data import DEFAULT_DATASET, DatasetRule, zoo_dataset_rule
 from hyperrep.files import ArtifactError
 
@@ -58,12 +59,9 @@ def default_hyperrep_path() -> Path:
 
 
 def cpu_threads() -> int:
-    """Torch CPU threads for the app process: HYPERREP_THREADS, else one per core.
-
-    On a quiet 2-core machine two threads bring 100 sampled models on 10,000 images to the screen
-    in 8.3 s instead of 12.2 s (bench/app_latency.py). When other busy processes share the cores,
-    extra intra-op threads lose badly (20 models: 2.5 s with 1 thread, up to 141 s with 2), so
-    set HYPERREP_THREADS=1 on a shared server."""
+    """The most torch CPU threads the app gives one compute step: HYPERREP_THREADS, else one per
+    core. Each step gets fewer when other processes keep cores busy (hyperrep.cores.share_cores;
+    measured in docs/benchmarks.md, "App latency")."""
     value = os.environ.get("HYPERREP_THREADS") or str(os.cpu_count() or 1)
     try:
         return max(1, int(value))
@@ -509,7 +507,13 @@ class SampleRun:
 def compare_with_baselines(run: SampleRun, zoo, hyperrep, latent_table: pd.DataFrame, data) -> None:
     """Fill `run` with novelty (samples and a distance-matched noise baseline), B_T at initialisation,
     ensembles and the samples' places on the map, all on `data` (the first-estimate images).
-    Anchors that are not models of the loaded zoo leave a message instead of a noise baseline."""
+    Anchors that are not models of the loaded zoo leave a message instead of a noise baseline.
+    Its compute steps yield to other sessions' evaluations (hyperrep.cores, background priority)."""
+    with cores.background():
+        _compare_with_baselines(run, zoo, hyperrep, latent_table, data)
+
+
+def _compare_with_baselines(run: SampleRun, zoo, hyperrep, latent_table: pd.DataFrame, data) -> None:
     from hyperrep.evaluate import ensemble_accuracies, ensemble_accuracy, evaluate_weights
     from hyperrep.novelty import novelty_table
     from hyperrep.projection import place_on_map

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hyperrep import cores
 from hyperrep.cnn import Architecture, population_forward
 from hyperrep.data import ImageSet
 from hyperrep.population import evaluate_population, train_population
@@ -100,9 +101,10 @@ def ensemble_accuracy(
         return float("nan")
     correct = 0
     block = members.to(device=data.images.device, dtype=torch.float32)
-    with torch.no_grad():
+    with torch.no_grad(), cores.job():
         for start in range(0, len(data), image_chunk):
-            logits = population_forward(arch, activation, block, data.images[start: start + image_chunk])
+            with cores.turn():  # one image chunk per turn (hyperrep.cores)
+                logits = population_forward(arch, activation, block, data.images[start: start + image_chunk])
             scores = F.softmax(logits, dim=2) if combine == "softmax" else logits
             mean = scores.mean(dim=0)
             if not torch.isfinite(mean).all():

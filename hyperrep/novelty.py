@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hyperrep import cores
 from hyperrep.cnn import Architecture
 from hyperrep.data import ImageSet
 from hyperrep.weights import canonicalize, permutation_index, permute, tokenize
@@ -29,20 +30,31 @@ def nearest_reference(
     picks `candidates` nearest references, and each is refined by `matched_distance`. Every
     ordering tried is function-preserving, so the result is an upper bound on the distance
     minimised over all permutations. Non-finite rows get distance NaN and index -1."""
+    with cores.job():
+        return _nearest_reference(arch, weights, reference, invariant, candidates, chunk)
+
+
+def _nearest_reference(
+    arch: Architecture, weights: torch.Tensor, reference: torch.Tensor, invariant: bool, candidates: int, chunk: int,
+) -> tuple[np.ndarray, np.ndarray]:
     weights, reference = weights.double(), reference.double()
     distance, index = np.full(len(weights), np.nan), np.full(len(weights), -1, dtype=np.int64)
     rows = torch.nonzero(torch.isfinite(weights).all(dim=1)).flatten()
     if invariant:
-        canonical_weights, canonical_reference = canonicalize(arch, weights), canonicalize(arch, reference)
+        with cores.turn():
+            canonical_weights, canonical_reference = canonicalize(arch, weights), canonicalize(arch, reference)
     for start in range(0, len(rows), chunk):
         block = rows[start: start + chunk]
-        d = _exact_cdist(weights[block], reference)
+        with cores.turn():  # distances of a block, then each row's matching: one turn each (hyperrep.cores)
+            d = _exact_cdist(weights[block], reference)
+            if invariant:
+                d = torch.minimum(d, _exact_cdist(canonical_weights[block], canonical_reference))
+                near = d.topk(min(candidates, len(reference)), dim=1, largest=False).indices
         if invariant:
-            d = torch.minimum(d, _exact_cdist(canonical_weights[block], canonical_reference))
-            near = d.topk(min(candidates, len(reference)), dim=1, largest=False).indices
             for row, (i, options) in enumerate(zip(block.tolist(), near.tolist())):
-                for j in options:
-                    d[row, j] = min(float(d[row, j]), matched_distance(arch, weights[i], reference[j]))
+                with cores.turn():
+                    for j in options:
+                        d[row, j] = min(float(d[row, j]), matched_distance(arch, weights[i], reference[j]))
         best, where = d.min(dim=1)
         distance[block.numpy()] = best.numpy()
         index[block.numpy()] = where.numpy()

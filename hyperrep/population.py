@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from hyperrep import cores
 from hyperrep.cnn import Architecture, forward, population_forward
 from hyperrep.data import ImageSet
 
@@ -68,30 +69,31 @@ def evaluate_population(
     model_chunk = model_chunk or (max(len(good), 1) if on_cpu else 64)
     groups = [good[i: i + model_chunk] for i in range(0, len(good), model_chunk)] if batched else [[i] for i in good]
     done = 0
-    with torch.no_grad():
+    with torch.no_grad(), cores.job():
         for group in groups:
             block = weights[group].to(device=device, dtype=torch.float32)
             idx = torch.tensor(group)
             for start in range(0, n, image_chunk):
-                images = data.images[start: start + image_chunk]
-                labels = data.labels[start: start + image_chunk]
-                if batched:
-                    logits = population_forward(arch, activation, block, images)
-                else:
-                    logits = forward(arch, activation, block[0], images).unsqueeze(0)
-                bad = ~torch.isfinite(logits).all(dim=2).all(dim=1)
-                losses = F.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]), labels.repeat(len(group)), reduction="none"
-                ).reshape(len(group), -1)
-                pred = logits.argmax(dim=2)
-                loss_sum[idx] += losses.sum(dim=1).double().cpu()
-                correct[idx] += (pred == labels).sum(dim=1).cpu()
-                if bad.any():
-                    finite[idx[bad.cpu()]] = False
-                if predictions is not None:
-                    predictions[idx, start: start + len(labels)] = pred.cpu()
-                if progress is not None and len(groups) == 1:  # one big group: report per image chunk
-                    progress(len(group) * min(start + image_chunk, n) // max(n, 1), len(good))
+                with cores.turn():  # one image chunk per turn: concurrent sessions interleave (hyperrep.cores)
+                    images = data.images[start: start + image_chunk]
+                    labels = data.labels[start: start + image_chunk]
+                    if batched:
+                        logits = population_forward(arch, activation, block, images)
+                    else:
+                        logits = forward(arch, activation, block[0], images).unsqueeze(0)
+                    bad = ~torch.isfinite(logits).all(dim=2).all(dim=1)
+                    losses = F.cross_entropy(
+                        logits.reshape(-1, logits.shape[-1]), labels.repeat(len(group)), reduction="none"
+                    ).reshape(len(group), -1)
+                    pred = logits.argmax(dim=2)
+                    loss_sum[idx] += losses.sum(dim=1).double().cpu()
+                    correct[idx] += (pred == labels).sum(dim=1).cpu()
+                    if bad.any():
+                        finite[idx[bad.cpu()]] = False
+                    if predictions is not None:
+                        predictions[idx, start: start + len(labels)] = pred.cpu()
+                    if progress is not None and len(groups) == 1:  # one big group: report per image chunk
+                        progress(len(group) * min(start + image_chunk, n) // max(n, 1), len(good))
             done += len(group)
             if progress is not None and len(groups) > 1:
                 progress(done, len(good))

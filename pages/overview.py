@@ -1,7 +1,6 @@
 """Overview: what is loaded (zoo, hyper-representation, device), headline numbers, a guided path."""
 
 import streamlit as st
-import torch
 
 from hyperrep import app_state
 from pages import shared
@@ -52,7 +51,8 @@ with model_column:
             with st.expander("all training metrics"):
                 st.table({label: [value] for label, value in numbers})
         st.caption(f"{len(model.latent_table):,} embedded zoo models on the stored 2-D map")
-threads = f" with {torch.get_num_threads()} CPU thread(s)" if found.device.type == "cpu" else ""
+threads = (f" with up to {app_state.cpu_threads()} CPU thread(s), fewer while other processes keep cores busy"
+           if found.device.type == "cpu" else "")
 st.caption(f"device: `{found.device}`{threads} (override with HYPERREP_DEVICE, HYPERREP_THREADS)")
 for note in found.notes:
     st.info(note)

@@ -14,7 +14,7 @@ import streamlit as st
 import torch
 from streamlit.runtime.pages_manager import PagesManager
 
-from hyperrep import app_state
+from hyperrep import app_state, cores
 from hyperrep.data import DatasetRule, ImageSet
 from hyperrep.device import pick_device
 from hyperrep.files import ArtifactError
@@ -44,12 +44,13 @@ class Artifacts:
 
 @st.cache_resource(show_spinner=False)
 def device() -> torch.device:
-    """The auto-selected device; on a CPU, torch gets app_state.cpu_threads() threads and flushes
-    denormals (fine-tuning saturated B_T models ran 3.8x slower without; docs/benchmarks.md).
-    Both are process-wide and set once."""
+    """The auto-selected device; on a CPU, sessions share the cores (hyperrep.cores: compute steps
+    take turns, with up to app_state.cpu_threads() threads, as many as other processes leave free)
+    and torch flushes denormals (fine-tuning saturated B_T models ran 3.8x slower without;
+    docs/benchmarks.md). Both are process-wide and set once."""
     chosen = pick_device()
     if chosen.type == "cpu":
-        torch.set_num_threads(app_state.cpu_threads())
+        cores.share_cores(app_state.cpu_threads())
         torch.set_flush_denormal(True)
     return chosen
 
@@ -178,7 +179,7 @@ def sidebar(found: Artifacts) -> None:
             st.error(found.problems.get("hyperrep", "no hyper-representation"), icon=":material/error:")
         if "test data" in found.problems:
             st.error(found.problems["test data"], icon=":material/error:")
-        threads = f", {torch.get_num_threads()} thread(s)" if found.device.type == "cpu" else ""
+        threads = f", up to {app_state.cpu_threads()} thread(s)" if found.device.type == "cpu" else ""
         st.caption(f"device: `{found.device}`{threads}")
 
 

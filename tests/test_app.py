@@ -110,7 +110,7 @@ def test_overview_names_the_loaded_artifacts(app_env):
     assert "latent dimension **8**" in texts(at.markdown)
     agreement = load_hyperrep(app_env["model"]).metrics["quality"]["test"]["mean_model"]["prediction_agreement"]
     assert f"same predictions on {agreement:.1%} of the images" in texts(at.caption)
-    assert "device: `cpu`, 1 thread(s)" in texts(at.sidebar.caption)
+    assert "device: `cpu`, up to 1 thread(s)" in texts(at.sidebar.caption)
     assert not at.error
 
 
