@@ -512,10 +512,14 @@ def latent_table(zoo_path: Path, model_ids: torch.Tensor, epochs: torch.Tensor) 
         splits = read_json(zoo_path / "zoo.json").get("splits", {})
         split_of = {int(m): name for name, ids in splits.items() for m in ids}
         properties = properties.assign(split=properties["model_id"].map(split_of).fillna("none"))
-    table = keys.merge(properties, on=["model_id", "epoch"], how="left", validate="one_to_one")
-    if table["test_acc"].isna().any():
-        raise ArtifactError(f"{zoo_path / 'models.parquet'}: lacks rows for some embedded (model, epoch) pairs")
-    return table
+    table = keys.merge(properties, on=["model_id", "epoch"], how="left", validate="one_to_one", indicator=True)
+    absent = table.loc[table["_merge"] == "left_only", ["model_id", "epoch"]]
+    if len(absent):
+        pairs = [(int(m), int(e)) for m, e in absent.itertuples(index=False)]
+        raise ArtifactError(f"{zoo_path / 'models.parquet'}: has no row for {len(pairs)} embedded (model_id, epoch) "
+                            f"pairs, e.g. {pairs[:5]}; the hyper-representation was made from another zoo")
+    # rows whose metrics are NaN (an imported epoch without a result line) stay: they are never anchors
+    return table.drop(columns="_merge")
 
 
 def _maybe_number(text: str) -> int | float | str:

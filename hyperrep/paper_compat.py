@@ -65,6 +65,10 @@ def model_config_from_paper(config_ae: dict) -> ModelConfig:
 def _refuse_unsupported(config_ae: dict) -> None:
     required = ["model::N_attention_blocks", "model::N_attention_heads", "model::dim_attention_embedding",
                 "model::attention_hidden_dim", "model::latent_dim", "model::dropout", "model::normalize", "model::i_dim"]
+    model_type = config_ae.get("model::type")
+    if model_type is not None and model_type != "transformer":
+        raise ValueError(f"model::type = {model_type!r} is not supported: hyperrep loads only the paper's "
+                         "'transformer' autoencoder (AE_attn), not its 'vanilla' (MLP) or 'perceiver' ones")
     missing = [key for key in required if key not in config_ae]
     if missing:
         raise ValueError(f"missing required keys {missing}")
@@ -98,8 +102,10 @@ def load_paper_hyperrep(directory: Path | str) -> HyperRepresentation:
     expected = {f"{name}.{key}" for name, module in parts.items() for key in module.state_dict()}
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
+        untyped = ("; config_ae.json names no model::type, and the paper's code then builds its 'vanilla' (MLP) "
+                   "autoencoder, which hyperrep does not load" if "model::type" not in config_ae else "")
         raise ArtifactError(f"{checkpoint_path}: keys do not match {config_path.name} "
-                            f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+                            f"(missing {missing[:5]}, unexpected {unexpected[:5]}{untyped})")
     for name, module in parts.items():
         own = {key[len(name) + 1:]: value.float() for key, value in state.items() if key.startswith(name + ".")}
         try:
@@ -137,6 +143,25 @@ def train_config_from_paper(config_ae: dict):
         temperature=float(config_ae.get("training::temperature", 0.1)),
         lwln=bool(config_ae.get("training::normalize_loss", False)),
         seed=int(config_ae.get("seed", 42)),
+        **_optimisation_from_paper(config_ae),
     )
     config.validate()
     return config
+
+
+PAPER_OPTIMIZERS = ("adamw", "adam", "sgd")  # what the paper's set_optimizer builds; its "lamb" needs a torch.optim.Lamb that torch lacks
+
+
+def _optimisation_from_paper(config_ae: dict) -> dict:
+    """Optimiser and gradient clipping as the paper's code reads them (def_simclr_ae_module.py):
+    optim::optimizer (default adamw), optim::momentum (sgd, 0.9), training::gradient_clipping
+    (None, "norm" or "value") with training::gradient_clipp_value (default 5)."""
+    optimizer = config_ae.get("optim::optimizer", "adamw")
+    if optimizer not in PAPER_OPTIMIZERS:
+        raise ValueError(f"optim::optimizer = {optimizer!r} is not supported ({', '.join(PAPER_OPTIMIZERS)})")
+    clipping = config_ae.get("training::gradient_clipping")
+    if clipping not in (None, "norm", "value"):
+        raise ValueError(f"training::gradient_clipping = {clipping!r} is not supported (null, 'norm' or 'value')")
+    value = float(config_ae.get("training::gradient_clipp_value", 5)) if clipping else None
+    return {"optimizer": optimizer, "momentum": float(config_ae.get("optim::momentum", 0.9)),
+            "grad_clip": value, "grad_clip_mode": clipping or "norm"}

@@ -410,11 +410,13 @@ def select_rows(table: pd.DataFrame, *, split: str | None = None, epochs=None, m
 
 def top_fraction(table: pd.DataFrame, fraction: float = 0.3, *, among=None, column: str = "test_acc") -> np.ndarray:
     """Rows (of `among`, default all) with `column` >= its (1 - fraction) quantile: the paper's
-    top-30 % anchors are `top_fraction(table, 0.3, among=select_rows(table, split="train"))`."""
+    top-30 % anchors are `top_fraction(table, 0.3, among=select_rows(table, split="train"))`.
+    Rows whose value is unknown (NaN: an imported epoch without metrics) are never chosen."""
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     among = np.arange(len(table)) if among is None else _nonempty(among, "empty pool")
-    values = table[column].to_numpy()[among]
+    values = table[column].to_numpy(dtype=float)[among]
+    among, values = _nonempty(among[~np.isnan(values)], f"no row with a known {column}"), values[~np.isnan(values)]
     threshold = np.quantile(values, 1 - fraction)  # linear interpolation, as torch.quantile
     return _nonempty(among[values >= threshold], f"top {fraction:.0%} by {column}")
 

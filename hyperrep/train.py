@@ -48,6 +48,7 @@ from hyperrep.projection import METHODS, fit_map
 from hyperrep.zoo import Zoo
 
 VERSION = 1
+OPTIMIZERS = ("adamw", "adam", "sgd")
 QUALITY_THRESHOLD = 0.5  # models above this accuracy count for the reconstruction-quality ratio
 
 
@@ -67,7 +68,10 @@ class TrainConfig:
     gamma: float = 0.05  # weight of NT-Xent; 1 - gamma weighs the reconstruction
     temperature: float = 0.1
     lwln: bool = True  # layer-wise loss normalisation; False is the paper's failing ablation
-    grad_clip: float | None = 1.0
+    optimizer: str = "adamw"  # adamw, adam or sgd (with `momentum`); weight_decay applies to each
+    momentum: float = 0.9  # sgd only
+    grad_clip: float | None = 1.0  # None or 0: no clipping
+    grad_clip_mode: str = "norm"  # "norm": clip the global gradient norm; "value": clip each gradient entry
     seed: int = 42
     eval_every: int = 5  # epochs between validation accuracy checks (loss and R^2 every epoch)
     eval_images: int = 500  # test images for the per-epoch accuracy check
@@ -117,6 +121,11 @@ class TrainConfig:
         if self.augmentation.permute and self.model.canonical_inputs:
             raise ValueError("augmentation.permute with model.canonical_inputs: canonical sorting undoes every "
                              "permutation, so the permutation augmentation would never act; choose one of the two")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer {self.optimizer!r} unknown; known: {', '.join(OPTIMIZERS)}")
+        if self.grad_clip_mode not in ("norm", "value") or (self.grad_clip is not None and self.grad_clip < 0):
+            raise ValueError(f"grad_clip must be None (or 0: off) or > 0 and grad_clip_mode 'norm' or 'value', "
+                             f"got {self.grad_clip!r}, {self.grad_clip_mode!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -176,11 +185,22 @@ def save_checkpoint(folder: Path, epoch: int, model: HyperRepresentation, optimi
             old.unlink()
 
 
+def _with_defaults(stored: object) -> object:
+    """A stored training config with the settings added since it was written at their defaults
+    (so a run checkpointed before a new setting existed still resumes)."""
+    if not isinstance(stored, dict):
+        return stored
+    try:
+        return TrainConfig.from_dict(stored).to_dict()
+    except (TypeError, ValueError):
+        return stored
+
+
 def load_checkpoint(folder: Path, model: HyperRepresentation, optimizer: torch.optim.Optimizer,
                     config: dict) -> tuple[int, list[dict]]:
     """Restore model and optimizer; returns (epochs done, history). A changed config is refused."""
     state = read_json(folder / "state.json")
-    if state.get("config") != config:
+    if _with_defaults(state.get("config")) != config:
         raise ValueError(f"{folder / 'state.json'}: the checkpoint was made with another config; "
                          "resume with the same config or train into a new folder")
     epoch = int(state["epoch"])
@@ -298,7 +318,7 @@ def train_hyperrep(
     train_mean = model.comparable(train_weights).mean(dim=0)  # the R^2 baseline
     model.set_train_statistics(train_weights)  # sigma (and mean) from the train split only
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(model, config)
     stored_config = _artifact_config(config, zoo, zoo_path, out, epochs_used, device)
 
     start, history = 0, []
@@ -333,6 +353,24 @@ def train_hyperrep(
     return out
 
 
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser the config names, with its lr (later set per step) and weight decay."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return kind(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def clip_gradients(model: torch.nn.Module, config: TrainConfig) -> None:
+    """Clip the gradients as the config says (global norm or per entry), or leave them."""
+    if not config.grad_clip:
+        return
+    if config.grad_clip_mode == "value":
+        torch.nn.utils.clip_grad_value_(model.parameters(), config.grad_clip)
+    else:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+
+
 def _check_output_folder(out: Path, checkpoint: Path, resume: bool) -> None:
     if (out / "model.safetensors").is_file() and not checkpoint.exists():
         raise ValueError(f"{out}: already holds a finished hyper-representation; train into another folder")
@@ -355,8 +393,7 @@ def _train_one_epoch(model, optimizer, config, train_weights, epoch, steps_per_e
             parts = model.losses(inputs, targets, gamma=config.gamma, temperature=config.temperature, lwln=config.lwln)
             optimizer.zero_grad(set_to_none=True)
             parts["loss"].backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            clip_gradients(model, config)
             optimizer.step()
             for key in ("loss", "loss_recon", "loss_contrast"):
                 sums[key] = sums.get(key, 0.0) + float(parts[key].detach())

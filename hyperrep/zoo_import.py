@@ -77,6 +77,7 @@ class ImportReport:
     activation: str = ""
     dataset: str = ""
     dropped: list[DroppedModel] = field(default_factory=list)
+    without_results: dict[str, list[int]] = field(default_factory=dict)  # kept folder -> epochs with no result.json line
 
     def counts(self) -> dict[str, int]:
         """Number of dropped models per reason."""
@@ -91,6 +92,11 @@ class ImportReport:
             f"imported {self.kept} of {self.found} models from {self.source}",
             f"  architecture {self.architecture}, activation {self.activation}, dataset {self.dataset}, epochs {self.epochs}",
         ]
+        if self.without_results:
+            states = sum(len(epochs) for epochs in self.without_results.values())
+            out.append(f"  {states} kept (model, epoch) states have no result.json line, so no metrics (NaN; never "
+                       f"chosen as anchors), in {len(self.without_results)} models, e.g. "
+                       + "; ".join(f"{folder} epochs {epochs}" for folder, epochs in list(self.without_results.items())[:3]))
         if self.dropped:
             out.append("  dropped " + ", ".join(f"{reason} {n}" for reason, n in self.counts().items()))
             out.append(self.dropped_lines())
@@ -157,6 +163,8 @@ def import_modelzoo(
     report.kept, report.epochs = len(models), chosen_epochs
     report.architecture, report.activation = arch.name, chosen_activation
     report.dataset = dataset or _guess_dataset(src, models[0].params)
+    report.without_results = {m.path.name: missing for m in models
+                              if (missing := [e for e in chosen_epochs if e not in m.results])}
     zoo = Zoo(_manifest(src, report, model_ids, threshold), torch.stack(weights), torch.tensor(model_ids, dtype=torch.int64),
               _properties(models, model_ids, chosen_epochs))
     zoo.save(out)

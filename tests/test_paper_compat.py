@@ -177,3 +177,46 @@ def test_paper_config_drives_training_settings(tmp_path):
     assert (config.model.d_model, config.model.latent_dim, config.model.architecture) == (D, LATENT, "cnn_s")
     assert (config.gamma, config.lwln, config.lr, config.batch_size) == (0.1, True, 1e-4, 32)
     assert config.augmentation.target == "augmented" and config.augmentation.permute
+
+
+def test_another_model_type_is_named(tmp_path):
+    state = random_state_dict(48, "linear", torch.Generator().manual_seed(1))
+    with pytest.raises(ArtifactError, match="model::type = 'vanilla' is not supported"):
+        load_paper_hyperrep(write_paper_dir(tmp_path / "a", paper_config(**{"model::type": "vanilla"}), state))
+    untyped = paper_config()
+    del untyped["model::type"]
+    broken = {key: value for key, value in state.items() if not key.startswith("encoder.vec2neck")}
+    with pytest.raises(ArtifactError, match="names no model::type"):
+        load_paper_hyperrep(write_paper_dir(tmp_path / "b", untyped, broken))
+    assert load_paper_hyperrep(write_paper_dir(tmp_path / "c", untyped, state)).latent_dim == LATENT
+
+
+def test_paper_config_chooses_the_optimiser_and_the_clipping(tmp_path):
+    from hyperrep.train import clip_gradients, make_optimizer
+
+    def config_of(**keys):
+        path = tmp_path / "config_ae.json"
+        path.write_text(json.dumps(paper_config(**keys)))
+        return TrainConfig.from_file(path)
+
+    plain = config_of()  # the paper's defaults: AdamW, no clipping
+    assert (plain.optimizer, plain.grad_clip) == ("adamw", None)
+    sgd = config_of(**{"optim::optimizer": "sgd", "optim::momentum": 0.5, "optim::wd": 0.01,
+                       "training::gradient_clipping": "value", "training::gradient_clipp_value": 0.25})
+    assert (sgd.optimizer, sgd.momentum, sgd.grad_clip, sgd.grad_clip_mode) == ("sgd", 0.5, 0.25, "value")
+    model = torch.nn.Linear(3, 2)
+    optimizer = make_optimizer(model, sgd)
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.5
+    assert optimizer.defaults["weight_decay"] == 0.01
+    assert type(make_optimizer(model, config_of(**{"optim::optimizer": "adam"}))) is torch.optim.Adam
+    model(torch.full((4, 3), 100.0)).sum().backward()
+    clip_gradients(model, sgd)
+    assert model.weight.grad.abs().max() == pytest.approx(0.25)
+    norm = config_of(**{"training::gradient_clipping": "norm"})
+    assert (norm.grad_clip, norm.grad_clip_mode) == (5.0, "norm")
+    model.weight.grad.fill_(10.0)
+    clip_gradients(model, norm)
+    grads = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert float(grads.norm()) == pytest.approx(5.0, rel=1e-4)
+    with pytest.raises(ArtifactError, match="optim::optimizer = 'lamb' is not supported"):
+        config_of(**{"optim::optimizer": "lamb"})

@@ -217,3 +217,30 @@ def test_cli_zoo_import(modelzoo, tmp_path, capsys):
     assert "imported 4 of 4 models" in printed and "saved epochs [1, 2]" in printed
     assert cli.main(["zoo", "import", str(tmp_path / "missing"), str(tmp_path / "x")]) == 2
     assert "Model Zoo directory not found" in capsys.readouterr().err
+
+
+def test_a_missing_result_line_keeps_nan_metrics_and_combines_with_a_paper_hyperrep(modelzoo, tmp_path):
+    """Issue 9: an epoch without a result.json line used to make the paper embedding fail with
+    "lacks rows"; the state is kept with NaN metrics, reported, and never chosen as an anchor."""
+    from test_paper_compat import paper_config, random_state_dict, write_paper_dir
+
+    from hyperrep import app_state
+    from hyperrep.model import latent_table
+    from hyperrep.sampling import top_fraction
+
+    root, _ = modelzoo
+    folder = root / "NN_tune_trainable_a_0_seed=7"
+    lines = (folder / "result.json").read_text().splitlines()
+    (folder / "result.json").write_text("\n".join(line for line in lines if '"training_iteration": 2' not in line) + "\n")
+    zoo, report = import_modelzoo(root, tmp_path / "zoo")
+    assert report.without_results["NN_tune_trainable_a_0_seed=7"] == [2]
+    assert any("no result.json line" in line and "NN_tune_trainable_a_0_seed=7 epochs [2]" in line for line in report.lines())
+    paper = write_paper_dir(tmp_path / "paper", paper_config(), random_state_dict(48, "linear", torch.Generator().manual_seed(0)))
+    embedded = app_state.paper_hyperrep(paper, zoo)
+    table = embedded.latent_table
+    assert len(table) == 4 * len(EPOCHS)
+    assert math.isnan(table.set_index(["model_id", "epoch"]).loc[(7, 2), "test_acc"])
+    anchors = top_fraction(table, 1.0)
+    assert len(anchors) == int(table["test_acc"].notna().sum()) and table["test_acc"].iloc[anchors].notna().all()
+    with pytest.raises(ArtifactError, match=r"no row for 1 embedded \(model_id, epoch\) pairs, e.g. \[\(99, 1\)\]"):
+        latent_table(tmp_path / "zoo", torch.tensor([7, 99]), torch.tensor([1, 1]))
