@@ -58,6 +58,8 @@ class AppServer:
                    "--server.port", str(self.port), "--server.address", "127.0.0.1",
                    "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
                    "--client.toolbarMode", "viewer"]
+        if self.log:
+            Path(self.log).parent.mkdir(parents=True, exist_ok=True)  # runs/ does not exist in a fresh clone
         output = open(self.log, "w") if self.log else subprocess.DEVNULL
         self.started = time.perf_counter()
         self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=output, stderr=subprocess.STDOUT)
@@ -223,7 +225,6 @@ def measure(args: argparse.Namespace) -> dict:
                "busy": args.busy, "quiet": [], "busy_runs": [], "one_session": [], "many_sessions": [],
                "max_threads": os.environ.get("HYPERREP_THREADS") or str(os.cpu_count())}
     log = Path(args.log)
-    log.parent.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         with AppServer(log=log) as server:

@@ -1,4 +1,5 @@
-"""Shared fixtures: a small IDX folder made from the shipped test split, and a tiny zoo."""
+"""Shared fixtures: a small IDX folder made from the shipped test split, a tiny zoo and the tiny
+hyper-representations trained on it (once per test session, for every test file)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 import torch
 
 from hyperrep.data import SHIPPED_DATA, read_idx
+from hyperrep.model import ModelConfig
+from hyperrep.train import TrainConfig, train_hyperrep
 from hyperrep.zoo import Zoo
 from hyperrep.zoo_build import BuildConfig, build_zoo
 
@@ -57,3 +60,25 @@ def tiny_zoo_path(tmp_path_factory, idx_dir) -> Path:
 @pytest.fixture()
 def tiny_zoo(tiny_zoo_path) -> Zoo:
     return Zoo.load(tiny_zoo_path)
+
+
+def tiny_training(lwln: bool = True) -> TrainConfig:
+    """The tiny autoencoder's settings: 2 epochs of a 1-block, d_model 16 transformer, PCA map."""
+    return TrainConfig(model=ModelConfig(d_model=16, n_heads=2, n_blocks=1, d_ff=32, latent_dim=8), epochs=2,
+                       batch_size=4, lwln=lwln, eval_images=100, final_eval_images=200, map_method="pca")
+
+
+@pytest.fixture(scope="session")
+def tiny_hyperrep_path(tiny_zoo_path, idx_dir, tmp_path_factory) -> Path:
+    """A real (barely trained) hyper-representation of the tiny zoo, with a PCA map; ~5 s."""
+    out = tmp_path_factory.mktemp("hyperrep") / "tiny"
+    train_hyperrep(tiny_zoo_path, out, tiny_training(), data_dir=idx_dir, device="cpu")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_hyperrep_no_lwln_path(tiny_zoo_path, idx_dir, tmp_path_factory) -> Path:
+    """The same autoencoder trained with plain MSE (the report's LWLN ablation)."""
+    out = tmp_path_factory.mktemp("hyperrep") / "tiny-no-lwln"
+    train_hyperrep(tiny_zoo_path, out, tiny_training(lwln=False), data_dir=idx_dir, device="cpu")
+    return out

@@ -24,23 +24,12 @@ from hyperrep.cnn import CNN_S
 from hyperrep.data import load_split
 from hyperrep.evaluate import evaluate_weights
 from hyperrep.files import ArtifactError, read_tensors, write_tensors
-from hyperrep.model import ModelConfig, load_hyperrep
-from hyperrep.train import TrainConfig, train_hyperrep
+from hyperrep.model import load_hyperrep
 from hyperrep.weights import index_dict
 from hyperrep.zoo import Zoo
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 PAGES = ["pages/overview.py", "pages/zoo.py", "pages/latent_map.py", "pages/sample.py", "pages/finetune.py", "pages/export.py"]
-
-
-@pytest.fixture(scope="session")
-def tiny_hyperrep_path(tiny_zoo_path, idx_dir, tmp_path_factory) -> Path:
-    """A real (barely trained) hyper-representation of the tiny zoo, with a PCA map; ~5 s."""
-    out = tmp_path_factory.mktemp("hyperrep") / "tiny"
-    config = TrainConfig(model=ModelConfig(d_model=16, n_heads=2, n_blocks=1, d_ff=32, latent_dim=8), epochs=2,
-                         batch_size=4, eval_images=100, final_eval_images=200, map_method="pca")
-    train_hyperrep(tiny_zoo_path, out, config, data_dir=idx_dir)
-    return out
 
 
 @pytest.fixture()

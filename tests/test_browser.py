@@ -1,17 +1,18 @@
 """The real app in a real browser: `streamlit run app.py` driven by headless Chromium (Playwright).
 
-Uses the default artifacts (data/zoo, data/hyperrep) when they exist, else the tiny test ones,
-and saves the screenshots the README shows to assets/screenshots/.
+Uses the default artifacts (data/zoo, data/hyperrep) when they exist, else the tiny test ones.
+Screenshots go to a temporary folder; HYPERREP_REFRESH_SCREENSHOTS=1 writes them to
+assets/screenshots/ instead, to refresh the pictures the README shows.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 from pathlib import Path
 
 import pytest
-from test_app import tiny_hyperrep_path  # noqa: F401  (fixture: the tiny hyper-representation)
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "assets" / "screenshots"
@@ -62,9 +63,17 @@ def no_exceptions(page) -> None:
     assert shown.count() == 0, shown.first.inner_text()
 
 
+def screenshot_folder(tmp_path: Path) -> Path:
+    """assets/screenshots/ when HYPERREP_REFRESH_SCREENSHOTS=1, else a temporary folder (the suite
+    leaves the checkout as it found it)."""
+    folder = SCREENSHOTS if os.environ.get("HYPERREP_REFRESH_SCREENSHOTS") == "1" else tmp_path / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def test_browser_overview_map_sampling_and_lasso(artifacts, tmp_path):
     bench = load_bench()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shots = screenshot_folder(tmp_path)
     env = artifacts | {"HYPERREP_IMPORT_CACHE": str(tmp_path / "imports")}
     with playwright_api.sync_playwright() as playwright:
         browser = bench.launch_chromium(playwright)
@@ -73,13 +82,13 @@ def test_browser_overview_map_sampling_and_lasso(artifacts, tmp_path):
             page = bench.open_page(browser, server.url)
             bench.wait_for_overview(page)
             no_exceptions(page)
-            bench.screenshot(page, SCREENSHOTS / "overview.png")
+            bench.screenshot(page, shots / "overview.png")
 
             navigate(page, "Latent map")
             page.locator(".st-key-latent_map .js-plotly-plot").wait_for()
             page.get_by_text("anchors", exact=True).wait_for()
             no_exceptions(page)
-            bench.screenshot(page, SCREENSHOTS / "latent_map.png")
+            bench.screenshot(page, shots / "latent_map.png")
 
             navigate(page, "Sample & evaluate")
             first, results = bench.request_samples(page, 10, strategy="S_Dist (gaussian)")
@@ -88,12 +97,12 @@ def test_browser_overview_map_sampling_and_lasso(artifacts, tmp_path):
             page.locator(".st-key-novelty_plot .js-plotly-plot").wait_for()
             no_exceptions(page)
             playwright_api.expect(page.locator('[data-testid="stMetricValue"]').filter(has_text="/ 10 finite")).to_have_count(1)
-            bench.screenshot(page, SCREENSHOTS / "sample.png")
+            bench.screenshot(page, shots / "sample.png")
 
             navigate(page, "Zoo")
             page.locator(".st-key-zoo_trajectories .js-plotly-plot").wait_for()
             no_exceptions(page)
-            bench.screenshot(page, SCREENSHOTS / "zoo.png")
+            bench.screenshot(page, shots / "zoo.png")
 
             navigate(page, "Latent map")
             lasso_the_map(page)

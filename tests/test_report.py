@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hyperrep.cli import main
-from hyperrep.model import ModelConfig, load_hyperrep
+from hyperrep.model import load_hyperrep
 from hyperrep.report import (
     MethodResult,
     ReportConfig,
@@ -22,7 +22,6 @@ from hyperrep.report import (
     summarise,
 )
 from hyperrep.sampling import make_sampler, sample_population
-from hyperrep.train import TrainConfig, train_hyperrep
 from hyperrep.zoo import Zoo
 
 TINY_REPORT = dict(models_per_method=4, test_images=200, fine_tune_images=200, fine_tune_epochs=[0, 1],
@@ -30,17 +29,10 @@ TINY_REPORT = dict(models_per_method=4, test_images=200, fine_tune_images=200, f
                    noise_sigmas=[0.04], ensemble_size=2, bootstrap_resamples=200)
 
 
-def tiny_training(lwln: bool) -> TrainConfig:
-    return TrainConfig(model=ModelConfig(d_model=16, n_heads=2, n_blocks=1, d_ff=32, latent_dim=8), epochs=2,
-                       batch_size=8, lwln=lwln, map_method="pca", eval_images=100, final_eval_images=100)
-
-
 @pytest.fixture(scope="module")
-def tiny_hyperreps(tmp_path_factory, tiny_zoo_path, idx_dir):
-    folder = tmp_path_factory.mktemp("hyperreps")
-    with_lwln = train_hyperrep(tiny_zoo_path, folder / "lwln", tiny_training(True), data_dir=idx_dir, device="cpu")
-    without = train_hyperrep(tiny_zoo_path, folder / "no-lwln", tiny_training(False), data_dir=idx_dir, device="cpu")
-    return with_lwln, without
+def tiny_hyperreps(tiny_hyperrep_path, tiny_hyperrep_no_lwln_path):
+    """The shared tiny hyper-representations (tests/conftest.py), with and without LWLN."""
+    return tiny_hyperrep_path, tiny_hyperrep_no_lwln_path
 
 
 def test_statistics_helpers():

@@ -1,0 +1,67 @@
+"""The benches: each starts on a fresh checkout, and app_latency's docs writer keeps hand-written text."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHES = sorted(p.name for p in (ROOT / "bench").glob("*.py"))
+
+
+def load_app_latency():
+    spec = importlib.util.spec_from_file_location("app_latency", ROOT / "bench" / "app_latency.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", BENCHES)
+def test_every_bench_starts_and_explains_itself(name):
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / name), "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "usage:" in done.stdout
+
+
+def fake_figures() -> dict:
+    def timing(first, results):
+        return {"first": first, "results": results}
+
+    return {
+        "models": 100, "session_models": 30, "sessions": 4, "busy": 1, "max_threads": "2", "start_to_overview": 4.0,
+        "quiet": [(1.0, timing(1.5, 9.0)), (1.2, timing(1.4, 11.0))],
+        "busy_runs": [(2.0, timing(2.0, 14.0)), (2.1, timing(2.5, 16.0))],
+        "one_session": [(1.0, timing(0.5, 2.0)), (1.0, timing(0.6, 3.0))],
+        "many_sessions": [(1.5, [timing(1, 5.0), timing(1, 9.0), timing(1, 7.0), timing(1, 8.0)]),
+                          (1.5, [timing(1, 6.0), timing(1, 11.0), timing(1, 10.0), timing(1, 4.0)])],
+    }
+
+
+def test_the_last_lines_are_the_sharing_ratios_from_medians():
+    lines = load_app_latency().report_lines(fake_figures(), "bench/app_latency.py --sessions 4 --busy 1")
+    # slowest per round 9 and 11 -> median 10; one session 2 and 3 -> 2.5; busy 14, 16 -> 15; quiet 9, 11 -> 10
+    assert lines[-2:] == ["sessions 4 x 30 models: slowest results 10.0 s = 4.0 x one session",
+                          "busy 1: results 15.0 s = 1.5 x quiet"]
+    assert "`bench/app_latency.py --sessions 4 --busy 1`" in lines[0]
+
+
+def test_write_docs_replaces_only_the_marked_block(tmp_path):
+    bench = load_app_latency()
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text(f"# Benchmarks\n\n## App latency\n\nHand-written intro.\n\n{bench.DOCS_START}\nold figures\n"
+                    f"{bench.DOCS_END}\n\nHand-written reading of the figures.\n\n## Next section\n\nkept\n")
+    bench.write_docs(["| new | table |", "", "sessions 4 x 30 models: ..."], docs)
+    text = docs.read_text()
+    assert "old figures" not in text and "| new | table |" in text
+    for kept in ("Hand-written intro.", "Hand-written reading of the figures.", "## Next section\n\nkept\n"):
+        assert kept in text
+    bench.write_docs(["second"], docs)
+    assert docs.read_text().count(bench.DOCS_START) == 1 and "| new | table |" not in docs.read_text()
+    fresh = tmp_path / "fresh.md"
+    bench.write_docs(["first"], fresh)
+    assert bench.DOCS_START in fresh.read_text() and "first" in fresh.read_text()
