@@ -1,11 +1,14 @@
 """Population evaluation throughput: hyperrep's evaluate_population vs a plain per-model loop.
 
     .venv/bin/python bench/eval_throughput.py [--models 100] [--images 10000] [--repeats 3] [--threads N]
+    .venv/bin/python bench/eval_throughput.py --profile [--threads 1]
 
 Both paths evaluate the same models (the default zoo's last epoch if present, else fresh
 initialisations; speed does not depend on the values) on the same test images, and must give
 identical predictions. Also measured: the machine's fp32 matmul rate, to put the evaluation's
-arithmetic rate (useful FLOPs of the CNN forward per second) in context.
+arithmetic rate (useful FLOPs of the CNN forward per second) in context. `--profile` instead
+prints where a per-model forward spends its CPU time (torch.profiler, one model, 1,000 images)
+and the cost per element of tanh and sigmoid.
 """
 
 from __future__ import annotations
@@ -91,6 +94,26 @@ def best_time(run, repeats: int, device: torch.device) -> tuple[float, object]:
     return min(times), result
 
 
+def profile_per_model(activation: str, rows: int = 8) -> None:
+    """CPU time per operator of one model's forward on 1,000 images, and tanh vs sigmoid per element."""
+    from torch.profiler import ProfilerActivity, profile
+
+    weights, source = benchmark_models(1)
+    data = load_split("test").subset(torch.arange(1000))
+    with torch.no_grad():
+        forward(CNN_S, activation, weights[0], data.images)  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(5):
+                forward(CNN_S, activation, weights[0], data.images)
+    print(f"one CNN-s model ({source}) x 1,000 images, 5 runs, threads {torch.get_num_threads()}: CPU time per run")
+    for event in sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:rows]:
+        print(f"  {event.key:32s} {event.self_cpu_time_total / 5 / 1000:7.2f} ms")
+    x = torch.randn(4_000_000)
+    for name, op in (("tanh", torch.tanh), ("sigmoid", torch.sigmoid)):
+        seconds, _ = best_time(lambda: op(x), 5, torch.device("cpu"))
+        print(f"  torch.{name:8s} {seconds / x.numel() * 1e9:5.2f} ns per element (best of 5, 4 M elements)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=int, default=100)
@@ -99,9 +122,13 @@ def main() -> None:
     parser.add_argument("--activation", default="tanh")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--profile", action="store_true", help="profile a per-model forward instead (CPU)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.profile:
+        profile_per_model(args.activation)
+        return
 
     device = pick_device()
     weights, source = benchmark_models(args.models)

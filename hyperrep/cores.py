@@ -1,14 +1,14 @@
 """Sharing the CPU cores: one process-wide queue for compute steps, threads from the free cores.
 
 Several Streamlit sessions in one server, and other processes on the machine, used to run their
-evaluations at the same time with a full set of torch threads each; on 2 cores that multiplied
-the time by up to 12 (docs/benchmarks.md, "Sharing the cores"). Here, heavy work is cut into short
-steps (an image chunk of an evaluation, one model's novelty matching), and each step waits for
+evaluations at the same time with a full set of torch threads each, and on 2 cores the threads
+stalled each other. Here, heavy work is cut into short steps (an image chunk of an evaluation,
+one model's novelty matching), and each step waits for
 the process's one *turn*. Waiting steps are served by (priority, start of their job): sessions
 take turns at full speed, a job that started first finishes first, and background work (the
 app's comparisons) yields to interactive work. When `share_cores()` was called (the app does),
 each turn also gives torch as many threads as the cores that other processes leave free, measured
-from /proc/stat over the last second. The OpenMP wait policy is set in hyperrep/__init__.py.
+from /proc/stat over the last half second (docs/benchmarks.md, "App latency").
 """
 
 from __future__ import annotations

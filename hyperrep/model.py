@@ -1,6 +1,6 @@
 """The hyper-representation: a transformer autoencoder over neuron tokens of a CNN's weights.
 
-Shape and module names follow the paper's `AE_attn` (paper-notes §3), so its published
+Shape and module names follow the paper's `AE_attn` (keys in docs/formats.md), so its published
 `checkpoint_ae.pt` loads into this module (hyperrep.paper_compat):
 
     weights [B, P] --tokenize--> per-layer tokens --encoder.token_embeddings (one Linear per layer)
@@ -9,7 +9,7 @@ Shape and module names follow the paper's `AE_attn` (paper-notes §3), so its pu
     z + decoder_bias --> decoder.nec2vec --> [B, 48, d] + position embeddings --> N blocks
       --> decoder.token_debeddings (one Linear per layer) --detokenize--> weights [B, P]
 
-Training parts (paper-notes §2.6-§2.8, §4): two augmented views per model (`make_views`), the
+Training parts (the paper's Sec. 3 and appendix): two augmented views per model (`make_views`), the
 layer-wise normalised reconstruction loss (LWLN; per-layer sigma from the zoo's train split,
 kept as the buffer `layer_scales`), NT-Xent on a projection head, combined with gamma.
 
@@ -18,7 +18,7 @@ Public API (other modules rely on these names):
                                    .decode(latents[n, L]) -> weights[n, P]
                                    .arch (cnn.Architecture), .latent_dim, .config (ModelConfig)
       encode and decode are pure functions of their input; call them under torch.no_grad().
-    load_hyperrep(path) -> HyperRep, a trained hyper-representation directory (DESIGN.md):
+    load_hyperrep(path) -> HyperRep, a trained hyper-representation directory (docs/formats.md):
         .model (HyperRepresentation, eval mode, CPU), .config (dict of config.json), .path,
         .zoo_path (Path of the zoo it was trained on), .latents [n, L] float (every zoo model at
         every saved epoch), .latent_table (DataFrame aligned with .latents: model_id, epoch,
@@ -246,7 +246,7 @@ class Decoder(nn.Module):
 
 
 class ProjectionHead(nn.Module):
-    """Linear+BN+ReLU blocks then Linear+BN (paper-notes §3.3): where NT-Xent compares views."""
+    """Linear+BN+ReLU blocks then Linear+BN (as the paper's code): where NT-Xent compares views."""
 
     def __init__(self, latent_dim: int, hidden: int, out: int, layers: int):
         super().__init__()
@@ -358,7 +358,7 @@ def reconstruction_loss(
     arch: Architecture, output: torch.Tensor, target: torch.Tensor, layer_scales: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Squared error summed over parameters / (B * P), each layer's error divided by sigma_l^2
-    (LWLN, paper-notes §4.1) or plain when `layer_scales` is None. Also each layer's term [layers]."""
+    (LWLN, the paper's Eq. for layer-wise loss normalisation) or plain when `layer_scales` is None. Also each layer's term [layers]."""
     error = (output - target).square()
     terms = []
     for i, part in enumerate(arch.layer_slices()):
@@ -391,7 +391,7 @@ def r_squared_per_layer(arch: Architecture, output: torch.Tensor, target: torch.
 # -- augmentation --------------------------------------------------------------------------------
 @dataclass
 class Augmentation:
-    """How the two views of a model are made (paper-notes §2.4, §2.6-2.8)."""
+    """How the two views of a model are made (the paper's augmentations: permutation, noise, erasing)."""
 
     permute: bool = True  # random function-preserving permutation per view
     noise: float = 0.0  # additive Gaussian noise, std in weight units

@@ -1,9 +1,9 @@
-"""The paper's published hyper-representations: config_ae.json + checkpoint_ae.pt (paper-notes §1.5).
+"""The paper's published hyper-representations: config_ae.json + checkpoint_ae.pt (docs/formats.md).
 
     model = load_paper_hyperrep("hyper_reps/mnist")     # a HyperRepresentation, eval mode, CPU
     latents = model.encode(weights)                     # what the original AE_attn computed
 
-`checkpoint_ae.pt` is a plain state_dict with the keys of paper-notes §3.5; it is read with
+`checkpoint_ae.pt` is a plain state_dict with the keys listed in docs/formats.md; it is read with
 torch.load(weights_only=True), never unpickled. Options the original code offered but this
 package does not implement (per-weight encoding, the attention embedder, MLP bottlenecks,
 deeper debedders, torch's post-norm transformer) are refused with a clear error instead of being
@@ -117,7 +117,7 @@ def load_paper_hyperrep(directory: Path | str) -> HyperRepresentation:
 
 
 def train_config_from_paper(config_ae: dict):
-    """A TrainConfig from a paper config_ae.json (training keys of paper-notes §4 with their code defaults)."""
+    """A TrainConfig from a paper config_ae.json (the training keys of docs/formats.md with the paper code's defaults)."""
     from hyperrep.model import Augmentation
     from hyperrep.train import TrainConfig
 

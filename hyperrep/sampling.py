@@ -2,7 +2,7 @@
 
 Samplers have the scikit-learn shape: parameters in the constructor, `fit(anchor_latents)`, then
 `sample(n, seed)` returns float32 latents [n, L]. Every random step takes the seed passed in.
-`SAMPLERS` lists them by name (paper notes §5.1 give the published behaviour):
+`SAMPLERS` lists them by name (kde_legacy reproduces the published code's behaviour):
 
 - `uniform` / `uniform_unit`: S_U, uniform in the anchors' latent box, or the paper's U(-1, 1).
 - `kde_legacy`: the published S_KDE, bit for bit: one sklearn KernelDensity(bandwidth=0.002) per

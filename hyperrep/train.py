@@ -12,7 +12,7 @@ generators seeded by (seed, epoch), and the learning rate is a function of the s
 resumed from a checkpoint (written atomically after every `checkpoint_every` epochs, optimizer
 state included) ends with the same weights as one that never stopped.
 
-Output directory (DESIGN.md): config.json, model.safetensors (incl. the LWLN sigmas),
+Output directory (docs/formats.md): config.json, model.safetensors (incl. the LWLN sigmas),
 latents.safetensors (latents, model_id, epoch of every zoo model at every saved epoch),
 projection.safetensors (2-D coords; method in its metadata), metrics.json (history and quality).
 While training, checkpoint/ holds the resumable state; it is removed when the run finishes.

@@ -1,11 +1,11 @@
 """Flat weight vectors as neuron tokens, and the permutation symmetry of hidden neurons.
 
-Token layout (paper-notes §2.2): one token per output neuron (fc) or kernel (conv), holding that
+Token layout (docs/formats.md, flat weight vectors): one token per output neuron (fc) or kernel (conv), holding that
 unit's incoming weights followed by its bias, so a layer with `n` units of `k` incoming weights
 gives a [B, n, k + 1] block. For CNN-s the token sizes are 26/201/25/37/21 and there are
 48 tokens. `tokenize` / `detokenize` are pure reshapes and invert each other exactly.
 
-Permutations (paper-notes §2.4): reordering the units of a hidden layer, together with the
+Permutations (the paper's permutation augmentation): reordering the units of a hidden layer, together with the
 matching input columns of the next layer, leaves the network's function unchanged. At a conv->fc
 transition the fc columns move in blocks of `in_features / channels` (9 for CNN-s). The last
 layer is never permuted. A permutation of a whole population is one gather index [n, P], so
@@ -15,7 +15,7 @@ applying it is `permute(weights, index)` = `torch.gather`:
     permuted = permute(weights, index)
 
 `canonicalize` sorts each hidden layer's units by the descending L2 norm of their incoming
-weights and bias (the paper's "l2" canonical form, §2.5); that key is unchanged by permutations
+weights and bias (the paper's "l2" canonical form); that key is unchanged by permutations
 of the inputs, so two models that differ only by a permutation map to the same vector.
 """
 
@@ -48,7 +48,7 @@ def parameter_layers(arch: Architecture) -> torch.Tensor:
 
 
 def index_dict(arch: Architecture) -> dict[str, list[int]]:
-    """The paper's `model::index_dict` of an architecture (paper-notes §1.2)."""
+    """The paper's `model::index_dict` of an architecture (docs/formats.md)."""
     return {
         "layer": [layer.index for layer in arch.layers],
         "idx_start": list(arch.starts),

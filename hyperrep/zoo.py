@@ -1,6 +1,6 @@
 """A model zoo: weights [models, epochs, params] of one architecture plus a properties table.
 
-On disk (DESIGN.md): `zoo.json` (manifest), `weights.safetensors` (`weights`, `model_ids`),
+On disk (docs/formats.md): `zoo.json` (manifest), `weights.safetensors` (`weights`, `model_ids`),
 `models.parquet` (one row per model and saved epoch). `Zoo.load` checks every part and names
 the file at fault; nothing is unpickled.
 """

@@ -1,6 +1,6 @@
 """Import a public Model Zoo (modelzoos.cc, ray-tune layout) into our zoo format.
 
-A Model Zoo directory holds one folder per trained model (paper-notes §1.4):
+A Model Zoo directory holds one folder per trained model (docs/formats.md):
 `params.json` (the trial config), `result.json` (one JSON object per line and epoch, matched by
 `training_iteration`: line 0 may or may not be the untrained state) and `checkpoint_<N>/checkpoints`
 or `checkpoint_<NNNNNN>/checkpoints` (a torch state_dict `module_list.<i>.weight|bias`). Folders are

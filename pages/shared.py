@@ -46,8 +46,7 @@ class Artifacts:
 def device() -> torch.device:
     """The auto-selected device; on a CPU, sessions share the cores (hyperrep.cores: compute steps
     take turns, with up to app_state.cpu_threads() threads, as many as other processes leave free)
-    and torch flushes denormals (fine-tuning saturated B_T models ran 3.8x slower without;
-    docs/benchmarks.md). Both are process-wide and set once."""
+    and torch flushes denormals (in the thread that runs this first). Both are set once."""
     chosen = pick_device()
     if chosen.type == "cpu":
         cores.share_cores(app_state.cpu_threads())

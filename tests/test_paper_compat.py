@@ -1,6 +1,6 @@
 """The paper's published AE loads and computes what the original code computed.
 
-The reference below is written from the documented formulas (paper-notes §2.2, §3.1-3.2, §3.5),
+The reference below is written from the documented formulas (the paper's AE_attn; keys in docs/formats.md),
 independently of hyperrep.model: a Python loop over tokens as in EmbedderNeuronGroup_index, the
 custom Norm, multi-head attention, pre-norm blocks, flatten/first-token compression, and the
 debedder scattering tokens back into the flat vector.
@@ -19,7 +19,7 @@ from hyperrep.files import ArtifactError
 from hyperrep.paper_compat import load_paper_hyperrep
 from hyperrep.train import TrainConfig
 
-INDEX_DICT = {  # CNN-s, c_in = 1 (paper-notes §1.2)
+INDEX_DICT = {  # CNN-s, c_in = 1 (docs/formats.md)
     "layer": [0, 3, 6, 9, 11], "idx_start": [0, 208, 1414, 1514, 2254], "idx_length": [208, 1206, 100, 740, 210],
     "kernel_no": [8, 6, 4, 20, 10], "kernel_size": [25, 25, 4, 1, 1], "channels_in": [1, 8, 6, 36, 20],
 }
@@ -39,7 +39,7 @@ def paper_config(**overrides) -> dict:
 
 
 def kernel_indices() -> list[list[list[int]]]:
-    """Per layer, per token: the flat indices of its weights followed by its bias (§2.2)."""
+    """Per layer, per token: the flat indices of its weights followed by its bias (docs/formats.md)."""
     layers = []
     for l in range(5):
         start, n = INDEX_DICT["idx_start"][l], INDEX_DICT["kernel_no"][l]
@@ -49,7 +49,7 @@ def kernel_indices() -> list[list[list[int]]]:
 
 
 def random_state_dict(seq_encoder: int, compression: str, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """A state dict with the documented keys (§3.5) and random values."""
+    """A state dict with the documented keys (docs/formats.md) and random values."""
     def rnd(*shape):
         return torch.randn(*shape, generator=generator) * 0.3
 

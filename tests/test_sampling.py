@@ -78,7 +78,7 @@ def test_registry_describes_every_sampler():
 
 def test_legacy_kde_reproduces_the_published_formula():
     """Each sample is anchor[i] + 0.002 * eps * (1, ..., 1): sklearn's draw with random_state=42
-    in every dimension picks the same anchor i and the same eps (paper-notes §5.1)."""
+    in every dimension picks the same anchor i and the same eps (the paper's S_KDE code)."""
     z = anchors(25, 9).double()
     drawn = make_sampler("kde_legacy").fit(z).sample(50, seed=42).double()
     rng = np.random.RandomState(42)

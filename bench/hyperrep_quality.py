@@ -1,0 +1,81 @@
+"""The autoencoder tables of docs/benchmarks.md, read from trained hyper-representations.
+
+    .venv/bin/python bench/hyperrep_quality.py [data/hyperrep data/hyperrep-no-lwln]
+
+Prints, for each folder: training time and size, then the reconstruction quality per split from
+its metrics.json (written by `hyperrep train`), the mean-model reference, the per-layer σ of
+the encoded differences (the model's `layer_scales`) and of the zoo's weights. Nothing is recomputed; the figures are the
+ones training measured, so this takes a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hyperrep.model import load_hyperrep
+from hyperrep.zoo import Zoo
+
+ROOT = Path(__file__).resolve().parent.parent
+SPLITS = ("train", "val", "test")
+
+
+def loss_name(hyperrep) -> str:
+    return "LWLN" if hyperrep.config.get("training", {}).get("lwln", True) else "no LWLN"
+
+
+def quality_rows(folders: list[Path]) -> list[str]:
+    """One Markdown row per split and folder, splits first (the layout of docs/benchmarks.md)."""
+    loaded = [load_hyperrep(folder) for folder in folders]
+    rows = ["| split | loss | states | acc original | acc rebuilt | states >50 % | mean ratio | share ≥ 90 % | corr. | "
+            "agree | R² | R² per layer |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for split in SPLITS:
+        for hyperrep in loaded:
+            q = hyperrep.metrics["quality"][split]
+            layers = " / ".join(f"{q[f'rsq_l{i}']:.2f}" for i in range(len(hyperrep.model.arch.layers)))
+            rows.append(f"| {split} | {loss_name(hyperrep)} | {q['models']} | {q['acc_original']:.3f} | "
+                        f"{q['acc_reconstructed']:.3f} | {q['models_above_threshold']} | {q['acc_ratio_above_threshold']:.3f} | "
+                        f"{q['share_above_90pct']:.3f} | {q['acc_correlation']:.3f} | {q['prediction_agreement']:.3f} | "
+                        f"{q['rsq']:.3f} | {layers} |")
+    return rows
+
+
+def summary_lines(folder: Path) -> list[str]:
+    hyperrep = load_hyperrep(folder)
+    metrics, quality = hyperrep.metrics, hyperrep.metrics["quality"]["test"]
+    mean_model = quality["mean_model"]
+    size = (folder / "model.safetensors").stat().st_size / 1e6
+    scales = hyperrep.model.layer_scales.tolist()
+    return [
+        f"{folder}: {loss_name(hyperrep)}, {metrics['model_parameters']:,} parameters, model.safetensors {size:.1f} MB, "
+        f"training {metrics['train_seconds']:.0f} s (metrics.json train_seconds), quality on the first "
+        f"{metrics['final_eval_images']:,} test images",
+        f"  test split, mean model: accuracy {mean_model['acc_reconstructed']:.3f}, ratio {mean_model['acc_ratio_above_threshold']:.3f}, "
+        f"agreement {mean_model['prediction_agreement']:.3f}",
+        "  per-layer σ of the encoded differences (layer_scales): " + " / ".join(f"{s:.3f}" for s in scales),
+        "  per-layer σ of the train split's weights: " + " / ".join(f"{s:.3f}" for s in weight_scales(hyperrep)),
+    ]
+
+
+def weight_scales(hyperrep) -> list[float]:
+    """σ of the weights (not of their differences to the mean) per layer, over the zoo's train split
+    at the epochs the autoencoder was trained on."""
+    zoo = Zoo.load(hyperrep.zoo_path)
+    weights, _ = zoo.samples("train", hyperrep.config.get("zoo_epochs"))
+    return [float(weights[:, part].std()) for part in zoo.architecture.layer_slices()]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="*", type=Path,
+                        default=[ROOT / "data" / "hyperrep", ROOT / "data" / "hyperrep-no-lwln"])
+    args = parser.parse_args()
+    for folder in args.folders:
+        print("\n".join(summary_lines(folder)))
+    print()
+    print("\n".join(quality_rows(args.folders)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
