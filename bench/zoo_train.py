@@ -1,23 +1,28 @@
-"""Zoo-training throughput: the project's population training against a plain per-model loop.
+"""Zoo-training throughput: hyperrep's stacked population trainer against a plain per-model loop.
 
-Trains the same CNN-s models (same initial weights, same shuffling, Adam, batch 32) on the same
-Fashion-MNIST images up to four ways and prints models/s side by side (docs/benchmarks.md):
+Trains CNN-s models (tanh, Adam, each model with its own initial weights and its own per-seed
+shuffling) on the same Fashion-MNIST images, at batch 10 (the paper's) and batch 32, three ways:
 
-  plain loop     an nn.Module per model, torch.optim.Adam, a DataLoader-free batch loop (the baseline)
-  project        hyperrep.population.train_population with the device's default path
-                 (per-model functional loop on a CPU, stacked grouped convolutions elsewhere)
-  project, other the other path of train_population, for reference
-  build pool     what `hyperrep zoo build` does on a CPU: a process pool, 1 thread per worker
+  plain loop   an nn.Module and a torch.optim.Adam per model, a DataLoader-free batch loop: the
+               baseline. It is timed with 1 torch thread and with all of them; the faster counts.
+  per-model    hyperrep.population.train_population(batched=False): the functional per-model loop
+  stacked      train_population(batched=True): every model steps together; on a CPU the gradients
+               come from the compiled kernel (hyperrep.native), on a GPU from grouped convolutions
 
-Run:  .venv/bin/python bench/zoo_train.py [--models 8 --epochs 1 --images 5000 --repeats 2]
-      add --threads 1 on a machine shared with other jobs (two threads per process oversubscribe it)
+Each path's time per model-epoch is the best of interleaved repeats; the stacked path trains
+`--models` models at once, the loops `--loop-models` (their cost per model does not depend on how
+many there are). GFLOP/s counts the nominal 1.16 MFLOP of a dense CNN-s training step per image.
+The last two lines are the goals of issue 10:
+  stacked, batch 10: R x the plain loop
+  stacked, batch 32: R x the plain loop
+
+Run:  .venv/bin/python bench/zoo_train.py [--models 100 --images 2000 --repeats 2]
 Device: HYPERREP_DEVICE, else CUDA / MPS / CPU (hyperrep.device.pick_device).
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import platform
 import time
@@ -28,11 +33,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from hyperrep.cnn import CNN_S, init_vector
-from hyperrep.data import load_split
+from hyperrep.data import ImageSet, load_split
 from hyperrep.device import pick_device
-from hyperrep.population import train_population, use_batched_path
+from hyperrep.population import train_population
 
 ACTIVATION = "tanh"
+FLOP_PER_TRAINING_IMAGE = 1.16e6  # CNN-s forward + backward, dense (platform notes)
+SEED_ZOO = dict(models=300, epochs=25, images=50_000)  # the seed zoo of issue 11, at batch 10
+GPU_ZOO = dict(models=1000, epochs=25, images=50_000)
 
 
 class PlainCNN(nn.Module):
@@ -73,111 +81,137 @@ def train_plain_loop(starts, seeds, images, labels, epochs, lr, batch_size) -> t
     return torch.stack(finals)
 
 
-def train_project(starts, seeds, data, epochs, lr, batch_size, batched) -> torch.Tensor:
-    return train_population(CNN_S, ACTIVATION, starts, data, epochs=epochs, lr=lr, seeds=seeds,
-                            batch_size=batch_size, batched=batched)[:, -1]
-
-
-_POOL: dict = {}
-
-
-def _pool_init(data, epochs, lr, batch_size) -> None:
-    torch.set_num_threads(1)  # as build_zoo's workers
-    _POOL.update(data=data, epochs=epochs, lr=lr, batch_size=batch_size)
-
-
-def _pool_train(job: tuple[torch.Tensor, int]) -> torch.Tensor:
-    start, seed = job
-    return train_project(start[None], [seed], _POOL["data"], _POOL["epochs"], _POOL["lr"], _POOL["batch_size"], False)[0]
-
-
-def train_pool(starts, seeds, data, epochs, lr, batch_size, workers) -> torch.Tensor:
-    """build_zoo's process pool (fork, 1 thread per worker, one model per task); start-up included."""
-    context = mp.get_context("fork")
-    with context.Pool(workers, initializer=_pool_init, initargs=(data, epochs, lr, batch_size)) as pool:
-        return torch.stack(pool.map(_pool_train, list(zip(starts, seeds)), chunksize=1))
-
-
 @dataclass
 class Timing:
     name: str
+    models: int
     seconds: float
+    cpu_seconds: float
     finals: torch.Tensor
 
+    def per_model(self) -> float:
+        return self.seconds / self.models
 
-def timed(name: str, device: torch.device, run) -> Timing:
+
+def timed(name: str, models: int, device: torch.device, run, threads: int | None = None) -> Timing:
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    begin = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
     finals = run()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return Timing(name, time.perf_counter() - begin, finals.cpu())
+    timing = Timing(name, models, time.perf_counter() - began, time.process_time() - cpu_began, finals.cpu())
+    torch.set_num_threads(before)
+    return timing
+
+
+def matmul_gflops(device: torch.device, size: int = 2048) -> float:
+    """The machine's fp32 matmul rate, for scale."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    a @ b
+    best = float("inf")
+    for _ in range(3):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        began = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - began)
+    return 2 * size ** 3 / best / 1e9
+
+
+def measure_batch(batch: int, starts, seeds, data: ImageSet, args, device) -> dict[str, Timing]:
+    """Best-of-repeats timing of each path at one batch size (interleaved, so load hits all alike)."""
+    n_loop = min(args.loop_models, len(seeds))
+    common = dict(epochs=args.epochs, lr=args.lr, batch_size=batch)
+    project = lambda m, batched: train_population(  # noqa: E731
+        CNN_S, ACTIVATION, starts[:m], data, seeds=seeds[:m], batched=batched, **common)[:, -1]
+    paths = {
+        "plain loop, 1 thread": (n_loop, lambda: train_plain_loop(starts[:n_loop], seeds[:n_loop], data.images, data.labels,
+                                                                   args.epochs, args.lr, batch), 1),
+        f"plain loop, {args.threads} threads": (n_loop, lambda: train_plain_loop(
+            starts[:n_loop], seeds[:n_loop], data.images, data.labels, args.epochs, args.lr, batch), None),
+        "per-model train_population": (n_loop, lambda: project(n_loop, False), None),
+        "stacked train_population": (len(seeds), lambda: project(len(seeds), True), None),
+    }
+    if device.type == "cpu" and args.threads == 1:
+        del paths[f"plain loop, {args.threads} threads"]
+    best: dict[str, Timing] = {}
+    for _ in range(args.repeats):
+        for name, (models, run, threads) in paths.items():
+            timing = timed(name, models, device, run, threads)
+            if name not in best or timing.per_model() < best[name].per_model():
+                best[name] = timing
+    return best
+
+
+def report_batch(batch: int, best: dict[str, Timing], images: int, epochs: int, matmul: float) -> float:
+    plain = min((t for name, t in best.items() if name.startswith("plain loop")), key=Timing.per_model)
+    stacked = best["stacked train_population"]
+    flop = images * epochs * FLOP_PER_TRAINING_IMAGE
+    print(f"\nbatch {batch}: {images} images x {epochs} epoch(s) per model; the plain loop counts at its best, "
+          f"'{plain.name}'")
+    print("| path | models | seconds | s per model-epoch | CPU s per model-epoch | GFLOP/s | vs plain loop |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for timing in best.values():
+        per_epoch = timing.per_model() / epochs
+        print(f"| {timing.name} | {timing.models} | {timing.seconds:.2f} | {per_epoch:.3f} | "
+              f"{timing.cpu_seconds / timing.models / epochs:.3f} | {flop / timing.per_model() / 1e9:.1f} | "
+              f"{plain.per_model() / timing.per_model():.2f}x |")
+    shared = min(plain.finals.shape[0], stacked.finals.shape[0])
+    difference = (stacked.finals[:shared] - plain.finals[:shared]).abs().max().item()
+    print(f"stacked vs plain loop, the same {shared} models: max abs weight difference {difference:.1e}; "
+          f"stacked reaches {flop / stacked.per_model() / 1e9:.1f} GFLOP/s = {flop / stacked.per_model() / 1e9 / matmul:.0%} "
+          f"of the {matmul:.0f} GFLOP/s fp32 matmul rate")
+    return plain.per_model() / stacked.per_model(), stacked.per_model() / (images * epochs)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", type=int, default=8)
+    parser.add_argument("--models", type=int, default=100, help="models the stacked path trains at once")
+    parser.add_argument("--loop-models", type=int, default=4, help="models each per-model loop trains")
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--images", type=int, default=5000, help="training images (the first N of the train split)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--images", type=int, default=2000, help="training images (the first N of the train split)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[10, 32])
+    parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats; the best time of each path counts")
-    parser.add_argument("--workers", type=int, default=2, help="processes of the build pool (CPU only; 0 skips it)")
     parser.add_argument("--data-dir", default=None, help="IDX folder (default: HYPERREP_DATA or Debian's Fashion-MNIST)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads of the main process (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.threads = torch.get_num_threads()
 
     device = pick_device()
-    cpu_data = load_split("train", args.data_dir)
-    cpu_data = cpu_data.subset(torch.arange(min(args.images, len(cpu_data))))
-    data = cpu_data.to(device)
+    data = load_split("train", args.data_dir)
+    data = data.subset(torch.arange(min(args.images, len(data)))).to(device)
     seeds = list(range(1, args.models + 1))
-    starts = torch.stack([init_vector(CNN_S, "kaiming_uniform", torch.Generator().manual_seed(s)) for s in seeds])
-    default_batched = use_batched_path(device)
-
-    # warm-up (allocator, kernels, lazy init) on a few batches, untimed
-    warm = data.subset(torch.arange(min(256, len(data))))
-    train_plain_loop(starts[:2], seeds[:2], warm.images, warm.labels, 1, args.lr, args.batch_size)
-    train_project(starts[:2], seeds[:2], warm, 1, args.lr, args.batch_size, True)
-    train_project(starts[:2], seeds[:2], warm, 1, args.lr, args.batch_size, False)
-
-    common = (args.epochs, args.lr, args.batch_size)
-    paths = {
-        "plain loop (nn.Module + Adam per model)":
-            lambda: train_plain_loop(starts, seeds, data.images, data.labels, *common),
-        f"project default: train_population, {'stacked' if default_batched else 'per-model'} path":
-            lambda: train_project(starts, seeds, data, *common, default_batched),
-        f"project other: train_population, {'per-model' if default_batched else 'stacked'} path":
-            lambda: train_project(starts, seeds, data, *common, not default_batched),
-    }
-    if device.type == "cpu" and args.workers > 0:
-        paths[f"build pool: {args.workers} processes x 1 thread, per-model path"] = (
-            lambda: train_pool(starts, seeds, cpu_data, *common, args.workers))
-    load_before = os.getloadavg()[0]
-    best: dict[str, Timing] = {}
-    for _ in range(args.repeats):  # interleaved, so a burst of load on the machine hits every path alike
-        for name, run in paths.items():
-            timing = timed(name, device, run)
-            if name not in best or timing.seconds < best[name].seconds:
-                best[name] = timing
-    runs = list(best.values())
+    starts = torch.stack([init_vector(CNN_S, "uniform", torch.Generator().manual_seed(s)) for s in seeds])
+    warm = data.subset(torch.arange(min(100, len(data))))  # allocator, kernel build, lazy init: untimed
+    train_population(CNN_S, ACTIVATION, starts[:2], warm, epochs=1, lr=args.lr, seeds=seeds[:2], batch_size=10, batched=True)
+    matmul = matmul_gflops(device)
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"device {device} ({name}), {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads in the main process")
-    print(f"{args.models} CNN-s models x {args.epochs} epoch(s) x {len(data)} images, batch {args.batch_size}, "
-          f"Adam lr {args.lr}, {ACTIVATION}; best of {args.repeats} interleaved repeats; "
-          f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after\n")
-    baseline = runs[0]
-    print(f"| path | seconds | models/s | vs plain loop | max abs weight difference to plain loop |")
-    print(f"|---|---:|---:|---:|---:|")
-    for run in runs:
-        difference = (run.finals - baseline.finals).abs().max().item()
-        print(f"| {run.name} | {run.seconds:.2f} | {args.models / run.seconds:.2f} | "
-              f"{baseline.seconds / run.seconds:.2f}x | {difference:.1e} |")
+    load_before = os.getloadavg()[0]
+    print(f"device {device} ({name}), {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} torch threads; "
+          f"fp32 matmul {matmul:.0f} GFLOP/s")
+    print(f"CNN-s, {ACTIVATION}, U(0,1) init, Adam lr {args.lr}; best of {args.repeats} interleaved repeats")
+    ratios = {}
+    for batch in args.batch_sizes:
+        best = measure_batch(batch, starts, seeds, data, args, device)
+        ratios[batch] = report_batch(batch, best, len(data), args.epochs, matmul)
+    print(f"\n1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
+    if 10 in ratios:
+        zoo = GPU_ZOO if device.type == "cuda" else SEED_ZOO
+        hours = ratios[10][1] * zoo["models"] * zoo["epochs"] * zoo["images"] / 3600
+        print(f"projected: {zoo['models']} models x {zoo['epochs']} epochs x {zoo['images']} images at batch 10 "
+              f"in {hours:.2f} h ({hours * 60:.0f} min) on this {device.type}")
+    for batch, (ratio, _) in ratios.items():
+        print(f"stacked, batch {batch}: {ratio:.1f} x the plain loop")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@ Zoo building, sample evaluation and fine-tuning all run through these two functi
 chosen per device, as measured (docs/benchmarks.md). Evaluation stacks the models: on a CPU all
 models share each cache-sized image chunk (cnn.population_forward cuts the first conv's patches
 once and runs the models in GEMM-friendly blocks; about 5x a per-model loop), on a GPU models are
-stacked into grouped convolutions over large image chunks. Training loops over models on a CPU
-and stacks them on a GPU.
+stacked into grouped convolutions over large image chunks. Training stacks the models too: every
+model takes each step together with the others on its own batch, and one optimiser update runs
+over the flat [models, params] tensor (`PopulationOptimizer`). On a CPU the gradients come from
+the compiled kernel in hyperrep.native; on a GPU from autograd through grouped convolutions.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from hyperrep import cores
+from hyperrep import cores, native
 from hyperrep.cnn import Architecture, forward, population_forward
 from hyperrep.data import ImageSet
+from hyperrep.optim import PopulationOptimizer
 
 CPU_IMAGE_CHUNK = 128  # images per step of the CPU evaluation path (measured: docs/benchmarks.md)
 
@@ -33,9 +36,12 @@ class PopulationMetrics:
     predictions: torch.Tensor | None = None  # [M, N] int64 class predictions, -1 where not finite
 
 
-def use_batched_path(device: torch.device) -> bool:
-    """Train stacked models on accelerators; loop over models on a CPU (faster there)."""
-    return device.type != "cpu"
+def use_batched_path(device: torch.device, arch: Architecture | None = None, activation: str | None = None) -> bool:
+    """Train stacked models on accelerators, and on a CPU when the native kernel handles the model;
+    else loop over models (PyTorch's stacked path is slower than the loop on a CPU: measured)."""
+    if device.type != "cpu":
+        return True
+    return arch is not None and activation is not None and native.available(arch, activation)
 
 
 def evaluate_population(
@@ -136,11 +142,13 @@ def train_population(
         raise ValueError(f"need one seed per model: {m} models, {len(seeds)} seeds")
     rates = torch.as_tensor(lr, dtype=torch.float32).expand(m).tolist()
     device = data.images.device
-    batched = use_batched_path(device) if batched is None else batched
+    batched = use_batched_path(device, arch, activation) if batched is None else batched
     trajectory = torch.empty(m, epochs + 1, weights.shape[1])
     trajectory[:, 0] = weights.detach().cpu()
     orders = [_epoch_orders(len(data), epochs, seed) for seed in seeds]
-    if batched:
+    if batched and device.type == "cpu" and native.available(arch, activation):
+        _train_native(arch, activation, weights, data, orders, trajectory, rates, batch_size, optimizer, weight_decay, progress)
+    elif batched:
         _train_stacked(arch, activation, weights, data, orders, trajectory, rates, batch_size, optimizer, weight_decay, progress)
     else:
         for i in range(m):
@@ -168,24 +176,40 @@ def _train_one(arch, activation, start, data, orders, out, lr, batch_size, optim
         out[epoch] = flat.detach().cpu()
 
 
+def _train_native(arch, activation, weights, data, orders, trajectory, rates, batch_size, optimizer, weight_decay, progress) -> None:
+    """The CPU path: the native kernel computes each model's gradient and applies its optimiser step."""
+    m = weights.shape[0]
+    params = weights.detach().to("cpu", torch.float32).clone().contiguous()
+    opt = PopulationOptimizer(optimizer, params, torch.tensor(rates), weight_decay)
+    kernel = native.PopulationKernel(arch, activation, data.images, data.labels, m)
+    try:
+        for epoch in range(len(orders[0])):
+            order = torch.stack([orders[i][epoch] for i in range(m)])
+            for begin in range(0, order.shape[1], batch_size):
+                kernel.step(opt, order[:, begin: begin + batch_size])
+            trajectory[:, epoch + 1] = params
+            if progress is not None:
+                progress(epoch + 1, len(orders[0]))
+    finally:
+        kernel.close()
+
+
 def _train_stacked(arch, activation, weights, data, orders, trajectory, rates, batch_size, optimizer, weight_decay, progress) -> None:
-    """All models step together; Adam/SGD are elementwise, so this equals independent training."""
+    """The accelerator path: autograd through grouped convolutions, one PopulationOptimizer step."""
     device = data.images.device
     m = weights.shape[0]
-    params = [weights[i].detach().clone().to(device).requires_grad_(True) for i in range(m)]
-    groups = [{"params": [p], "lr": rate} for p, rate in zip(params, rates)]
-    opt = _optimizer(optimizer, groups, rates[0], weight_decay)
+    params = weights.detach().to(device=device, dtype=torch.float32).clone().requires_grad_(True)
+    opt = PopulationOptimizer(optimizer, params.data, torch.tensor(rates, device=device), weight_decay)
     n_epochs = len(orders[0])
     for epoch in range(n_epochs):
         stacked_orders = torch.stack([orders[i][epoch] for i in range(m)]).to(device)
         for begin in range(0, stacked_orders.shape[1], batch_size):
             index = stacked_orders[:, begin: begin + batch_size]
-            logits = population_forward(arch, activation, torch.stack(params), data.images[index])
+            logits = population_forward(arch, activation, params, data.images[index])
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), data.labels[index].reshape(-1), reduction="sum")
-            opt.zero_grad(set_to_none=True)
+            params.grad = None
             (loss / index.shape[1]).backward()
-            opt.step()
-        for i in range(m):
-            trajectory[i, epoch + 1] = params[i].detach().cpu()
+            opt.step(params.grad)
+        trajectory[:, epoch + 1] = params.detach().cpu()
         if progress is not None:
             progress(epoch + 1, n_epochs)
