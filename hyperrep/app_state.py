@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from safetensors.torch import save as safetensors_bytes
 
-from hyperrep import cores
+from hyperrep import cores, image_formats
 from hyperrep.data import DEFAULT_DATASET, DatasetRule, zoo_dataset_rule
 from hyperrep.files import ArtifactError
 
@@ -155,7 +155,10 @@ def dataset_source(manifest: dict) -> DatasetSource:
     data_dir = Path(env) if env else None
     rule = zoo_dataset_rule(manifest, data_dir)
     warning = None
-    if rule.name != DEFAULT_DATASET and not env:
+    colour = image_formats.canonical_name(rule.name)
+    if colour in image_formats.SOURCES and not env:
+        warning = f"this zoo was trained on {rule.name!r}; set HYPERREP_DATA to a folder with its files ({image_formats.SOURCES[colour]})"
+    elif rule.name != DEFAULT_DATASET and not env:
         warning = (
             f"this zoo was trained on {rule.name!r}; set HYPERREP_DATA to a folder with its IDX test files "
             f"(evaluating on Fashion-MNIST meanwhile)"

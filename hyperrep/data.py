@@ -1,7 +1,8 @@
-"""Image datasets from IDX files (Fashion-MNIST by default), and the one rule for a zoo's images.
+"""Image datasets (IDX files, Fashion-MNIST by default; CIFAR-10, SVHN and STL-10 through
+`hyperrep.image_formats`), and the one rule for a zoo's images.
 
 `DatasetRule` says how a zoo's images are normalised and which training images a zoo was trained
-on (its validation part left out); zoo building, hyper-representation training, the report and
+on (its validation part left out) at its CNN's input shape; zoo building, hyper-representation training, the report and
 the app all get their images through it (`build_dataset_rule` for a new zoo, `zoo_dataset_rule`
 for a saved one), so a zoo is always evaluated on the inputs it was trained on.
 """
@@ -16,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hyperrep import image_formats
+from hyperrep.cnn import get_architecture
 from hyperrep.files import ArtifactError
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -26,7 +29,10 @@ INSTALL_HINT = (
 )
 
 # Per-dataset (mean, std) of the training images, as in the public zoos' Normalize transform.
-NORMALISATION = {"fashion-mnist": (0.2860, 0.3530), "mnist": (0.1307, 0.3081)}
+NORMALISATION = {
+    "fashion-mnist": (0.2860, 0.3530), "mnist": (0.1307, 0.3081),
+    "cifar10": (0.5, 0.5), "svhn": (0.5, 0.5), "stl10": (0.5, 0.5),  # the Model Zoo generators' Normalize(0.5, 0.5)
+}
 DEFAULT_DATASET = "fashion-mnist"
 VAL_FRACTION = 1 / 6  # 60k -> 50k train / 10k validation, as the public zoos
 DATA_SEED = 42
@@ -90,28 +96,44 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def load_split(
-    split: str, data_dir: Path | str | None = None, normalisation: tuple[float, float] | None = None
+    split: str, data_dir: Path | str | None = None, normalisation: tuple[float, float] | None = None,
+    *, dataset: str | None = None, shape: tuple[int, int] | None = None,
 ) -> ImageSet:
-    """Load the 'train' or 'test' split of an IDX folder as normalised tensors.
+    """Load the 'train' or 'test' split of a dataset folder as normalised tensors.
 
-    The test split falls back to the copy shipped in data/ when the folder lacks it.
+    `dataset` names the format (cifar10, svhn, stl10; anything else is IDX; None: found by the
+    files in the folder); `shape` = (channels, side) of the CNN input, reached with the public
+    zoos' preprocessing (default: the images as stored, for IDX 1 x 28 x 28). The IDX test split
+    falls back to the copy shipped in data/ when no folder is given and the default lacks it.
     """
     if split not in _FILE_STEMS:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     folder = Path(data_dir) if data_dir is not None else default_data_dir()
+    fmt = image_formats.format_of(folder, dataset)
+    if fmt is not None:
+        raw = image_formats.read_raw(fmt, folder, split)
+        images, labels = raw.images, raw.labels
+    else:
+        images, labels = _load_idx_split(split, folder, fallback=data_dir is None)
+    channels, side = shape if shape is not None else (images.shape[-1] if images.ndim == 4 else 1, images.shape[1])
+    pixels = image_formats.to_shape(images, channels, side, dataset or fmt)
+    mean, std = normalisation or NORMALISATION[DEFAULT_DATASET]
+    return ImageSet((torch.from_numpy(pixels) - mean) / std, torch.from_numpy(labels.astype(np.int64)))
+
+
+def _load_idx_split(split: str, folder: Path, fallback: bool) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images [N, 28, 28] and labels [N] of an IDX folder (or the shipped test split)."""
     image_stem, label_stem = _FILE_STEMS[split]
     try:
         image_path, label_path = find_idx_file(folder, image_stem), find_idx_file(folder, label_stem)
     except ArtifactError:
-        if split != "test" or data_dir is not None or not SHIPPED_DATA.is_dir():
+        if split != "test" or not fallback or not SHIPPED_DATA.is_dir():
             raise
         image_path, label_path = find_idx_file(SHIPPED_DATA, image_stem), find_idx_file(SHIPPED_DATA, label_stem)
     images, labels = read_idx(image_path), read_idx(label_path)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise ArtifactError(f"{image_path}: {images.shape} images do not match {labels.shape} labels in {label_path}")
-    mean, std = normalisation or NORMALISATION[DEFAULT_DATASET]
-    tensor = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
-    return ImageSet((tensor - mean) / std, torch.from_numpy(labels.astype(np.int64)))
+    return images, labels
 
 
 def train_val_split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -135,8 +157,11 @@ def image_statistics(images: np.ndarray) -> tuple[float, float]:
 
 
 def folder_statistics(data_dir: Path | str | None = None) -> tuple[float, float]:
-    """Image statistics of an IDX folder's training images (its test images when it has no training split)."""
+    """Image statistics of a folder's training images (its test images when it has no training split)."""
     folder = Path(data_dir) if data_dir is not None else default_data_dir()
+    fmt = image_formats.format_of(folder, None)
+    if fmt is not None:
+        return image_statistics(image_formats.read_raw(fmt, folder, "train").images)
     try:
         path = find_idx_file(folder, _FILE_STEMS["train"][0])
     except ArtifactError:
@@ -146,17 +171,19 @@ def folder_statistics(data_dir: Path | str | None = None) -> tuple[float, float]
 
 @dataclass(frozen=True)
 class DatasetRule:
-    """A zoo's dataset: its name, the normalisation its models saw, and the split of the training
-    images into the part models train on and the validation part (`val_fraction`, `data_seed`)."""
+    """A zoo's dataset: its name, the normalisation its models saw, the split of the training
+    images into the part models train on and the validation part (`val_fraction`, `data_seed`),
+    and the (channels, side) of its CNN's input (None: the images as stored)."""
 
     name: str
     normalisation: tuple[float, float]
     val_fraction: float = VAL_FRACTION
     data_seed: int = DATA_SEED
+    shape: tuple[int, int] | None = None
 
     def load(self, split: str, data_dir: Path | str | None = None) -> ImageSet:
-        """The whole 'train' or 'test' split, normalised by this rule."""
-        return load_split(split, data_dir, self.normalisation)
+        """The whole 'train' or 'test' split, in this rule's format, shape and normalisation."""
+        return load_split(split, data_dir, self.normalisation, dataset=self.name, shape=self.shape)
 
     def first_images(self, n: int | None, data_dir: Path | str | None = None, split: str = "test") -> ImageSet:
         """The first `n` images of a split (all when `n` is None): the test images every figure uses."""
@@ -181,11 +208,20 @@ class DatasetRule:
 
 
 def build_dataset_rule(name: str, data_dir: Path | str | None = None, *, val_fraction: float = VAL_FRACTION,
-                       data_seed: int = DATA_SEED) -> DatasetRule:
+                       data_seed: int = DATA_SEED, shape: tuple[int, int] | None = None) -> DatasetRule:
     """The rule for a new zoo of dataset `name`: the known statistics of a known dataset, else
     statistics computed from the images in `data_dir` (recorded in the zoo's manifest)."""
     normalisation = NORMALISATION.get(name) or folder_statistics(data_dir)
-    return DatasetRule(name, tuple(normalisation), val_fraction, data_seed)
+    return DatasetRule(name, tuple(normalisation), val_fraction, data_seed, shape)
+
+
+def input_shape(architecture: str | None) -> tuple[int, int] | None:
+    """(channels, side) of a named architecture's input; None when the name is unknown."""
+    try:
+        arch = get_architecture(str(architecture))
+    except ValueError:
+        return None
+    return arch.in_channels, arch.image_size
 
 
 def zoo_dataset_rule(manifest: dict, data_dir: Path | str | None = None) -> DatasetRule:
@@ -200,4 +236,4 @@ def zoo_dataset_rule(manifest: dict, data_dir: Path | str | None = None) -> Data
     else:
         rule = build_dataset_rule(name, data_dir)
     return replace(rule, val_fraction=float(build.get("val_fraction", VAL_FRACTION)),
-                   data_seed=int(build.get("data_seed", DATA_SEED)))
+                   data_seed=int(build.get("data_seed", DATA_SEED)), shape=input_shape(manifest.get("architecture")))

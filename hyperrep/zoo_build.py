@@ -117,7 +117,9 @@ class BuildData:
 
 def dataset_rule(config: BuildConfig, data_dir: Path | str | None) -> DatasetRule:
     """The normalisation and training/validation split of this build (hyperrep.data's one rule)."""
-    return build_dataset_rule(config.dataset, data_dir, val_fraction=config.val_fraction, data_seed=config.data_seed)
+    arch = get_architecture(config.architecture)
+    return build_dataset_rule(config.dataset, data_dir, val_fraction=config.val_fraction, data_seed=config.data_seed,
+                              shape=(arch.in_channels, arch.image_size))
 
 
 def load_build_data(config: BuildConfig, data_dir: Path | str | None) -> BuildData:
