@@ -42,9 +42,16 @@ def cmd_zoo_build(args: argparse.Namespace) -> None:
 
 
 def cmd_zoo_import(args: argparse.Namespace) -> None:
+    from hyperrep.paper_import import import_paper_dataset, looks_like_paper_dataset
     from hyperrep.zoo_import import import_modelzoo
 
     epochs = sorted({e for part in args.epochs for e in part}) if args.epochs else None
+    if looks_like_paper_dataset(args.modelzoo_dir):
+        zoo, paper_report = import_paper_dataset(args.modelzoo_dir, args.out, activation=args.activation,
+                                                 dataset=args.dataset, epochs=epochs)
+        print("\n".join(paper_report.lines()))
+        print_zoo_info(zoo)
+        return
     progress = TqdmProgress(f"importing {args.modelzoo_dir.name}")
     zoo, report = import_modelzoo(
         args.modelzoo_dir, args.out, architecture=args.architecture, activation=args.activation,
@@ -150,8 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--data-dir", type=Path, default=None, help="folder of IDX files (default: HYPERREP_DATA or Debian's Fashion-MNIST)")
     build.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
     build.set_defaults(run=cmd_zoo_build)
-    imp = zoo.add_parser("import", help="convert a public Model Zoo directory (modelzoos.cc, ray-tune layout) to a zoo")
-    imp.add_argument("modelzoo_dir", type=Path, metavar="MODELZOO_DIR")
+    imp = zoo.add_parser("import", help="convert a public Model Zoo directory (modelzoos.cc, ray-tune layout) or the "
+                                        "paper's dataset.pt (or its hyper_reps/<dataset>/ folder) to a zoo")
+    imp.add_argument("modelzoo_dir", type=Path, metavar="SOURCE", help="Model Zoo directory, dataset.pt, or a folder holding one")
     imp.add_argument("out", type=Path)
     imp.add_argument("--epochs", type=epoch_list, nargs="+", default=None, help="epochs to keep, e.g. 21-25 or 0,5,10 (default: those every model has)")
     imp.add_argument("--activation", default=None, help="default: the trials' model::nlin")
