@@ -146,6 +146,24 @@ def cmd_report(args: argparse.Namespace) -> None:
         print(f"table written into {args.readme}")
 
 
+def cmd_transfer(args: argparse.Namespace) -> None:
+    from hyperrep.report import ReportConfig
+    from hyperrep.transfer import run_transfer
+
+    config = ReportConfig(models_per_method=args.models, test_images=args.test_images,
+                          fine_tune_images=args.fine_tune_images, fine_tune_epochs=args.epochs,
+                          samplers=args.samplers, noise_sigmas=[], seed=args.seed)
+    progress = TqdmProgress("transfer")
+    progress.unit = "population"
+    summary = run_transfer(args.hyperrep, args.data_dir, args.out, dataset=args.dataset, config=config,
+                           workers=args.workers, progress=progress)
+    progress.close()
+    from hyperrep.report import markdown_table
+
+    print(markdown_table(summary))
+    print(f"transfer table written to {args.out}/transfer.md")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hyperrep", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -207,6 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--workers", type=int, default=None, help="processes on a CPU (default: one per core)")
     report.add_argument("--readme", type=Path, default=None, help="also write the table between this file's report markers")
     report.set_defaults(run=cmd_report)
+
+    transfer = commands.add_parser("transfer", help="samples of a hyper-representation vs B_T and B_F, fine-tuned on another dataset")
+    transfer.add_argument("hyperrep", type=Path, metavar="HYPERREP_DIR")
+    transfer.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="the target dataset (IDX, CIFAR-10, SVHN or STL-10 files)")
+    transfer.add_argument("--out", type=Path, default=Path("runs/transfer"))
+    transfer.add_argument("--dataset", default=None, help="target name (default: its format, else the folder name)")
+    transfer.add_argument("--samplers", nargs="+", default=["kde", "gaussian"], help="sampler names (default kde gaussian)")
+    transfer.add_argument("--models", type=int, default=20, help="models per population (default 20)")
+    transfer.add_argument("--epochs", type=int, nargs="+", default=[0, 1, 5], help="fine-tuning epochs reported (default 0 1 5)")
+    transfer.add_argument("--test-images", type=int, default=5_000)
+    transfer.add_argument("--fine-tune-images", type=int, default=2_000)
+    transfer.add_argument("--seed", type=int, default=42)
+    transfer.add_argument("--workers", type=int, default=None, help="processes on a CPU (default: one per core)")
+    transfer.set_defaults(run=cmd_transfer)
     return parser
 
 

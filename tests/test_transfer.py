@@ -1,0 +1,86 @@
+"""Transfer learning: a Fashion-MNIST hyper-representation's samples fine-tuned on scikit-learn's bundled
+handwritten digits (8x8, resized to 28x28 and written as IDX files), against B_T and B_F."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import write_idx
+from PIL import Image
+
+from hyperrep.cli import main
+from hyperrep.data import read_idx
+from hyperrep.model import ModelConfig
+from hyperrep.report import ReportConfig
+from hyperrep.train import TrainConfig, train_hyperrep
+from hyperrep.transfer import run_transfer, target_rule
+from hyperrep.zoo import Zoo
+
+
+def write_digits_idx(folder, n_train: int = 1400) -> None:
+    """scikit-learn's load_digits (1,797 images, 0..16) scaled to bytes, resized to 28x28 (PIL bilinear), as IDX."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = (digits.images * 255.0 / 16.0).round().astype(np.uint8)
+    big = np.stack([np.asarray(Image.fromarray(p).resize((28, 28), Image.BILINEAR)) for p in pixels])
+    labels = digits.target.astype(np.uint8)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_idx(folder / "train-images-idx3-ubyte.gz", big[:n_train])
+    write_idx(folder / "train-labels-idx1-ubyte.gz", labels[:n_train])
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", big[n_train:])
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", labels[n_train:])
+
+
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("digits") / "digits"
+    write_digits_idx(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def source_hyperrep(tmp_path_factory, tiny_zoo_path, idx_dir):
+    config = TrainConfig(model=ModelConfig(d_model=16, n_heads=2, n_blocks=1, d_ff=32, latent_dim=8), epochs=2,
+                         batch_size=8, map_method="pca", eval_images=100, final_eval_images=100)
+    return train_hyperrep(tiny_zoo_path, tmp_path_factory.mktemp("src") / "hyperrep", config, data_dir=idx_dir, device="cpu")
+
+
+def test_digits_are_written_as_idx_and_read_with_their_own_statistics(digits_dir, tiny_zoo_path):
+    assert read_idx(digits_dir / "train-images-idx3-ubyte.gz").shape == (1400, 28, 28)
+    rule = target_rule(Zoo.load(tiny_zoo_path), digits_dir)
+    assert rule.name == "digits" and rule.shape == (1, 28)
+    test = rule.load("test", digits_dir)
+    assert test.images.shape == (397, 1, 28, 28) and sorted(test.labels.unique().tolist()) == list(range(10))
+    # normalised by the digits' own statistics: mean 0 and std 1 over the training images
+    train = rule.load("train", digits_dir)
+    assert abs(train.images.mean().item()) < 1e-3 and train.images.std().item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_transfer_table_has_b_t_b_f_and_samples_with_cis(source_hyperrep, digits_dir, tmp_path):
+    config = ReportConfig(models_per_method=4, test_images=300, fine_tune_images=600, fine_tune_epochs=[0, 1],
+                          samplers=["gaussian"], noise_sigmas=[], ensemble_size=2, bootstrap_resamples=200)
+    summary = run_transfer(source_hyperrep, digits_dir, tmp_path / "t", config=config, workers=1)
+    methods = list(dict.fromkeys(summary["method"]))
+    assert methods[0] == "B_T" and "B_F" in methods and any(m.startswith("S_Dist") for m in methods)
+    assert not any(m.startswith("reconstructed") or m.startswith("noise") for m in methods)
+    rows = summary.set_index(["method", "epoch"])
+    assert rows.loc[("B_T", 1), "mean"] > 0.3  # one epoch on 600 digits: well above chance (0.1)
+    for method in methods:
+        for epoch in (0, 1):
+            r = rows.loc[(method, epoch)]
+            assert r["models"] == 4 and r["ci_low"] <= r["mean"] <= r["ci_high"]
+            assert (method == "B_T") == np.isnan(r["p_vs_B_T"])
+    text = (tmp_path / "t" / "transfer.md").read_text()
+    assert "Transfer learning: zoo `tiny` (fashion-mnist) -> `digits`" in text and "| B_T | - |" in text
+
+
+def test_transfer_command_prints_the_table(source_hyperrep, digits_dir, tmp_path, capsys):
+    code = main(["transfer", str(source_hyperrep), str(digits_dir), "--out", str(tmp_path / "cli"), "--models", "3",
+                 "--epochs", "0", "1", "--samplers", "gaussian", "--test-images", "200", "--fine-tune-images", "300",
+                 "--workers", "1"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "| B_F | - |" in captured.out and (tmp_path / "cli" / "transfer.md").is_file()
+    assert main(["transfer", str(source_hyperrep), str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
+    assert "file not found" in capsys.readouterr().err
