@@ -81,6 +81,11 @@ def find_dataset_file(src: Path | str) -> Path:
     raise ArtifactError(f"{src}: not found")
 
 
+def has_own_zoo(hyperrep_dir: Path | str) -> bool:
+    """A paper hyper-representation folder that carries its zoo (`dataset.pt`)."""
+    return (Path(hyperrep_dir) / DATASET_FILE).is_file()
+
+
 def looks_like_paper_dataset(src: Path | str) -> bool:
     """True for a `.pt` file, a folder with dataset.pt, or a hyper_reps/ folder of such folders."""
     src = Path(src)

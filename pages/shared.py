@@ -56,17 +56,21 @@ def device() -> torch.device:
 
 @st.cache_resource(show_spinner="Loading the zoo…", max_entries=4)
 def cached_zoo(path: str, key: str) -> tuple[Zoo, tuple[str, ...]]:
-    """The zoo at `path` (a public Model Zoo is imported once into a cache folder); `key` = fingerprint."""
+    """The zoo at `path` (a public Model Zoo or a paper folder's dataset.pt is imported once into a
+    cache folder); `key` = fingerprint."""
+    from hyperrep.paper_import import has_own_zoo
+
     kind = app_state.artifact_kind(path)
     if kind == app_state.ZOO:
         return Zoo.load(path), ()
-    if kind == app_state.MODELZOO:
+    if kind == app_state.MODELZOO or (kind == app_state.PAPER and has_own_zoo(path)):
+        from hyperrep.paper_import import import_paper_dataset
         from hyperrep.zoo_import import import_modelzoo
 
         folder = app_state.imported_zoo_folder(path)
         if (folder / "zoo.json").is_file() and (folder / "source.key").is_file() and (folder / "source.key").read_text() == key:
-            return Zoo.load(folder), (f"Model Zoo {path} (imported earlier into {folder})",)
-        zoo, report = import_modelzoo(path, folder)
+            return Zoo.load(folder), (f"{path} (imported earlier into {folder})",)
+        zoo, report = (import_modelzoo if kind == app_state.MODELZOO else import_paper_dataset)(path, folder)
         (folder / "source.key").write_text(key)
         return zoo, tuple(report.lines())
     raise ArtifactError(f"{path}: this is a {app_state.KIND_NAMES[kind]}, not a zoo; enter it as the hyper-representation")
@@ -116,6 +120,8 @@ def load_artifacts() -> Artifacts:
     found = Artifacts(device=device())
     zoo_path = str(st.session_state.get(ZOO_PATH, app_state.default_zoo_path())).strip()
     model_path = str(st.session_state.get(MODEL_PATH, app_state.default_hyperrep_path())).strip()
+    if zoo_path == str(app_state.default_zoo_path()) and own_zoo(model_path):
+        zoo_path = model_path  # a paper folder opens with its own zoo (its dataset.pt) unless another is entered
     found.zoo_key = (zoo_path, app_state.fingerprint(zoo_path))
     found.model_key = (model_path, app_state.fingerprint(model_path))
     try:
@@ -149,6 +155,16 @@ def load_artifacts() -> Artifacts:
         except (ArtifactError, ValueError) as err:
             found.problems["test data"] = str(err)
     return found
+
+
+def own_zoo(model_path: str) -> bool:
+    """Whether the hyper-representation path is a paper folder that carries its zoo (dataset.pt)."""
+    from hyperrep.paper_import import has_own_zoo
+
+    try:
+        return app_state.artifact_kind(model_path) == app_state.PAPER and has_own_zoo(model_path)
+    except ArtifactError:
+        return False
 
 
 def training_images(zoo: Zoo, n: int, device_name: str) -> ImageSet:

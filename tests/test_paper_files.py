@@ -25,6 +25,7 @@ from hyperrep.paper_import import (
     find_dataset_file, find_zoo_folder, import_paper_dataset, paper_sample_populations, paper_testsplit,
 )
 from hyperrep.zoo import Zoo
+from test_app import app_env, tiny_hyperrep_path  # noqa: F401  (fixtures)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "paper"
 HYPER = FIXTURES / "hyper_reps" / "mnist"
@@ -153,3 +154,41 @@ def test_wrong_content_is_named(tmp_path):
     with pytest.raises(ArtifactError, match="not a TensorDataset"):
         read_image_dataset(path)
     assert np.isnan(paper_testsplit(ZOOS)["test_acc"]).sum() == 0
+
+
+def write_paper_autoencoder(folder: Path, tiny_hyperrep_dir: Path) -> None:
+    """config_ae.json + checkpoint_ae.pt of a tiny autoencoder, in the paper's key names (paper-notes §3.5)."""
+    import json
+
+    from hyperrep.model import load_hyperrep
+    from hyperrep.weights import index_dict
+
+    tiny = load_hyperrep(tiny_hyperrep_dir).model
+    config = tiny.config
+    paper_config = {
+        "model::type": "transformer", "model::encoding": "neuron", "model::i_dim": 2464, "model::index_dict": index_dict(CNN_S),
+        "model::N_attention_blocks": config.n_blocks, "model::N_attention_heads": config.n_heads,
+        "model::dim_attention_embedding": config.d_model, "model::attention_hidden_dim": config.d_ff,
+        "model::latent_dim": config.latent_dim, "model::dropout": 0.0, "model::normalize": True,
+        "model::compression": "linear", "model::bottleneck": config.bottleneck, "model::decoder_bias": False,
+    }
+    (folder / "config_ae.json").write_text(json.dumps(paper_config))
+    torch.save({k: v for k, v in tiny.state_dict().items() if k.startswith(("encoder.", "decoder."))},
+               folder / "checkpoint_ae.pt")
+
+
+def test_a_paper_folder_opens_in_the_app_with_its_own_zoo(app_env, tmp_path):
+    import shutil
+
+    from test_app import metric, start, texts
+
+    folder = tmp_path / "hyper_reps" / "mnist"
+    shutil.copytree(HYPER, folder)
+    write_paper_autoencoder(folder, app_env["model"])
+    at = start()
+    at.text_input(key="model_path").set_value(str(folder)).run()
+    assert not at.exception and not at.sidebar.error, texts(at.sidebar.error)
+    assert metric(at, "models") == "4" and "paper-mnist" in texts(at.markdown)
+    assert "latent dim 8, 8 embedded models" in texts(at.sidebar.caption)
+    cached = list((tmp_path / "imports").iterdir())
+    assert len(cached) == 1 and Zoo.load(cached[0]).n_models == 4
