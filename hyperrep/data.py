@@ -19,7 +19,7 @@ import torch
 
 from hyperrep import image_formats
 from hyperrep.cnn import get_architecture
-from hyperrep.files import ArtifactError
+from hyperrep.files import ArtifactError, atomic_write
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 SHIPPED_DATA = Path(__file__).resolve().parent.parent / "data" / "fashion-mnist"
@@ -93,6 +93,36 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) - header != expected:
         raise ArtifactError(f"{path}: IDX payload has {len(raw) - header} bytes, header says {expected}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def write_idx(path: Path | str, array: np.ndarray) -> None:
+    """Write an unsigned-byte IDX file (gzipped when the name ends in .gz), atomically."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+
+    def write(tmp: Path) -> None:
+        with (gzip.open(tmp, "wb") if str(path).endswith(".gz") else open(tmp, "wb")) as handle:
+            handle.write(header + array.tobytes())
+
+    atomic_write(path, write)
+
+
+def write_digits_idx(folder: Path | str, n_train: int = 1400) -> Path:
+    """scikit-learn's bundled handwritten digits (1,797 images of 8x8, values 0..16) as an IDX folder:
+    scaled to bytes, resized to 28x28 with PIL's bilinear filter, the first `n_train` as the train split.
+    A second 28x28 dataset that needs no download (transfer learning offline)."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = (digits.images * 255.0 / 16.0).round().astype(np.uint8)
+    images = np.stack([np.asarray(Image.fromarray(p).resize((28, 28), Image.BILINEAR)) for p in pixels])
+    labels = digits.target.astype(np.uint8)
+    folder = Path(folder)
+    for stem, part in (("train", slice(0, n_train)), ("t10k", slice(n_train, None))):
+        write_idx(folder / f"{stem}-images-idx3-ubyte.gz", images[part])
+        write_idx(folder / f"{stem}-labels-idx1-ubyte.gz", labels[part])
+    return folder
 
 
 def load_split(

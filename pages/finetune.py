@@ -39,6 +39,8 @@ train_images = c.select_slider("Training images", [500, 1000, 2000, 5000, 10_000
 test_images = d.select_slider("Test images", [500, 1000, 2000, 5000, 10_000], key=shared.kept("ft_test_images", 1000))
 learning_rate = st.number_input("Learning rate", min_value=1e-6, max_value=1.0, format="%.2e",
                                 key=shared.kept("ft_lr", float(settings.lr)))
+other = st.text_input("On another dataset (transfer learning): a folder of IDX, CIFAR-10, SVHN or STL-10 files; "
+                      "empty: the zoo's own dataset", key=shared.kept("ft_other_data", "")).strip()
 clicked = st.button("Fine-tune", type="primary", key="finetune_button", icon=":material/trending_up:")
 
 if clicked:
@@ -49,11 +51,15 @@ if clicked:
         st.error("Fewer than 2 finite sampled models: sample again with another strategy or region.")
         st.stop()
     try:
-        train = shared.training_images(zoo, int(train_images), str(found.device))
-    except ArtifactError as err:
+        if other:
+            train, test = shared.other_dataset_images(found.zoo_key, other, int(train_images), int(test_images),
+                                                      str(found.device))
+        else:
+            train = shared.training_images(zoo, int(train_images), str(found.device))
+            test = app_state.first_images(found.test_data, int(test_images))
+    except (ArtifactError, ValueError) as err:
         st.error(f"No training images: {err}")
         st.stop()
-    test = app_state.first_images(found.test_data, int(test_images))
     populations = {
         "samples": samples,
         "B_T (from scratch)": scratch_baseline(zoo, len(samples), run.seed).weights,
@@ -71,7 +77,8 @@ if clicked:
         status.update(label=f"Fine-tuned 3 × {len(samples)} models in {time.perf_counter() - start:.0f} s",
                       state="complete", expanded=False)
     st.session_state[shared.FINETUNE] = {"model_key": found.model_key, "results": results,
-                                         "test_images": len(test), "train_images": len(train)}
+                                         "test_images": len(test), "train_images": len(train),
+                                         "dataset": other or None}
 
 stored = st.session_state.get(shared.FINETUNE)
 if stored is None or stored["model_key"] != found.model_key:
@@ -90,4 +97,5 @@ figure.update_layout(height=420, xaxis_title="fine-tuning epoch", yaxis_title=f"
                      yaxis_tickformat=".0%", margin=dict(t=20, b=10), legend=dict(orientation="h", y=-0.2))
 st.plotly_chart(figure, key="finetune_plot")
 st.dataframe(curves.style.format({"mean": "{:.1%}", "low": "{:.1%}", "high": "{:.1%}"}), hide_index=True)
-st.caption(f"trained on {stored['train_images']:,} images of the training split; epoch 0 = before fine-tuning")
+where = f"of `{stored['dataset']}` (transfer learning)" if stored.get("dataset") else "of the training split"
+st.caption(f"trained on {stored['train_images']:,} images {where}; epoch 0 = before fine-tuning")

@@ -157,6 +157,17 @@ def load_artifacts() -> Artifacts:
     return found
 
 
+@st.cache_resource(show_spinner="Loading the other dataset…", max_entries=2)
+def other_dataset_images(zoo_key: tuple[str, str], folder: str, n_train: int, n_test: int,
+                         device_name: str) -> tuple[ImageSet, ImageSet]:
+    """Training and test images of another dataset folder at the zoo's input shape (transfer learning,
+    hyperrep.transfer's rule: the folder's format and own statistics)."""
+    from hyperrep.transfer import target_rule
+
+    rule = target_rule(cached_zoo(*zoo_key)[0], folder)
+    return (rule.training_images(n_train, 0, folder).to(device_name), rule.first_images(n_test, folder).to(device_name))
+
+
 def own_zoo(model_path: str) -> bool:
     """Whether the hyper-representation path is a paper folder that carries its zoo (dataset.pt)."""
     from hyperrep.paper_import import has_own_zoo

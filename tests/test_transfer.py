@@ -5,31 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import write_idx
-from PIL import Image
 
 from hyperrep.cli import main
-from hyperrep.data import read_idx
+from hyperrep.data import read_idx, write_digits_idx
 from hyperrep.model import ModelConfig
 from hyperrep.report import ReportConfig
 from hyperrep.train import TrainConfig, train_hyperrep
 from hyperrep.transfer import run_transfer, target_rule
 from hyperrep.zoo import Zoo
-
-
-def write_digits_idx(folder, n_train: int = 1400) -> None:
-    """scikit-learn's load_digits (1,797 images, 0..16) scaled to bytes, resized to 28x28 (PIL bilinear), as IDX."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    pixels = (digits.images * 255.0 / 16.0).round().astype(np.uint8)
-    big = np.stack([np.asarray(Image.fromarray(p).resize((28, 28), Image.BILINEAR)) for p in pixels])
-    labels = digits.target.astype(np.uint8)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_idx(folder / "train-images-idx3-ubyte.gz", big[:n_train])
-    write_idx(folder / "train-labels-idx1-ubyte.gz", labels[:n_train])
-    write_idx(folder / "t10k-images-idx3-ubyte.gz", big[n_train:])
-    write_idx(folder / "t10k-labels-idx1-ubyte.gz", labels[n_train:])
+from test_app import app_env, tiny_hyperrep_path  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +68,31 @@ def test_transfer_command_prints_the_table(source_hyperrep, digits_dir, tmp_path
     assert "| B_F | - |" in captured.out and (tmp_path / "cli" / "transfer.md").is_file()
     assert main(["transfer", str(source_hyperrep), str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+def test_digits_idx_round_trip(tmp_path):
+    folder = write_digits_idx(tmp_path / "d", n_train=1000)
+    images = read_idx(folder / "train-images-idx3-ubyte.gz")
+    assert images.shape == (1000, 28, 28) and images.max() == 255 and images.dtype == np.uint8
+    assert read_idx(folder / "t10k-labels-idx1-ubyte.gz").shape == (797,)
+
+
+def test_fine_tune_page_on_another_dataset(app_env, digits_dir):
+    from test_app import chart_keys, sample, start, texts
+
+    at = start("pages/sample.py")
+    sample(at, 3, strategy="gaussian")
+    at.switch_page("pages/finetune.py").run()
+    at.number_input(key="ft_models").set_value(2)
+    at.number_input(key="ft_epochs").set_value(1)
+    at.select_slider(key="ft_train_images").set_value(500)
+    at.select_slider(key="ft_test_images").set_value(500)
+    at.text_input(key="ft_other_data").set_value(str(digits_dir))
+    at.button(key="finetune_button").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert "finetune_plot" in chart_keys(at)
+    assert f"of `{digits_dir}` (transfer learning)" in texts(at.caption)
+    curves = at.dataframe[0].value
+    assert list(curves["population"].unique()) == ["samples", "B_T (from scratch)", "B_F (zoo, last epoch)"]
+    stored = at.session_state["finetune"]
+    assert stored["test_images"] == 397 and stored["dataset"] == str(digits_dir)  # the digits' whole test split
