@@ -543,6 +543,10 @@ def _compare_with_baselines(run: SampleRun, zoo, hyperrep, latent_table: pd.Data
     run.novelty = pd.concat(frames, ignore_index=True)
     scratch = scratch_baseline(zoo, n_baseline, run.seed)
     run.baselines["B_T (random init)"] = evaluate_weights(arch, activation, scratch.weights, data).accuracy
+    if hyperrep.path is not None:  # a paper folder adds its pre-sampled populations and its B_T
+        from hyperrep.paper_import import paper_comparison_rows
+
+        run.baselines.update(paper_comparison_rows(hyperrep.path, arch, activation, data))
     finite = np.asarray(run.full.finite if run.full is not None else run.quick.finite)
     members = torch.as_tensor(np.flatnonzero(finite)[:MAX_ENSEMBLE_MODELS])
     run.ensembles = {

@@ -269,3 +269,20 @@ def find_zoo_folder(hyperrep_dir: Path | str) -> Path | None:
 def testsplit_accuracy_at(table: pd.DataFrame, epoch: int) -> np.ndarray:
     """The B_T accuracies at one epoch (empty when the split has none)."""
     return table.loc[table["epoch"] == epoch, "test_acc"].to_numpy(dtype=float)
+
+
+def paper_comparison_rows(hyperrep_dir: Path | str, arch, activation: str, data) -> dict[str, np.ndarray]:
+    """Extra comparison rows of a paper hyper-representation folder: each pre-sampled population's
+    accuracy on `data`, and the paper's B_T (zoo_testsplit.pt beside it) at its first and last epoch
+    as the paper recorded it (on the whole test split). Empty for any other folder."""
+    from hyperrep.evaluate import evaluate_weights
+
+    rows: dict[str, np.ndarray] = {}
+    for method, weights in paper_sample_populations(hyperrep_dir, arch).items():
+        rows[sample_label(method)] = evaluate_weights(arch, activation, weights, data).accuracy
+    zoo_folder = find_zoo_folder(hyperrep_dir)
+    if zoo_folder is not None:
+        table = paper_testsplit(zoo_folder)
+        for epoch in sorted({int(table["epoch"].min()), int(table["epoch"].max())}):
+            rows[f"B_T (paper's zoo_testsplit, epoch {epoch}, as recorded)"] = testsplit_accuracy_at(table, epoch)
+    return rows

@@ -192,3 +192,26 @@ def test_a_paper_folder_opens_in_the_app_with_its_own_zoo(app_env, tmp_path):
     assert "latent dim 8, 8 embedded models" in texts(at.sidebar.caption)
     cached = list((tmp_path / "imports").iterdir())
     assert len(cached) == 1 and Zoo.load(cached[0]).n_models == 4
+
+
+def test_paper_folder_adds_its_samples_and_b_t_as_comparison_rows(app_env, tmp_path):
+    import shutil
+
+    from test_app import sample, start, texts
+
+    root = tmp_path / "ghrp"
+    folder = root / "hyper_reps" / "mnist"
+    shutil.copytree(HYPER, folder)
+    shutil.copytree(ZOOS, root / "zoos" / "mnist")
+    write_paper_autoencoder(folder, app_env["model"])
+    at = start()
+    at.text_input(key="model_path").set_value(str(folder)).run()
+    at.switch_page("pages/sample.py").run()
+    sample(at, 3, strategy="kde_legacy")  # the fixture's top 30 % is a single anchor
+    assert not at.error, texts(at.error)
+    baselines = at.session_state["population"].baselines
+    assert len(baselines["S_KDE train (paper)"]) == 2 and len(baselines["reconstructed anchors (paper)"]) == 2
+    assert baselines["B_T (paper's zoo_testsplit, epoch 0, as recorded)"].tolist() == [0.1]
+    assert baselines["B_T (paper's zoo_testsplit, epoch 2, as recorded)"].tolist() == [0.5]
+    summary = at.dataframe[0].value
+    assert {"S_KDE train (paper)", "B_T (paper's zoo_testsplit, epoch 2, as recorded)"} <= set(summary["group"])
