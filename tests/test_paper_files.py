@@ -25,7 +25,7 @@ from hyperrep.paper_import import (
     find_dataset_file, find_zoo_folder, import_paper_dataset, paper_sample_populations, paper_testsplit,
 )
 from hyperrep.zoo import Zoo
-from test_app import app_env, tiny_hyperrep_path  # noqa: F401  (fixtures)
+from test_app import app_env  # noqa: F401  (a fixture)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "paper"
 HYPER = FIXTURES / "hyper_reps" / "mnist"

@@ -8,12 +8,10 @@ import pytest
 
 from hyperrep.cli import main
 from hyperrep.data import read_idx, write_digits_idx
-from hyperrep.model import ModelConfig
 from hyperrep.report import ReportConfig
-from hyperrep.train import TrainConfig, train_hyperrep
 from hyperrep.transfer import run_transfer, target_rule
 from hyperrep.zoo import Zoo
-from test_app import app_env, tiny_hyperrep_path  # noqa: F401  (fixtures)
+from test_app import app_env  # noqa: F401  (a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +21,10 @@ def digits_dir(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
-def source_hyperrep(tmp_path_factory, tiny_zoo_path, idx_dir):
-    config = TrainConfig(model=ModelConfig(d_model=16, n_heads=2, n_blocks=1, d_ff=32, latent_dim=8), epochs=2,
-                         batch_size=8, map_method="pca", eval_images=100, final_eval_images=100)
-    return train_hyperrep(tiny_zoo_path, tmp_path_factory.mktemp("src") / "hyperrep", config, data_dir=idx_dir, device="cpu")
+@pytest.fixture()
+def source_hyperrep(tiny_hyperrep_path):
+    """conftest's shared tiny autoencoder of the tiny Fashion-MNIST zoo."""
+    return tiny_hyperrep_path
 
 
 def test_digits_are_written_as_idx_and_read_with_their_own_statistics(digits_dir, tiny_zoo_path):
