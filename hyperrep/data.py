@@ -135,10 +135,14 @@ def load_split(
     files in the folder); `shape` = (channels, side) of the CNN input, reached with the public
     zoos' preprocessing (default: the images as stored, for IDX 1 x 28 x 28). The IDX test split
     falls back to the copy shipped in data/ when no folder is given and the default lacks it.
+    A paper `zoos/<dataset>/` folder (image_dataset.pt) gives its images as the paper stored them,
+    preprocessed and normalised.
     """
     if split not in _FILE_STEMS:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     folder = Path(data_dir) if data_dir is not None else default_data_dir()
+    if (folder / PAPER_IMAGES).is_file():
+        return _paper_split(folder / PAPER_IMAGES, split, shape)
     fmt = image_formats.format_of(folder, dataset)
     if fmt is not None:
         raw = image_formats.read_raw(fmt, folder, split)
@@ -149,6 +153,23 @@ def load_split(
     pixels = image_formats.to_shape(images, channels, side, dataset or fmt)
     mean, std = normalisation or NORMALISATION[DEFAULT_DATASET]
     return ImageSet((torch.from_numpy(pixels) - mean) / std, torch.from_numpy(labels.astype(np.int64)))
+
+
+PAPER_IMAGES = "image_dataset.pt"
+
+
+def _paper_split(path: Path, split: str, shape: tuple[int, int] | None) -> ImageSet:
+    """A split of the paper's image_dataset.pt (read by the allow-list unpickler), already normalised."""
+    from hyperrep.paper_files import read_image_dataset  # the paper's files only matter for this folder
+
+    splits = read_image_dataset(path)
+    if split not in splits:
+        raise ArtifactError(f"{path}: has no {split}set (has {sorted(splits)})")
+    images, labels = splits[split]
+    if shape is not None and tuple(images.shape[1:]) != (shape[0], shape[1], shape[1]):
+        raise ArtifactError(f"{path}: images are {tuple(images.shape[1:])}, the zoo's CNN takes "
+                            f"{(shape[0], shape[1], shape[1])}")
+    return ImageSet(images.contiguous(), labels)
 
 
 def _load_idx_split(split: str, folder: Path, fallback: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -215,3 +215,13 @@ def test_paper_folder_adds_its_samples_and_b_t_as_comparison_rows(app_env, tmp_p
     assert baselines["B_T (paper's zoo_testsplit, epoch 2, as recorded)"].tolist() == [0.5]
     summary = at.dataframe[0].value
     assert {"S_KDE train (paper)", "B_T (paper's zoo_testsplit, epoch 2, as recorded)"} <= set(summary["group"])
+
+
+def test_a_paper_zoos_folder_is_an_image_source(tmp_path):
+    from hyperrep.data import load_split
+
+    test = load_split("test", ZOOS, (0.1307, 0.3081), dataset="mnist", shape=(1, 28))
+    stored = read_image_dataset(ZOOS / "image_dataset.pt")["test"]
+    assert torch.equal(test.images, stored[0]) and torch.equal(test.labels, stored[1])  # no second normalisation
+    with pytest.raises(ArtifactError, match=r"images are \(1, 28, 28\), the zoo's CNN takes \(3, 32, 32\)"):
+        load_split("train", ZOOS, shape=(3, 32))
