@@ -57,7 +57,7 @@ def run_transfer(
     from hyperrep.device import pick_device
     from hyperrep.model import load_hyperrep
 
-    config = config or ReportConfig(samplers=list(DEFAULT_SAMPLERS), noise_sigmas=[])
+    config = config or ReportConfig(samplers=list(DEFAULT_SAMPLERS), ablation_samplers=[], noise_sigmas=[])
     config.validate()
     started = time.time()
     hyperrep = load_hyperrep(hyperrep_dir)
@@ -75,7 +75,7 @@ def run_transfer(
     results = evaluate_all(populations, zoo, train, test, config, workers=workers, progress=progress)
     summary = summarise(results, config)
     out = Path(out)
-    header = transfer_header(hyperrep, zoo, rule, data_dir, config, time.time() - started, skipped)
+    header = transfer_header(hyperrep, zoo, rule, data_dir, config, (len(train), len(test)), time.time() - started, skipped)
     write_report(results, summary, out, header)
     (out / "report.md").replace(out / "transfer.md")
     write_json(out / "transfer_config.json", {**asdict(config), "hyperrep": str(hyperrep_dir), "data_dir": str(data_dir),
@@ -85,8 +85,8 @@ def run_transfer(
     return summary
 
 
-def transfer_header(hyperrep, zoo: Zoo, rule: DatasetRule, data_dir, config: ReportConfig, seconds: float,
-                    skipped: list[str]) -> str:
+def transfer_header(hyperrep, zoo: Zoo, rule: DatasetRule, data_dir, config: ReportConfig, sizes: tuple[int, int],
+                    seconds: float, skipped: list[str]) -> str:
     epochs = "/".join(map(str, sorted(set(config.fine_tune_epochs) | {0})))
     settings = zoo_training_settings(zoo)
     source = zoo.manifest.get("dataset", {}).get("name", "?") if isinstance(zoo.manifest.get("dataset"), dict) else "?"
@@ -99,8 +99,8 @@ def transfer_header(hyperrep, zoo: Zoo, rule: DatasetRule, data_dir, config: Rep
         f"with mean {rule.normalisation[0]:.4g}, std {rule.normalisation[1]:.4g}.",
         f"{config.models_per_method} models per population, seed {config.seed}; sampler anchors: top "
         f"{config.anchor_fraction:.0%} of the hyper-representation's train rows. Every population is fine-tuned on "
-        f"{config.fine_tune_images} training images of the target ({settings.optimizer}, lr {settings.lr:.2g}, batch "
-        f"{settings.batch_size}) and evaluated on its first {config.test_images} test images at epochs {epochs}.",
+        f"{sizes[0]} training images of the target ({settings.optimizer}, lr {settings.lr:.2g}, batch "
+        f"{settings.batch_size}) and evaluated on its first {sizes[1]} test images at epochs {epochs}.",
         "B_T = fresh initialisations drawn as the zoo's build drew them, trained on the target from scratch; "
         "B_F = the zoo's train-split models at their last saved epoch, fine-tuned on the target.",
         "Cells: mean ± std [bootstrap 95 % CI of the mean] of test accuracy in %; p: two-sided Mann-Whitney U "

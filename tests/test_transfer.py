@@ -54,6 +54,7 @@ def test_transfer_table_has_b_t_b_f_and_samples_with_cis(source_hyperrep, digits
             assert (method == "B_T") == np.isnan(r["p_vs_B_T"])
     text = (tmp_path / "t" / "transfer.md").read_text()
     assert "Transfer learning: zoo `tiny` (fashion-mnist) -> `digits`" in text and "| B_T | - |" in text
+    assert "fine-tuned on 600 training images" in text and "first 300 test images" in text
 
 
 def test_transfer_command_prints_the_table(source_hyperrep, digits_dir, tmp_path, capsys):
