@@ -19,6 +19,7 @@ PAGES = [
     st.Page("pages/sample.py", title="Sample & evaluate", icon=":material/casino:"),
     st.Page("pages/finetune.py", title="Fine-tune", icon=":material/trending_up:"),
     st.Page("pages/export.py", title="Export", icon=":material/download:"),
+    st.Page("pages/two_zoos.py", title="Two zoos", icon=":material/compare:"),
 ]
 
 navigation = st.navigation(PAGES)

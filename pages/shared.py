@@ -9,6 +9,7 @@ the rest of the app keeps working. Not a page: app.py lists the pages explicitly
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import streamlit as st
 import torch
@@ -18,6 +19,7 @@ from hyperrep import app_state, cores
 from hyperrep.data import DatasetRule, ImageSet
 from hyperrep.device import pick_device
 from hyperrep.files import ArtifactError
+from hyperrep.shipped import shipped_pairs
 from hyperrep.zoo import Zoo
 
 ZOO_PATH = "zoo_path"
@@ -25,6 +27,7 @@ MODEL_PATH = "model_path"
 REGION = "region"  # {"rows": [...], "label": str}: the anchors chosen on the latent map
 POPULATION = "population"  # the latest sampled population (app_state.SampleRun)
 FINETUNE = "finetune"  # the latest fine-tuning comparison
+SHIPPED = "shipped_pair"  # the sidebar's choice among the shipped artifacts
 
 
 @dataclass
@@ -185,8 +188,10 @@ def training_images(zoo: Zoo, n: int, device_name: str) -> ImageSet:
 
 
 def sidebar(found: Artifacts) -> None:
-    """Path inputs for the zoo and the hyper-representation, with what each holds or why it failed."""
+    """The shipped artifacts to pick from, path inputs for the zoo and the hyper-representation,
+    and what each holds or why it failed."""
     with st.sidebar:
+        shipped_picker()
         st.text_input(
             "Zoo directory", key=ZOO_PATH,
             help="a hyperrep zoo (zoo.json) or a public Model Zoo directory (imported on first use)",
@@ -207,6 +212,31 @@ def sidebar(found: Artifacts) -> None:
             st.error(found.problems["test data"], icon=":material/error:")
         threads = f", up to {app_state.cpu_threads()} thread(s)" if found.device.type == "cpu" else ""
         st.caption(f"device: `{found.device}`{threads}")
+
+
+def shipped_picker() -> None:
+    """A select box of the shipped (zoo, hyper-representation) pairs; picking one fills both paths."""
+    pairs = {pair.label: pair for pair in shipped_pairs()}
+    if not pairs:
+        return
+    current = (_resolved(st.session_state.get(ZOO_PATH)), _resolved(st.session_state.get(MODEL_PATH)))
+    matching = [label for label, pair in pairs.items()
+                if (_resolved(pair.zoo), _resolved(pair.hyperrep) if pair.hyperrep else current[1]) == current]
+    st.session_state[SHIPPED] = matching[0] if matching else None
+
+    def pick() -> None:
+        pair = pairs.get(st.session_state.get(SHIPPED))
+        if pair is not None:
+            st.session_state[ZOO_PATH] = str(pair.zoo)
+            if pair.hyperrep is not None:
+                st.session_state[MODEL_PATH] = str(pair.hyperrep)
+
+    st.selectbox("Shipped artifacts", list(pairs), key=SHIPPED, on_change=pick, placeholder="paths typed below",
+                 help="the zoos and hyper-representations in data/: picking one fills the two paths below")
+
+
+def _resolved(path) -> str:
+    return str(Path(str(path).strip()).expanduser().resolve()) if path else ""
 
 
 def init_session_defaults() -> None:

@@ -29,7 +29,8 @@ from hyperrep.weights import index_dict
 from hyperrep.zoo import Zoo
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
-PAGES = ["pages/overview.py", "pages/zoo.py", "pages/latent_map.py", "pages/sample.py", "pages/finetune.py", "pages/export.py"]
+PAGES = ["pages/overview.py", "pages/zoo.py", "pages/latent_map.py", "pages/sample.py", "pages/finetune.py", "pages/export.py",
+         "pages/two_zoos.py"]
 
 
 @pytest.fixture()

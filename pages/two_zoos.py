@@ -1,0 +1,105 @@
+"""Two zoos side by side: why models that share a start can be rebuilt from each other and the
+models of a seed zoo cannot (references without a latent, hyperrep.zoo_references; latent maps)."""
+
+import plotly.express as px
+import streamlit as st
+
+from hyperrep import app_state
+from hyperrep.shipped import shipped_artifacts
+from hyperrep.zoo_references import zoo_references
+from pages import shared
+
+COMPONENTS = 32  # PCA components of the linear ceiling
+
+LESSON = """
+Every hidden neuron of a CNN can trade places with another of its layer (with its incoming and
+outgoing weights) without changing what the network computes. **Models that share a start** keep
+their neurons in the same roles: training moves each of them a little away from the same point,
+so neuron *i* of one model corresponds to neuron *i* of the next. Their weight vectors then live in
+one basin: their average is itself a working model, the nearest other model is close, and a
+linear map fitted on some of them rebuilds the rest. **In a seed zoo** every model starts from its
+own random draw, so its neurons take their roles in an order of their own. Averaging such weights
+mixes unrelated neurons, no training model is much closer than any other, and no linear map
+rebuilds a held-out model. That is the symmetry the paper's permutation augmentation and
+layer-wise normalisation were designed for, and the reason a seed zoo is the real test of a
+hyper-representation. The figures below are measured live on each zoo's test split, at its last
+saved epoch, on the first 1,000 test images.
+"""
+
+
+@st.cache_data(max_entries=8, show_spinner="Rebuilding held-out models without a latent…")
+def references(path: str, key: str, epoch: int, device_name: str) -> dict:
+    zoo, _ = shared.cached_zoo(path, key)
+    source = app_state.dataset_source(zoo.manifest)
+    data = shared.cached_test_data(str(source.data_dir) if source.data_dir else None, source.rule, device_name)
+    return zoo_references(zoo, [epoch], app_state.first_images(data), components=(COMPONENTS,))
+
+
+def design(zoo) -> str:
+    build = zoo.manifest.get("build") or {}
+    if "init_families" not in build:
+        return "imported or unknown design"
+    families = build["init_families"]
+    init = build.get("init")
+    if families is None:
+        return f"seed zoo: each model from its own {init} initialisation"
+    return f"{families} shared start{'s' if families > 1 else ''} ({init})"
+
+
+def show_zoo(path, found: shared.Artifacts, hyperreps: list, side: str) -> None:
+    key = app_state.fingerprint(path)
+    zoo, _ = shared.cached_zoo(str(path), key)
+    epoch = zoo.epochs[-1]
+    st.subheader(zoo.name)
+    st.caption(f"`{path}` · {zoo.n_models} models · {design(zoo)} · epoch {epoch} of saved {zoo.epochs}")
+    f = references(str(path), key, epoch, str(found.device))
+    mean, near, pca = f["mean_model"], f["nearest"], f["pca"][COMPONENTS]
+    first, second = st.columns(2)
+    first.metric("test models' accuracy", f"{f['test_acc']:.1%}", help=f"{f['test_states']} test-split models")
+    second.metric("mean model's accuracy", f"{mean['acc_reconstructed']:.1%}",
+                  help="the train split's average weight vector, run as one model")
+    first.metric("mean model: same predictions", f"{mean['prediction_agreement']:.1%}",
+                 help="share of test images it classifies as the test models do")
+    second.metric("nearest train model: same predictions", f"{near['prediction_agreement']:.1%}",
+                  help="each test model against its nearest (L2) train-split model")
+    first.metric("nearest ÷ median distance", f"{near['distance_ratio']:.2f}",
+                 help="how much closer the nearest train model is than the median one (1.00: no closer)")
+    second.metric(f"PCA-{COMPONENTS} ceiling: accuracy kept", f"{pca['kept_above_chance']:.0%}",
+                  help="PCA fitted on the train split rebuilds each test model; share of the test models' "
+                       "accuracy above chance (10 %) the rebuilds keep")
+    st.caption(f"PCA-{COMPONENTS} R² {pca['rsq']:.2f}, same predictions {pca['prediction_agreement']:.1%}; "
+               f"nearest train model at median L2 distance {near['distance']:.2f}; "
+               f"{f['train_states']} train-split models" + (
+                   f"; weights at cosine {f['init_cosine']:.2f} with their epoch-0 state" if f["init_cosine"] is not None else ""))
+    own = [h for h in hyperreps if h.zoo == path.resolve()]
+    if not own:
+        st.info("No shipped hyper-representation of this zoo yet.")
+        return
+    model = shared.cached_hyperrep(str(own[0].path), app_state.fingerprint(own[0].path), str(found.device))
+    table = app_state.map_table(model.latent_table, model.map_coords)
+    figure = px.scatter(table, x="map_x", y="map_y", color="test_acc", render_mode="webgl",
+                        color_continuous_scale="Viridis", hover_data=["model_id", "epoch", "split"],
+                        title=f"latent map of {own[0].path.name} ({model.projection.get('method', 'stored')})")
+    figure.update_layout(height=380, margin=dict(l=0, r=0, t=40, b=0))
+    st.plotly_chart(figure, use_container_width=True, key=f"two_zoos_map_{side}")
+
+
+found = shared.artifacts()
+st.title("Two zoos")
+st.markdown(LESSON)
+artifacts = shipped_artifacts()
+zoos = [a.path for a in artifacts if a.kind == app_state.ZOO]
+hyperreps = [a for a in artifacts if a.kind == app_state.HYPERREP]
+if len(zoos) < 2:
+    st.info(f"This page compares two shipped zoos; {len(zoos)} found in the artifacts folder "
+            "(data/, or HYPERREP_ARTIFACTS).")
+    st.stop()
+names = [p.name for p in zoos]
+left_default = app_state.default_zoo_path().name if app_state.default_zoo_path().name in names else names[0]
+right_default = next(n for n in names if n != left_default)
+pick_left, pick_right = st.columns(2)
+left = pick_left.selectbox("Left zoo", names, key=shared.kept("two_zoos_left", left_default, names))
+right = pick_right.selectbox("Right zoo", names, key=shared.kept("two_zoos_right", right_default, names))
+for column, name, side in zip(st.columns(2), (left, right), ("left", "right")):
+    with column:
+        show_zoo(zoos[names.index(name)], found, hyperreps, side)

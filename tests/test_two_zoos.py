@@ -1,0 +1,102 @@
+"""The shipped-artifact list, the sidebar picker built on it, and the two-zoo lesson page, on an
+artifacts folder with a tiny shared-start zoo (and its hyper-representation) and a tiny seed zoo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
+
+from hyperrep.app_state import HYPERREP, ZOO, dataset_source, first_images
+from hyperrep.model import ModelConfig
+from hyperrep.shipped import shipped_artifacts, shipped_pairs
+from hyperrep.train import TrainConfig, train_hyperrep
+from hyperrep.zoo import Zoo
+from hyperrep.zoo_build import BuildConfig, build_zoo
+from hyperrep.zoo_references import zoo_references
+
+APP = Path(__file__).resolve().parent.parent / "app.py"
+TINY = dict(n_models=8, epochs=1, train_images=600, train_metric_images=200, test_images=300, batch_size=32,
+            learning_rate=3e-3, model_split=[0.5, 0.25, 0.25])
+
+
+@pytest.fixture(scope="module")
+def shelf(tmp_path_factory, idx_dir) -> Path:
+    """An artifacts folder: shared-start zoo + its hyper-representation, a seed zoo, and clutter."""
+    root = tmp_path_factory.mktemp("shelf")
+    build_zoo(BuildConfig(name="tiny-shared", init_families=1, **TINY), root / "shared", data_dir=idx_dir, workers=1)
+    build_zoo(BuildConfig(name="tiny-seed", init="uniform", **TINY), root / "seed", data_dir=idx_dir, workers=1)
+    config = TrainConfig(model=ModelConfig(d_model=16, n_heads=2, n_blocks=1, d_ff=32, latent_dim=8), epochs=1,
+                         batch_size=4, eval_images=50, final_eval_images=50, map_method="pca")
+    train_hyperrep(root / "shared", root / "shared-hyperrep", config, data_dir=idx_dir)
+    (root / "unfinished" / "partial").mkdir(parents=True)  # a build still running
+    (root / "images").mkdir()
+    (root / "notes.txt").write_text("not an artifact")
+    return root
+
+
+@pytest.fixture()
+def app_env(monkeypatch, shelf, idx_dir, tmp_path):
+    monkeypatch.setenv("HYPERREP_ARTIFACTS", str(shelf))
+    monkeypatch.setenv("HYPERREP_ZOO", str(shelf / "shared"))
+    monkeypatch.setenv("HYPERREP_MODEL", str(shelf / "shared-hyperrep"))
+    monkeypatch.setenv("HYPERREP_DATA", str(idx_dir))
+    monkeypatch.setenv("HYPERREP_DEVICE", "cpu")
+    monkeypatch.setenv("HYPERREP_THREADS", "1")
+    monkeypatch.setenv("HYPERREP_IMPORT_CACHE", str(tmp_path / "imports"))
+    original = PagesManager.__init__  # leave Streamlit's legacy pages/ router as the real server does
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+def test_shipped_artifacts_are_the_zoos_and_hyperreps_with_their_zoo(shelf):
+    found = {a.path.name: a for a in shipped_artifacts(shelf)}
+    assert set(found) == {"shared", "seed", "shared-hyperrep"}
+    assert found["shared"].kind == ZOO and found["shared"].name == "tiny-shared" and found["shared"].zoo is None
+    assert found["shared-hyperrep"].kind == HYPERREP and found["shared-hyperrep"].zoo == (shelf / "shared").resolve()
+    pairs = {p.label: p for p in shipped_pairs(shelf)}
+    assert set(pairs) == {"shared + shared-hyperrep", "seed (zoo only)"}
+    assert pairs["shared + shared-hyperrep"].hyperrep == shelf / "shared-hyperrep"
+    assert pairs["seed (zoo only)"].hyperrep is None
+    assert shipped_artifacts(shelf / "missing") == []
+
+
+def test_the_sidebar_picker_loads_a_shipped_zoo(app_env, shelf):
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    assert not at.exception, at.exception
+    picker = at.selectbox(key="shipped_pair")
+    assert picker.value == "shared + shared-hyperrep"  # the loaded paths are a shipped pair
+    picker.set_value("seed (zoo only)").run()
+    assert not at.exception, at.exception
+    assert at.text_input(key="zoo_path").value == str(shelf / "seed")
+    assert at.text_input(key="model_path").value == str(shelf / "shared-hyperrep")  # kept: the seed zoo has none
+    assert any("tiny-seed: 8 models" in c.value for c in at.sidebar.caption)
+    at.text_input(key="zoo_path").set_value(str(shelf / "shared")).run()
+    assert at.selectbox(key="shipped_pair").value == "shared + shared-hyperrep"
+
+
+def test_the_two_zoo_page_shows_both_zoos_references_and_the_map(app_env, shelf, idx_dir):
+    at = AppTest.from_file(str(APP), default_timeout=120).run()
+    at.switch_page("pages/two_zoos.py").run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert at.title[0].value == "Two zoos"
+    assert at.selectbox(key="two_zoos_left").value == "shared" and at.selectbox(key="two_zoos_right").value == "seed"
+    labels = [m.label for m in at.metric]
+    values = [m.value for m in at.metric]
+    mean_values = [v for label, v in zip(labels, values) if label == "mean model's accuracy"]
+    for name, shown in zip(("shared", "seed"), mean_values):
+        zoo = Zoo.load(shelf / name)
+        images = first_images(dataset_source(zoo.manifest).rule.load("test", idx_dir))
+        expected = zoo_references(zoo, [zoo.epochs[-1]], images, components=(32,))
+        assert shown == f"{expected['mean_model']['acc_reconstructed']:.1%}"
+    assert len(mean_values) == 2 and "seed zoo: each model from its own uniform initialisation" in \
+        "\n".join(c.value for c in at.caption)
+    assert [c.proto.id.rsplit("-", 1)[-1] for c in at.get("plotly_chart")] == ["two_zoos_map_left"]
+    assert any("No shipped hyper-representation of this zoo yet" in i.value for i in at.info)
