@@ -20,10 +20,9 @@ import torch
 
 from hyperrep.data import load_split
 from hyperrep.population import evaluate_population
-from hyperrep.train import accuracy_figures
 from hyperrep.weights import canonicalize
 from hyperrep.zoo import Zoo
-from hyperrep.zoo_references import layer_sigma, pca_rebuilds, r_squared
+from hyperrep.zoo_references import accuracy_figures, layer_sigma, pca_rebuilds, r_squared
 
 
 def kept_accuracy(zoo: Zoo, rebuilt: torch.Tensor, original_acc: torch.Tensor, data) -> float:

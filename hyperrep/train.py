@@ -43,13 +43,13 @@ from hyperrep.model import (
     r_squared_per_layer,
     reconstruction_loss,
 )
-from hyperrep.population import PopulationMetrics, evaluate_population
+from hyperrep.population import evaluate_population
 from hyperrep.projection import METHODS, fit_map
 from hyperrep.zoo import Zoo
+from hyperrep.zoo_references import QUALITY_THRESHOLD, accuracy_figures, mean_model_figures, references
 
 VERSION = 1
 OPTIMIZERS = ("adamw", "adam", "sgd")
-QUALITY_THRESHOLD = 0.5  # models above this accuracy count for the reconstruction-quality ratio
 
 
 @dataclass
@@ -235,8 +235,11 @@ def encode_all(model: HyperRepresentation, weights: torch.Tensor, chunk: int = 2
     return torch.cat([model.encode(weights[i: i + chunk].to(device)).cpu() for i in range(0, len(weights), chunk)])
 
 
-def reconstruction_quality(model, weights, train_mean, activation, images, lwln: bool) -> dict:
-    """R^2 per layer, reconstruction loss, and accuracy of reconstructed vs original models."""
+def reconstruction_quality(model, weights, train_mean, activation, images, lwln: bool,
+                           train_states: torch.Tensor | None = None) -> dict:
+    """R^2 per layer, reconstruction loss, and accuracy of reconstructed vs original models, with
+    the train split's mean model as a reference; given the train states (in the decoder's neuron
+    order), also the nearest train state and PCA with latent_dim components (hyperrep.zoo_references)."""
     arch = model.arch
     output = reconstruct(model, weights)
     weights = model.comparable(weights)  # R^2 up to the neuron order the decoder produces
@@ -250,35 +253,18 @@ def reconstruction_quality(model, weights, train_mean, activation, images, lwln:
         original = evaluate(weights)
         quality.update(accuracy_figures(original, evaluate(output)))
         # What a reconstruction must beat: the train split's mean model, the same for every input.
-        mean_model = evaluate(train_mean[None].to(weights.device))
-        n = len(weights)
-        quality["mean_model"] = accuracy_figures(original, PopulationMetrics(
-            mean_model.loss.expand(n), mean_model.accuracy.expand(n), mean_model.finite.expand(n),
-            mean_model.predictions.expand(n, -1)))
+        quality["mean_model"] = mean_model_figures(arch, activation, train_mean.to(weights.device), original, images)
+        if train_states is not None:
+            count = model.latent_dim
+            found = references(arch, activation, train_states, weights, images, components=(count,),
+                               canonical=False, original=original)
+            quality["nearest_train"] = found["nearest"]
+            quality["pca"] = {"components": min(count, len(train_states) - 1), **found["pca"][count]}
     return quality
 
 
 def _overall_rsq(output: torch.Tensor, target: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     return 1 - (output - target).square().sum() / (target - mean).square().sum().clamp_min(1e-12)
-
-
-def accuracy_figures(original: PopulationMetrics, rebuilt: PopulationMetrics) -> dict:
-    """Mean accuracies; for models above QUALITY_THRESHOLD the mean ratio rebuilt/original; and
-    whether per-model differences survive: accuracy correlation and per-image prediction agreement."""
-    before, after = original.accuracy, torch.nan_to_num(rebuilt.accuracy, nan=0.0)  # non-finite = wrong
-    good = before > QUALITY_THRESHOLD
-    ratio = after[good] / before[good]
-    spread = before.unique().numel() > 1 and after.unique().numel() > 1
-    return {
-        "acc_original": float(before.mean()),
-        "acc_reconstructed": float(after.mean()),
-        "models": int(len(before)),
-        "models_above_threshold": int(good.sum()),
-        "acc_ratio_above_threshold": float(ratio.mean()) if good.any() else None,
-        "share_above_90pct": float((ratio >= 0.9).float().mean()) if good.any() else None,
-        "acc_correlation": float(torch.corrcoef(torch.stack([before, after]))[0, 1]) if spread else None,
-        "prediction_agreement": float((original.predictions == rebuilt.predictions).float().mean()),
-    }
 
 
 def load_eval_images(zoo: Zoo, count: int, data_dir: Path | str | None, device: torch.device):
@@ -434,10 +420,12 @@ def finish_artifact(model, zoo, out, config, history, epochs_used, train_mean, d
     log("scoring reconstructions of the train, val and test splits")
     images = load_eval_images(zoo, config.final_eval_images, data_dir, torch.device("cpu"))
     quality = {}
+    train_states = model.comparable(zoo.samples("train", epochs_used)[0])
     for split in ("train", "val", "test"):
         weights, _ = zoo.samples(split, epochs_used)
-        if len(weights):
-            quality[split] = reconstruction_quality(model, weights, train_mean, zoo.activation, images, config.lwln)
+        if len(weights):  # held-out splits also get the nearest-train and PCA references
+            quality[split] = reconstruction_quality(model, weights, train_mean, zoo.activation, images, config.lwln,
+                                                    None if split == "train" else train_states)
     n_models, n_epochs, n_params = zoo.weights.shape
     latents = encode_all(model, zoo.weights.reshape(-1, n_params))
     model_ids = zoo.model_ids.repeat_interleave(n_epochs)

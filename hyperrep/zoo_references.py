@@ -17,9 +17,30 @@ import torch
 from hyperrep.cnn import Architecture
 from hyperrep.data import ImageSet
 from hyperrep.population import PopulationMetrics, evaluate_population
-from hyperrep.train import accuracy_figures
 from hyperrep.weights import canonicalize
 from hyperrep.zoo import Zoo
+
+
+QUALITY_THRESHOLD = 0.5  # models above this accuracy count for the reconstruction-quality ratio
+
+
+def accuracy_figures(original: PopulationMetrics, rebuilt: PopulationMetrics) -> dict:
+    """Mean accuracies; for models above QUALITY_THRESHOLD the mean ratio rebuilt/original; and
+    whether per-model differences survive: accuracy correlation and per-image prediction agreement."""
+    before, after = original.accuracy, torch.nan_to_num(rebuilt.accuracy, nan=0.0)  # non-finite = wrong
+    good = before > QUALITY_THRESHOLD
+    ratio = after[good] / before[good]
+    spread = before.unique().numel() > 1 and after.unique().numel() > 1
+    return {
+        "acc_original": float(before.mean()),
+        "acc_reconstructed": float(after.mean()),
+        "models": int(len(before)),
+        "models_above_threshold": int(good.sum()),
+        "acc_ratio_above_threshold": float(ratio.mean()) if good.any() else None,
+        "share_above_90pct": float((ratio >= 0.9).float().mean()) if good.any() else None,
+        "acc_correlation": float(torch.corrcoef(torch.stack([before, after]))[0, 1]) if spread else None,
+        "prediction_agreement": float((original.predictions == rebuilt.predictions).float().mean()),
+    }
 
 
 def layer_sigma(arch: Architecture, weights: torch.Tensor) -> torch.Tensor:
@@ -42,29 +63,43 @@ def pca_rebuilds(arch: Architecture, train: torch.Tensor, test: torch.Tensor, co
         yield components, (((test - mean) / sigma) @ top.T @ top) * sigma + mean
 
 
-def _figures(arch: Architecture, activation: str, original: PopulationMetrics, rebuilt: torch.Tensor,
+def _figures(arch: Architecture, activation: str, original: PopulationMetrics, rebuilt: torch.Tensor | PopulationMetrics,
              images: ImageSet) -> dict:
-    """accuracy_figures of rebuilt vs original, plus the ratio of their mean accuracies and the
-    share of the originals' accuracy above chance that the rebuilds keep (both defined even when
-    no model is above the 50 % threshold; the second is 0 for chance-level rebuilds)."""
-    figures = accuracy_figures(original, evaluate_population(arch, activation, rebuilt, images, keep_predictions=True))
+    """accuracy_figures of rebuilt (weights, or their metrics) vs original, plus the ratio of their
+    mean accuracies and the share of the originals' accuracy above chance that the rebuilds keep
+    (both defined even when no model is above the 50 % threshold; the second is 0 at chance)."""
+    if isinstance(rebuilt, torch.Tensor):
+        rebuilt = evaluate_population(arch, activation, rebuilt, images, keep_predictions=True)
+    figures = accuracy_figures(original, rebuilt)
     chance = 1 / arch.layers[-1].out_features
     figures["acc_ratio"] = figures["acc_reconstructed"] / max(figures["acc_original"], 1e-12)
     figures["kept_above_chance"] = (figures["acc_reconstructed"] - chance) / max(figures["acc_original"] - chance, 1e-12)
     return figures
 
 
+def mean_model_figures(arch: Architecture, activation: str, mean: torch.Tensor, original: PopulationMetrics,
+                       images: ImageSet) -> dict:
+    """`_figures` of one model (the mean weight vector [P]) standing in for every original."""
+    metrics = evaluate_population(arch, activation, mean[None], images, keep_predictions=True)
+    n = len(original.accuracy)
+    return _figures(arch, activation, original, PopulationMetrics(
+        metrics.loss.expand(n), metrics.accuracy.expand(n), metrics.finite.expand(n),
+        metrics.predictions.expand(n, -1)), images)
+
+
 def references(arch: Architecture, activation: str, train: torch.Tensor, test: torch.Tensor, images: ImageSet,
-               components=(8, 32), canonical: bool = True) -> dict:
+               components=(8, 32), canonical: bool = True, original: PopulationMetrics | None = None) -> dict:
     """Rebuild `test` [n, P] from `train` [m, P] without a latent, three ways, and score each
-    against the originals on `images` (accuracy ratio, agreement, correlation; R² for PCA)."""
-    original = evaluate_population(arch, activation, test, images, keep_predictions=True)
+    against the originals on `images` (accuracy ratio, agreement, correlation; R² for PCA).
+    `original`: the test models' metrics with predictions on `images`, when already computed."""
+    if original is None:
+        original = evaluate_population(arch, activation, test, images, keep_predictions=True)
     mean = train.mean(dim=0)
     distances = torch.cdist(test, train)
     closest = distances.min(dim=1)
     out = {
         "train_states": len(train), "test_states": len(test), "test_acc": float(original.accuracy.nanmean()),
-        "mean_model": _figures(arch, activation, original, mean.expand_as(test), images),
+        "mean_model": mean_model_figures(arch, activation, mean, original, images),
         "nearest": _figures(arch, activation, original, train[closest.indices], images),
         "pca": {}, "pca_canonical": {},
     }

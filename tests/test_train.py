@@ -49,6 +49,11 @@ def test_training_lowers_the_loss_and_writes_a_loadable_artifact(tiny_zoo_path, 
     assert {"acc_ratio_above_threshold", "acc_correlation", "prediction_agreement"} <= set(test_quality)
     assert 0 <= test_quality["mean_model"]["prediction_agreement"] <= 1
     assert test_quality["mean_model"]["acc_correlation"] is None  # one model: no spread to correlate
+    for split in ("val", "test"):  # held-out splits carry the no-latent references of hyperrep.zoo_references
+        nearest, pca = rep.metrics["quality"][split]["nearest_train"], rep.metrics["quality"][split]["pca"]
+        assert nearest["distance"] > 0 and 0 <= nearest["prediction_agreement"] <= 1
+        assert pca["components"] == min(8, len(zoo.splits["train"]) * len(zoo.epochs) - 1) and pca["rsq"] <= 1
+    assert "nearest_train" not in rep.metrics["quality"]["train"]  # a train model is its own nearest
     with torch.no_grad():
         torch.testing.assert_close(rep.model.encode(zoo.weights[:, 0]), rep.latents[:: len(zoo.epochs)], rtol=1e-4, atol=1e-5)
     assert not (out / "checkpoint").exists()
