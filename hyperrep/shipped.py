@@ -1,9 +1,12 @@
 """The artifacts shipped in `data/` (or HYPERREP_ARTIFACTS): which folder holds a zoo, which a
 hyper-representation and on which zoo it was trained, so the app can offer them to pick from
-beside typing a path, and pair each zoo with its hyper-representations.
+beside typing a path, and pair each zoo with its hyper-representations. A zoo build that is
+still going (its finished models committed in `partial/`) is listed too, as BUILDING, and
+`load_zoo` assembles the models it has so far.
 
     for pair in shipped_pairs():   # one (zoo, hyper-representation or None) per choice
         pair.label, pair.zoo, pair.hyperrep
+    zoo = load_zoo(path)            # a finished zoo, or what a build has finished so far
 """
 
 from __future__ import annotations
@@ -14,6 +17,10 @@ from pathlib import Path
 
 from hyperrep.app_state import HYPERREP, REPO_ROOT, ZOO, artifact_kind
 from hyperrep.files import ArtifactError, read_json
+from hyperrep.zoo import Zoo
+from hyperrep.zoo_build import BuildConfig, assemble_zoo, finished_seeds
+
+BUILDING = "building"  # a zoo build folder with finished models in partial/ and no zoo.json yet
 
 
 @dataclass(frozen=True)
@@ -21,8 +28,8 @@ class Shipped:
     """One shipped folder: a zoo (`zoo` is None) or a hyper-representation and its zoo's folder."""
 
     path: Path
-    kind: str  # app_state.ZOO or app_state.HYPERREP
-    name: str  # the zoo's name (manifest) or, for a hyper-representation, the folder name
+    kind: str  # app_state.ZOO, app_state.HYPERREP or BUILDING
+    name: str  # the zoo's name (manifest or build config) or, for a hyper-representation, the folder name
     zoo: Path | None = None
 
 
@@ -46,6 +53,11 @@ def shipped_artifacts(root: Path | str | None = None) -> list[Shipped]:
     root = Path(root) if root is not None else shipped_root()
     found = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        if _building(folder):
+            config = read_json(folder / "partial" / "config.json")
+            found.append(Shipped(folder, BUILDING, f"{config.get('name', folder.name)} "
+                                 f"(building: {len(finished_seeds(folder / 'partial'))} of {config.get('n_models')} models)"))
+            continue
         try:
             kind = artifact_kind(folder)
             if kind == ZOO:
@@ -70,3 +82,21 @@ def shipped_pairs(root: Path | str | None = None) -> list[ShippedPair]:
             paired.add(item.zoo)
     pairs += [ShippedPair(z.path, None, f"{z.path.name} (zoo only)") for key, z in zoos.items() if key not in paired]
     return pairs
+
+
+def _building(folder: Path) -> bool:
+    partial = folder / "partial"
+    return not (folder / "zoo.json").exists() and (partial / "config.json").is_file() and bool(finished_seeds(partial))
+
+
+def load_zoo(path: Path | str) -> Zoo:
+    """The zoo at `path`; for an unfinished build, the zoo its finished models make so far (split
+    by the build's own rule over the models present, so splits change as the build goes on)."""
+    path = Path(path)
+    if not _building(path):
+        return Zoo.load(path)
+    partial = path / "partial"
+    config = BuildConfig.from_file(partial / "config.json")
+    zoo = assemble_zoo(config, partial, sorted(finished_seeds(partial)))
+    zoo.path = path
+    return zoo

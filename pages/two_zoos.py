@@ -5,7 +5,7 @@ import plotly.express as px
 import streamlit as st
 
 from hyperrep import app_state
-from hyperrep.shipped import shipped_artifacts
+from hyperrep.shipped import BUILDING, load_zoo, shipped_artifacts
 from hyperrep.zoo_references import zoo_references
 from pages import shared
 
@@ -27,9 +27,15 @@ saved epoch, on the first 1,000 test images.
 """
 
 
+@st.cache_resource(max_entries=4, show_spinner="Loading the zoo…")
+def cached_zoo(path: str, key: str):
+    """A shipped zoo, or what a shipped build has finished so far; `key` = fingerprint."""
+    return load_zoo(path)
+
+
 @st.cache_data(max_entries=8, show_spinner="Rebuilding held-out models without a latent…")
 def references(path: str, key: str, epoch: int, device_name: str) -> dict:
-    zoo, _ = shared.cached_zoo(path, key)
+    zoo = cached_zoo(path, key)
     source = app_state.dataset_source(zoo.manifest)
     data = shared.cached_test_data(str(source.data_dir) if source.data_dir else None, source.rule, device_name)
     return zoo_references(zoo, [epoch], app_state.first_images(data), components=(COMPONENTS,))
@@ -46,13 +52,19 @@ def design(zoo) -> str:
     return f"{families} shared start{'s' if families > 1 else ''} ({init})"
 
 
-def show_zoo(path, found: shared.Artifacts, hyperreps: list, side: str) -> None:
-    key = app_state.fingerprint(path)
-    zoo, _ = shared.cached_zoo(str(path), key)
+def show_zoo(item, found: shared.Artifacts, hyperreps: list, side: str) -> None:
+    path, building = item.path, item.kind == BUILDING
+    key = app_state.fingerprint(path / "partial" if building else path)
+    zoo = cached_zoo(str(path), key)
     epoch = zoo.epochs[-1]
     st.subheader(zoo.name)
-    st.caption(f"`{path}` · {zoo.n_models} models · {design(zoo)} · epoch {epoch} of saved {zoo.epochs}")
-    f = references(str(path), key, epoch, str(found.device))
+    state = f"build in progress: {zoo.n_models} models finished" if building else f"{zoo.n_models} models"
+    st.caption(f"`{path}` · {state} · {design(zoo)} · epoch {epoch} of saved {zoo.epochs}")
+    try:
+        f = references(str(path), key, epoch, str(found.device))
+    except ValueError as err:  # e.g. a build with too few finished models for a test split
+        st.warning(f"No references yet: {err}")
+        return
     mean, near, pca = f["mean_model"], f["nearest"], f["pca"][COMPONENTS]
     first, second = st.columns(2)
     first.metric("test models' accuracy", f"{f['test_acc']:.1%}", help=f"{f['test_states']} test-split models")
@@ -88,13 +100,13 @@ found = shared.artifacts()
 st.title("Two zoos")
 st.markdown(LESSON)
 artifacts = shipped_artifacts()
-zoos = [a.path for a in artifacts if a.kind == app_state.ZOO]
+zoos = [a for a in artifacts if a.kind in (app_state.ZOO, BUILDING)]
 hyperreps = [a for a in artifacts if a.kind == app_state.HYPERREP]
 if len(zoos) < 2:
     st.info(f"This page compares two shipped zoos; {len(zoos)} found in the artifacts folder "
             "(data/, or HYPERREP_ARTIFACTS).")
     st.stop()
-names = [p.name for p in zoos]
+names = [a.path.name for a in zoos]
 left_default = app_state.default_zoo_path().name if app_state.default_zoo_path().name in names else names[0]
 right_default = next(n for n in names if n != left_default)
 pick_left, pick_right = st.columns(2)

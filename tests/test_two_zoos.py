@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from hyperrep.app_state import HYPERREP, ZOO, dataset_source, first_images
 from hyperrep.model import ModelConfig
-from hyperrep.shipped import shipped_artifacts, shipped_pairs
+from hyperrep.shipped import BUILDING, load_zoo, shipped_artifacts, shipped_pairs
 from hyperrep.train import TrainConfig, train_hyperrep
 from hyperrep.zoo import Zoo
 from hyperrep.zoo_build import BuildConfig, build_zoo
@@ -31,10 +31,25 @@ def shelf(tmp_path_factory, idx_dir) -> Path:
     config = TrainConfig(model=ModelConfig(d_model=16, n_heads=2, n_blocks=1, d_ff=32, latent_dim=8), epochs=1,
                          batch_size=4, eval_images=50, final_eval_images=50, map_method="pca")
     train_hyperrep(root / "shared", root / "shared-hyperrep", config, data_dir=idx_dir)
-    (root / "unfinished" / "partial").mkdir(parents=True)  # a build still running
+    (root / "unfinished" / "partial").mkdir(parents=True)  # a build that has not finished a model yet
+    with pytest.raises(Stop):
+        build_zoo(BuildConfig(name="tiny-building", init="uniform", **{**TINY, "n_models": 12}), root / "building",
+                  data_dir=idx_dir, workers=1, progress=stop_after(8))
     (root / "images").mkdir()
     (root / "notes.txt").write_text("not an artifact")
     return root
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_after(models: int):
+    """A progress callback that stops a build once `models` models are written (a killed build)."""
+    def progress(done, total):
+        if done >= models:
+            raise Stop
+    return progress
 
 
 @pytest.fixture()
@@ -57,7 +72,13 @@ def app_env(monkeypatch, shelf, idx_dir, tmp_path):
 
 def test_shipped_artifacts_are_the_zoos_and_hyperreps_with_their_zoo(shelf):
     found = {a.path.name: a for a in shipped_artifacts(shelf)}
-    assert set(found) == {"shared", "seed", "shared-hyperrep"}
+    assert set(found) == {"shared", "seed", "shared-hyperrep", "building"}
+    written = len(list((shelf / "building" / "partial").glob("model_*.safetensors")))
+    assert found["building"].kind == BUILDING and found["building"].name == f"tiny-building (building: {written} of 12 models)"
+    partial = load_zoo(shelf / "building")
+    assert 8 <= partial.n_models == written < 12 and partial.path == shelf / "building"
+    assert partial.manifest["build"]["init"] == "uniform" and sum(map(len, partial.splits.values())) == written
+    assert load_zoo(shelf / "seed").n_models == 8
     assert found["shared"].kind == ZOO and found["shared"].name == "tiny-shared" and found["shared"].zoo is None
     assert found["shared-hyperrep"].kind == HYPERREP and found["shared-hyperrep"].zoo == (shelf / "shared").resolve()
     pairs = {p.label: p for p in shipped_pairs(shelf)}
@@ -87,7 +108,10 @@ def test_the_two_zoo_page_shows_both_zoos_references_and_the_map(app_env, shelf,
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     assert at.title[0].value == "Two zoos"
-    assert at.selectbox(key="two_zoos_left").value == "shared" and at.selectbox(key="two_zoos_right").value == "seed"
+    assert at.selectbox(key="two_zoos_left").value == "shared" and at.selectbox(key="two_zoos_right").value == "building"
+    assert any("build in progress" in c.value for c in at.caption)
+    at.selectbox(key="two_zoos_right").set_value("seed").run()
+    assert not at.exception, at.exception
     labels = [m.label for m in at.metric]
     values = [m.value for m in at.metric]
     mean_values = [v for label, v in zip(labels, values) if label == "mean model's accuracy"]
