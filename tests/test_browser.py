@@ -42,7 +42,7 @@ def artifacts(request) -> dict[str, str]:
 
 def navigate(page, title: str) -> None:
     """Click a page in the sidebar navigation (the session and its state stay)."""
-    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title).click()
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title, exact=True).click()
 
 
 def lasso_the_map(page) -> None:
