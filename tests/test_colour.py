@@ -107,7 +107,7 @@ def test_report_fine_tunes_and_compares_colour_populations(colour_artifacts, tmp
 
 def test_app_samples_and_evaluates_colour_models(colour_artifacts, monkeypatch, tmp_path):
     from streamlit.runtime.pages_manager import PagesManager
-    from test_app import metric, sample, start, texts
+    from test_app import PAGES, metric, sample, start, texts
 
     monkeypatch.setenv("HYPERREP_ZOO", str(colour_artifacts["zoo_path"]))
     monkeypatch.setenv("HYPERREP_MODEL", str(colour_artifacts["hyperrep"]))
@@ -122,6 +122,8 @@ def test_app_samples_and_evaluates_colour_models(colour_artifacts, monkeypatch, 
         PagesManager.uses_pages_directory = False
 
     monkeypatch.setattr(PagesManager, "__init__", init)
+    for page in PAGES:  # every page renders on CNN-s3 / CNN-l artifacts
+        assert not start(page).error, page
     at = start("pages/sample.py")
     sample(at, 3, strategy="gaussian")
     assert not at.error, texts(at.error)
