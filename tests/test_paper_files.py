@@ -225,3 +225,23 @@ def test_a_paper_zoos_folder_is_an_image_source(tmp_path):
     assert torch.equal(test.images, stored[0]) and torch.equal(test.labels, stored[1])  # no second normalisation
     with pytest.raises(ArtifactError, match=r"images are \(1, 28, 28\), the zoo's CNN takes \(3, 32, 32\)"):
         load_split("train", ZOOS, shape=(3, 32))
+
+
+def test_legacy_torch_format_is_read_and_guarded_the_same_way(tmp_path):
+    """torch.save before the zip format (torch < 1.6) goes through the same allow-list."""
+    from torch.utils.data import TensorDataset
+
+    good = tmp_path / "legacy.pt"
+    torch.save({"trainset": TensorDataset(torch.zeros(2, 1, 28, 28), torch.tensor([1, 2]))}, good,
+               _use_new_zipfile_serialization=False)
+    assert read_image_dataset(good)["train"][1].tolist() == [1, 2]
+
+    class Shell:
+        def __reduce__(self):
+            return (os.system, ("echo should-not-run > " + str(tmp_path / "ran.txt"),))
+
+    bad = tmp_path / "legacy_bad.pt"
+    torch.save({"trainset": Shell()}, bad, _use_new_zipfile_serialization=False)
+    with pytest.raises(ArtifactError, match=r"refused to load '(posix|os)\.system'"):
+        load_paper_pickle(bad)
+    assert not (tmp_path / "ran.txt").exists()
