@@ -42,15 +42,19 @@ def cmd_zoo_build(args: argparse.Namespace) -> None:
 
 
 def cmd_zoo_import(args: argparse.Namespace) -> None:
-    from hyperrep.paper_import import import_paper_dataset, looks_like_paper_dataset
+    from hyperrep.paper_import import import_paper_dataset, looks_like_paper_dataset, paper_datasets_in
     from hyperrep.zoo_import import import_modelzoo
 
     epochs = sorted({e for part in args.epochs for e in part}) if args.epochs else None
     if looks_like_paper_dataset(args.modelzoo_dir):
-        zoo, paper_report = import_paper_dataset(args.modelzoo_dir, args.out, activation=args.activation,
-                                                 dataset=args.dataset, epochs=epochs)
-        print("\n".join(paper_report.lines()))
-        print_zoo_info(zoo)
+        single = args.modelzoo_dir.is_file() or (args.modelzoo_dir / "dataset.pt").is_file()
+        sources = [(args.modelzoo_dir, args.out)] if single else [
+            (folder, args.out / folder.name) for folder in paper_datasets_in(args.modelzoo_dir)]
+        for source, out in sources:  # an unzipped hyper_reps/ gives one zoo per dataset: OUT/<dataset>
+            zoo, paper_report = import_paper_dataset(source, out, activation=args.activation,
+                                                     dataset=args.dataset, epochs=epochs)
+            print("\n".join(paper_report.lines()))
+            print_zoo_info(zoo)
         return
     progress = TqdmProgress(f"importing {args.modelzoo_dir.name}")
     zoo, report = import_modelzoo(

@@ -87,12 +87,24 @@ def has_own_zoo(hyperrep_dir: Path | str) -> bool:
 
 
 def looks_like_paper_dataset(src: Path | str) -> bool:
-    """True for a `.pt` file, a folder with dataset.pt, or a hyper_reps/ folder of such folders."""
+    """True for a `.pt` file, a folder with dataset.pt, or a hyper_reps/ folder of such folders; a
+    public Model Zoo directory (model folders; its own dataset.pt holds images) is not one."""
     src = Path(src)
     if src.is_file():
         return src.suffix == ".pt"
-    return src.is_dir() and ((src / DATASET_FILE).is_file()
-                             or any((p / DATASET_FILE).is_file() for p in src.iterdir() if p.is_dir()))
+    if not src.is_dir() or any(_is_model_folder(p) for p in src.iterdir() if p.is_dir()):
+        return False
+    return (src / DATASET_FILE).is_file() or bool(paper_datasets_in(src))
+
+
+def _is_model_folder(path: Path) -> bool:
+    return (path / "params.json").is_file() or (path / "result.json").is_file()
+
+
+def paper_datasets_in(root: Path | str) -> list[Path]:
+    """The hyper-representation folders (with dataset.pt) directly inside an unzipped hyper_reps/."""
+    root = Path(root)
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p / DATASET_FILE).is_file()) if root.is_dir() else []
 
 
 def import_paper_dataset(

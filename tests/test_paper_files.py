@@ -76,14 +76,28 @@ def test_import_paper_dataset_writes_a_zoo_with_the_files_splits(tmp_path):
     assert torch.equal(loaded.weights[row, 0], splits["train"].weights[first])
 
 
-def test_zoo_import_cli_accepts_dataset_pt_and_names_folders_of_several(tmp_path, capsys):
+def test_zoo_import_cli_accepts_dataset_pt_and_an_unzipped_hyper_reps_folder(tmp_path, capsys):
     assert main(["zoo", "import", str(HYPER / "dataset.pt"), str(tmp_path / "z")]) == 0
     assert "imported 4 of 4 models" in capsys.readouterr().out
     assert Zoo.load(tmp_path / "z").n_models == 4
-    assert main(["zoo", "import", str(FIXTURES / "hyper_reps"), str(tmp_path / "y")]) == 2
-    assert "holds several paper hyper-representations (mnist)" in capsys.readouterr().err
+    assert main(["zoo", "import", str(FIXTURES / "hyper_reps"), str(tmp_path / "y")]) == 0  # one zoo per dataset
+    assert Zoo.load(tmp_path / "y" / "mnist").n_models == 4
+    with pytest.raises(ArtifactError, match="holds several paper hyper-representations \\(mnist\\)"):
+        find_dataset_file(FIXTURES / "hyper_reps")
     with pytest.raises(ArtifactError, match="no weights"):
         find_dataset_file(ZOOS)
+
+
+def test_a_public_model_zoo_with_its_own_dataset_pt_is_still_a_model_zoo(tmp_path):
+    """The public zoos keep their images in a dataset.pt beside the model folders; that is no paper file."""
+    from hyperrep.paper_import import looks_like_paper_dataset
+
+    zoo = tmp_path / "tune_zoo_mnist_uniform"
+    (zoo / "NN_tune_trainable_a_seed=1").mkdir(parents=True)
+    (zoo / "NN_tune_trainable_a_seed=1" / "params.json").write_text("{}")
+    torch.save({"trainset": None}, zoo / "dataset.pt")
+    assert not looks_like_paper_dataset(zoo)
+    assert looks_like_paper_dataset(HYPER) and looks_like_paper_dataset(FIXTURES / "hyper_reps")
 
 
 def test_image_dataset_and_testsplit():
