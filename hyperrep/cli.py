@@ -177,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("config", type=Path)
     build.add_argument("out", type=Path)
     build.add_argument("--data-dir", type=Path, default=None, help="folder of IDX files (default: HYPERREP_DATA or Debian's Fashion-MNIST)")
-    build.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
+    build.add_argument("--workers", type=int, default=None,
+                       help="processes on a CPU, one chunk each (default 1: one process stacks each chunk on all threads)")
     build.set_defaults(run=cmd_zoo_build)
     imp = zoo.add_parser("import", help="convert a public Model Zoo directory (modelzoos.cc, ray-tune layout) or the "
                                         "paper's dataset.pt (or its hyper_reps/<dataset>/ folder) to a zoo")
