@@ -36,7 +36,13 @@ def cmd_zoo_build(args: argparse.Namespace) -> None:
 
     config = BuildConfig.from_file(args.config)
     progress = TqdmProgress(f"training zoo {config.name}")
-    zoo = build_zoo(config, args.out, data_dir=args.data_dir, workers=args.workers, progress=progress)
+    if args.ray is not None:
+        from hyperrep.zoo_ray import build_zoo_on_ray
+
+        zoo = build_zoo_on_ray(config, args.out, address=args.ray or None, data_dir=args.data_dir,
+                               cpus_per_chunk=args.cpus_per_chunk, progress=progress)
+    else:
+        zoo = build_zoo(config, args.out, data_dir=args.data_dir, workers=args.workers, progress=progress)
     progress.close()
     print_zoo_info(zoo)
 
@@ -179,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--data-dir", type=Path, default=None, help="folder of IDX files (default: HYPERREP_DATA or Debian's Fashion-MNIST)")
     build.add_argument("--workers", type=int, default=None,
                        help="processes on a CPU, one chunk each (default 1: one process stacks each chunk on all threads)")
+    build.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                       help="train the chunks as tasks on a Ray cluster (ADDRESS as `ray start --head` prints it; "
+                            "without it Ray's default); needs pip install 'hyperrep[ray]'")
+    build.add_argument("--cpus-per-chunk", type=int, default=1, help="with --ray: CPU threads of each chunk's task (default 1)")
     build.set_defaults(run=cmd_zoo_build)
     imp = zoo.add_parser("import", help="convert a public Model Zoo directory (modelzoos.cc, ray-tune layout) or the "
                                         "paper's dataset.pt (or its hyper_reps/<dataset>/ folder) to a zoo")
@@ -251,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (ArtifactError, ValueError, KeyError) as err:
+    except (ArtifactError, ValueError, KeyError, ModuleNotFoundError) as err:  # the last: a missing optional dependency
         print(f"hyperrep: error: {err}", file=sys.stderr)
         return 2
     return 0
