@@ -97,4 +97,4 @@ def build_zoo_on_ray(
         finally:
             if connected_here:
                 ray.shutdown()
-    return finish_build(config, plan)
+    return finish_build(config, plan, data_dir)
