@@ -72,6 +72,19 @@ def cmd_zoo_import(args: argparse.Namespace) -> None:
     print_zoo_info(zoo)
 
 
+def cmd_zoo_export(args: argparse.Namespace) -> None:
+    from hyperrep.zoo import Zoo
+    from hyperrep.zoo_export import export_modelzoo
+
+    if not args.modelzoo:
+        raise ValueError("zoo export: name the layout to write; there is one: --modelzoo")
+    zoo = Zoo.load(args.zoo)
+    progress = TqdmProgress(f"exporting {zoo.name}")
+    out = export_modelzoo(zoo, args.out, progress=progress)
+    progress.close()
+    print(f"{zoo.n_models} models x {len(zoo.epochs)} epochs written to {out} in the Model Zoo layout")
+
+
 def cmd_zoo_info(args: argparse.Namespace) -> None:
     from hyperrep.zoo import Zoo
 
@@ -178,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hyperrep", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    zoo = commands.add_parser("zoo", help="build, import or inspect a model zoo").add_subparsers(dest="zoo_command", required=True)
+    zoo = commands.add_parser("zoo", help="build, import, export or inspect a model zoo").add_subparsers(dest="zoo_command", required=True)
     build = zoo.add_parser("build", help="train a zoo from a JSON config (resumes if OUT has a partial build)")
     build.add_argument("config", type=Path)
     build.add_argument("out", type=Path)
@@ -200,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--dataset", default=None, help="default: params.json or the directory name")
     imp.add_argument("--weight-threshold", type=float, default=None, help="drop models with |w| above this (default 100)")
     imp.set_defaults(run=cmd_zoo_import)
+    export = zoo.add_parser("export", help="write a zoo in the public Model Zoo layout (trial folders, params.json, "
+                                           "result.json, checkpoint_<N>/checkpoints) for other weight-space tools")
+    export.add_argument("zoo", type=Path)
+    export.add_argument("out", type=Path, metavar="DIR", help="a new (or empty) folder")
+    export.add_argument("--modelzoo", action="store_true", help="the public Model Zoo (ray-tune) layout; `zoo import` reads it back")
+    export.set_defaults(run=cmd_zoo_export)
     info = zoo.add_parser("info", help="models, epochs, parameters and accuracy quantiles of a zoo")
     info.add_argument("path", type=Path)
     info.set_defaults(run=cmd_zoo_info)

@@ -165,7 +165,7 @@ def import_modelzoo(
     report.dataset = dataset or _guess_dataset(src, models[0].params)
     report.without_results = {m.path.name: missing for m in models
                               if (missing := [e for e in chosen_epochs if e not in m.results])}
-    zoo = Zoo(_manifest(src, report, model_ids, threshold), torch.stack(weights), torch.tensor(model_ids, dtype=torch.int64),
+    zoo = Zoo(_manifest(src, report, model_ids, threshold, models[0].params), torch.stack(weights), torch.tensor(model_ids, dtype=torch.int64),
               _properties(models, model_ids, chosen_epochs))
     zoo.save(out)
     return zoo, report
@@ -187,9 +187,11 @@ def _load_weights(models, arch, epochs, threshold, report, progress):
     return arch, kept, weights
 
 
-def _manifest(src: Path, report: ImportReport, model_ids: list[int], threshold: float) -> dict:
+def _manifest(src: Path, report: ImportReport, model_ids: list[int], threshold: float, params: dict) -> dict:
     dataset: dict = {"name": report.dataset}
-    if report.dataset in MODELZOO_NORMALISATION:
+    if _is_normalisation(params.get("dataset::normalisation")):  # written by hyperrep's export
+        dataset["normalisation"] = [float(v) for v in params["dataset::normalisation"]]
+    elif report.dataset in MODELZOO_NORMALISATION:
         dataset["normalisation"] = list(MODELZOO_NORMALISATION[report.dataset])
     dropped: dict = dict(report.counts())
     for reason in report.counts():
@@ -199,6 +201,11 @@ def _manifest(src: Path, report: ImportReport, model_ids: list[int], threshold: 
         epochs=report.epochs, splits=split_model_ids(model_ids), dropped=dropped,
         build={"source": "modelzoo", "path": str(src.resolve()), "weight_threshold": threshold},
     )
+
+
+def _is_normalisation(value) -> bool:
+    return (isinstance(value, list) and len(value) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value) and value[1] > 0)
 
 
 # -- reading one folder ------------------------------------------------------------------------
