@@ -9,8 +9,8 @@ The models train in chunks of `chunk_models` (fixed blocks of consecutive seeds)
 population trainer: a chunk's models take every optimisation step together, each with its own
 start, data order and learning rate. Each finished model is written atomically to `OUT/partial/`
 as soon as its chunk is done, so a killed build resumes where it stopped and loses at most the
-chunk in flight; a chunk that was interrupted is retrained whole (so every model's result is
-independent of where a build was stopped), but a model whose file exists is never written again.
+chunk in flight: a resumed build trains each chunk's models that have no file yet, and never
+trains or writes a finished model again.
 The zoo files are assembled at the end and the partial folder removed. hyperrep.zoo_ray runs the
 same chunks as tasks on a Ray cluster.
 """
@@ -224,7 +224,7 @@ class BuildPlan:
     out: Path
     partial: Path
     seeds: list[int]
-    todo: list[list[int]]  # whole chunks with at least one unfinished model
+    todo: list[list[int]]  # the unfinished models of each chunk that has any
     finished: set[int]
 
 
@@ -237,7 +237,7 @@ def start_build(config: BuildConfig, out: Path | str) -> BuildPlan:
     _check_resume_config(config, partial / "config.json")
     write_json(partial / "config.json", asdict(config))
     finished = finished_seeds(partial)
-    todo = [chunk for chunk in config.chunks() if not set(chunk) <= finished]
+    todo = [missing for chunk in config.chunks() if (missing := [s for s in chunk if s not in finished])]
     return BuildPlan(out, partial, config.seeds(), todo, finished)
 
 
@@ -258,7 +258,7 @@ class BuildProgress:
     def __init__(self, plan: BuildPlan, progress: Callable[[float, int], None] | None):
         self.total, self.progress = len(plan.seeds), progress
         self.written = len(set(plan.seeds) & plan.finished)
-        self.missing = {i: len([s for s in chunk if s not in plan.finished]) for i, chunk in enumerate(plan.todo)}
+        self.missing = {i: len(chunk) for i, chunk in enumerate(plan.todo)}
         self.fraction: dict[int, float] = {}
         self.done: set[int] = set()
         self.report()

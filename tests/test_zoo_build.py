@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from hyperrep import zoo_build
+from hyperrep import native, zoo_build
 from hyperrep.cnn import get_architecture, init_vector
 from hyperrep.population import train_population
 from hyperrep.zoo_build import BuildConfig, build_zoo, load_build_data
@@ -34,7 +34,7 @@ def test_each_model_of_a_chunk_gets_its_own_init_data_order_and_learning_rate(id
     assert len({float(zoo.weights[r, 2, 0]) for r in range(4)}) == 4
 
 
-def test_a_resumed_build_retrains_only_the_interrupted_chunk_and_rewrites_nothing(idx_dir, tmp_path, monkeypatch):
+def test_a_resumed_build_trains_only_the_unfinished_models_and_rewrites_nothing(idx_dir, tmp_path, monkeypatch):
     config = BuildConfig(**{**SMALL, "chunk_models": 2})  # chunks [1, 2] and [3, 4]
     trained = []
     real_train_chunk = zoo_build.train_chunk
@@ -53,17 +53,20 @@ def test_a_resumed_build_retrains_only_the_interrupted_chunk_and_rewrites_nothin
     before = {s: zoo_build.model_path(out / "partial", s).stat().st_mtime_ns for s in (1, 2, 3)}
 
     trained.clear()
-    with pytest.raises(KeyboardInterrupt):  # resumed: only [3, 4] trains again, and 3 is kept as it was
+    with pytest.raises(KeyboardInterrupt):  # resumed: only model 4 trains, and 1-3 are kept as they were
         build_zoo(config, out, data_dir=idx_dir, workers=1, progress=stop_at(4))
-    assert trained == [[3, 4]]
+    assert trained == [[4]]
     assert {s: zoo_build.model_path(out / "partial", s).stat().st_mtime_ns for s in (1, 2, 3)} == before
 
     trained.clear()
     resumed = build_zoo(config, out, data_dir=idx_dir, workers=1)
     assert trained == []  # every model was on disk
     fresh = build_zoo(config, tmp_path / "fresh", data_dir=idx_dir, workers=1)
-    assert torch.equal(resumed.weights, fresh.weights)
-    pd.testing.assert_frame_equal(resumed.properties, fresh.properties)
+    arch = get_architecture("cnn_s")
+    if native.available(arch, "tanh"):  # the compiled kernel: a model's bits do not depend on its chunk mates
+        assert torch.equal(resumed.weights, fresh.weights)
+        pd.testing.assert_frame_equal(resumed.properties, fresh.properties)
+    torch.testing.assert_close(resumed.weights, fresh.weights, atol=1e-5, rtol=0)
 
 
 def test_worker_processes_build_the_same_zoo(idx_dir, tmp_path):
@@ -83,5 +86,7 @@ def test_chunk_models_is_checked_and_may_change_on_resume(idx_dir, tmp_path):
     zoo_build.start_build(BuildConfig(**SMALL, chunk_models=2), tmp_path)
     plan = zoo_build.start_build(BuildConfig(**SMALL, chunk_models=3), tmp_path)  # regrouping is allowed
     assert plan.todo == [[1, 2, 3], [4]]
+    zoo_build.write_models(tmp_path / "partial", [zoo_build.TrainedModel(2, torch.zeros(2, 2464), [])])
+    assert zoo_build.start_build(BuildConfig(**SMALL, chunk_models=3), tmp_path).todo == [[1, 3], [4]]
     with pytest.raises(zoo_build.ArtifactError, match="other settings \\(batch_size\\)"):
         zoo_build.start_build(BuildConfig(**SMALL, chunk_models=3, batch_size=10), tmp_path)

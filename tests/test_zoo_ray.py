@@ -125,7 +125,10 @@ def test_a_stopped_driver_resumes_through_the_cli(cluster, local_zoo, idx_dir, t
         ray_cluster.add_node(include_dashboard=False, object_store_memory=100 * 2**20, num_cpus=1)
     config, out = BuildConfig(**CONFIG), tmp_path / "zoo"
 
+    seen = []
+
     def stop_after_first_chunk(done, total):
+        seen.append(done)
         if done == 2:
             raise KeyboardInterrupt
 
@@ -133,6 +136,7 @@ def test_a_stopped_driver_resumes_through_the_cli(cluster, local_zoo, idx_dir, t
         build_zoo_on_ray(config, out, address=ray_cluster.address, data_dir=idx_dir, progress=stop_after_first_chunk)
     first = {s: (out / "partial" / f"model_{s:06d}.safetensors").read_bytes() for s in finished_seeds(out / "partial")}
     assert len(first) == 2 and not (out / "zoo.json").exists()
+    assert any(isinstance(done, float) for done in seen)  # an epoch report from a worker moved the bar
 
     (tmp_path / "config.json").write_text(json.dumps(CONFIG))
     args = ["zoo", "build", str(tmp_path / "config.json"), str(out), "--ray", ray_cluster.address, "--data-dir", str(idx_dir)]
