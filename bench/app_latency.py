@@ -326,8 +326,9 @@ def main() -> int:
     if cpu_busy() > 0.5:
         print(f"warning: the CPU is busy (load {cpu_busy():.2f} per core); figures will be pessimistic", file=sys.stderr)
     figures = measure(args)
-    command = "bench/app_latency.py " + " ".join(sys.argv[1:])
-    lines = report_lines(figures, command.replace(" --write-docs", "").strip())
+    shown = [a for i, a in enumerate(sys.argv[1:]) if a != "--write-docs" and not a.startswith("--log")
+             and (i == 0 or sys.argv[i] != "--log")]  # the measurement's settings, not where its log went
+    lines = report_lines(figures, " ".join(["bench/app_latency.py", *shown]))
     if args.write_docs:
         write_docs(lines)
     print("\n".join(lines))
