@@ -4,7 +4,7 @@ CIFAR-10 (binary version: `data_batch_1..5.bin`, `test_batch.bin`), SVHN (`train
 `test_32x32.mat`, read with scipy) and STL-10 (`train_X.bin`, `train_y.bin`, `test_X.bin`,
 `test_y.bin`) are read into uint8 arrays [N, H, W, C] exactly as torchvision's dataset classes
 see them; `to_shape` then brings them to a CNN's input the way the Model Zoo generators did
-(paper-notes §1.3): grayscale with PIL's "L" conversion, SVHN centre-cropped, the others resized
+(docs/formats.md): grayscale with PIL's "L" conversion, SVHN centre-cropped, the others resized
 with PIL's bilinear filter, so the pixels equal those of torchvision's transforms on PIL images.
 The IDX family (MNIST, Fashion-MNIST) is read by `hyperrep.data`.
 """

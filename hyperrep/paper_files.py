@@ -1,6 +1,6 @@
 """The paper's pickled files (`dataset.pt`, `image_dataset.pt`, `zoo_testsplit.pt`), read without running them.
 
-Those files are `torch.save` pickles of the paper code's own classes (paper-notes §1.5). They are
+Those files are `torch.save` pickles of the paper code's own classes (docs/formats.md). They are
 read here by an unpickler with an allow-list: the few class names of the paper's dataset code and
 torch's TensorDataset become plain dicts of their attributes, paths become strings, tensors are
 rebuilt as torch's own safe loader rebuilds them, and any other name (a function, a module, a

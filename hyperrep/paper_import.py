@@ -32,7 +32,7 @@ TESTSPLIT_FILE = "zoo_testsplit.pt"
 IMAGE_FILE = "image_dataset.pt"
 SAMPLES_DIR = "samples"
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc")
-# The paper's names for its pre-sampled populations (paper-notes §1.5 and its plots).
+# The paper's names for its pre-sampled populations (the folder names under samples/, as in its plots).
 SAMPLE_NAMES = {
     "direct": "reconstructed anchors (paper)", "uniform": "S_U (paper)", "train": "S_Dist train (paper)",
     "best": "S_Dist top 30% (paper)", "kde_z_train": "S_KDE train (paper)", "kde_z_best": "S_KDE top 30% (paper)",

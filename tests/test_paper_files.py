@@ -171,7 +171,7 @@ def test_wrong_content_is_named(tmp_path):
 
 
 def write_paper_autoencoder(folder: Path, tiny_hyperrep_dir: Path) -> None:
-    """config_ae.json + checkpoint_ae.pt of a tiny autoencoder, in the paper's key names (paper-notes §3.5)."""
+    """config_ae.json + checkpoint_ae.pt of a tiny autoencoder, in the paper's key names (docs/formats.md)."""
     import json
 
     from hyperrep.model import load_hyperrep
