@@ -1,0 +1,47 @@
+"""The docs a user reads stay complete: every module in the README's table, every cited note in
+the repository, the app-latency block between its markers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = [*ROOT.glob("hyperrep/**/*.py"), *ROOT.glob("pages/*.py"), *ROOT.glob("bench/*.py"), *ROOT.glob("tests/*.py"),
+           ROOT / "app.py", *ROOT.glob("docs/*.md"), ROOT / "README.md"]
+
+
+def module_table() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("| step | module | what it does |")
+    return text[start: text.index("\n\n", start)]
+
+
+def test_the_readme_module_table_names_every_module():
+    table = module_table()
+    named = set(re.findall(r"`(?:hyperrep\.)?([a-z_]+)`", table))
+    modules = {p.stem for p in (ROOT / "hyperrep").glob("*.py") if p.stem != "__init__"}
+    assert not modules - named, f"modules missing from the README's table: {sorted(modules - named)}"
+
+
+def test_no_file_cites_notes_that_are_not_in_the_repository():
+    outside = re.compile(r"paper-notes|DESIGN\.md")
+    citing = [f"{p.relative_to(ROOT)}:{n}" for p in SOURCES if p.name != "test_docs.py"
+              for n, line in enumerate(p.read_text().splitlines(), start=1) if outside.search(line)]
+    assert not citing, f"cite docs/formats.md (or the paper) instead of notes outside the repository: {citing}"
+
+
+def test_the_formats_doc_covers_every_artifact_the_package_names():
+    formats = (ROOT / "docs" / "formats.md").read_text()
+    for name in ("zoo.json", "weights.safetensors", "models.parquet", "partial/", "config.json", "model.safetensors",
+                 "latents.safetensors", "projection.safetensors", "metrics.json", "checkpoint/", "samples.csv",
+                 "source.key", "result.json", "params.json", "config_ae.json", "checkpoint_ae.pt", "HYPERREP_IMPORT_CACHE"):
+        assert name in formats, f"docs/formats.md does not describe {name}"
+
+
+def test_the_app_latency_block_is_generated_between_its_markers():
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    start, end = "<!-- app-latency:start", "<!-- app-latency:end -->"
+    assert text.count(start) == 1 and text.count(end) == 1 and text.index(start) < text.index(end)
+    block = text[text.index(start): text.index(end)]
+    assert "`bench/app_latency.py" in block and re.search(r"sessions \d+ x \d+ models: slowest results", block)
