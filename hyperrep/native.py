@@ -27,7 +27,7 @@ from hyperrep.optim import PopulationOptimizer
 
 SOURCE = Path(__file__).resolve().parent / "kernels" / "population_grads.c"
 ACTIVATION_IDS = {"tanh": 0, "relu": 1, "sigmoid": 2, "leakyrelu": 3}
-_FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC", "-std=c99"]
+_FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC", "-std=c99"]
 
 
 class NativeKernelError(RuntimeError):

@@ -1,6 +1,7 @@
 /* Loss gradients of a population of small CNNs, each model on its own batch of images.
  *
- * hyperrep.native compiles this file on first use (cc -O3 -march=native) and calls it through
+ * hyperrep.native compiles this file on first use (cc -O3 -march=native -fno-trapping-math, which
+ * lets the activation loops vectorise) and calls it through
  * ctypes on disjoint ranges of models from several threads, so it keeps no global state.
  * A model is one flat float vector in the public zoos' order (per layer: weight, then bias);
  * a layer is a convolution (no padding, stride 1, optional 2x2 max-pool) or a linear layer, and
