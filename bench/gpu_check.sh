@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check: the test suite and the population-evaluation benchmark on a CUDA machine.
+# GPU check: the test suite, population evaluation and zoo training benchmarks on a CUDA machine.
 #
 #   bash bench/gpu_check.sh            # a few minutes; prints figures, writes $OUT/eval_gpu.json if OUT is set
 #
@@ -23,20 +23,5 @@ JSON_DIR="${OUT:-/tmp}"
 timeout 150 "$PYTHON" bench/eval_throughput.py --models 100 --images 10000 --repeats 3 --json "$JSON_DIR/eval_gpu_100.json"
 timeout 150 "$PYTHON" bench/eval_throughput.py --models 1000 --images 10000 --repeats 2 --json "$JSON_DIR/eval_gpu_1000.json"
 
-echo "== fine-tuning 100 models for 1 epoch on 2,000 images (batch 32)"
-timeout 120 "$PYTHON" - <<'PY'
-import time, torch
-from hyperrep.cnn import CNN_S, init_vector
-from hyperrep.data import load_split
-from hyperrep.device import pick_device
-from hyperrep.population import train_population
-device = pick_device()
-data = load_split("test").subset(torch.arange(2000)).to(device)
-g = torch.Generator().manual_seed(0)
-weights = torch.stack([init_vector(CNN_S, "kaiming_uniform", g) for _ in range(100)])
-for batched in (True, False):
-    began = time.perf_counter()
-    train_population(CNN_S, "tanh", weights, data, epochs=1, lr=1e-3, seeds=list(range(100)), batch_size=32, batched=batched)
-    torch.cuda.synchronize()
-    print(f"  {'stacked (grouped conv)' if batched else 'per-model loop':24s} {time.perf_counter() - began:6.2f} s on {device}")
-PY
+echo "== zoo training: stacked population trainer vs the plain per-model loop (issue 10: >= 50x on CUDA)"
+timeout 240 "$PYTHON" bench/zoo_train.py --models 1000 --loop-models 2 --images 2000 --repeats 1
