@@ -65,3 +65,14 @@ def test_write_docs_replaces_only_the_marked_block(tmp_path):
     fresh = tmp_path / "fresh.md"
     bench.write_docs(["first"], fresh)
     assert bench.DOCS_START in fresh.read_text() and "first" in fresh.read_text()
+
+
+def test_zoo_train_bench_ends_with_the_two_goal_lines(idx_dir):
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "zoo_train.py"), "--models", "4", "--images", "40",
+                           "--repeats", "1", "--loop-models", "1", "--data-dir", str(idx_dir)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    last = done.stdout.strip().splitlines()[-2:]
+    assert last[0].startswith("stacked, batch 10: ") and " x the plain loop" in last[0]
+    assert last[1].startswith("stacked, batch 32: ") and " x the plain loop" in last[1]
+    assert "max abs weight difference" in done.stdout
