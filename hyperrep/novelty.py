@@ -22,20 +22,22 @@ from hyperrep.weights import canonicalize, permutation_index, permute, tokenize
 
 def nearest_reference(
     arch: Architecture, weights: torch.Tensor, reference: torch.Tensor, *, invariant: bool = True,
-    candidates: int = 5, chunk: int = 256,
+    candidates: int = 5, chunk: int = 256, excluded: torch.Tensor | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each row of weights [n, P]: the L2 distance to the nearest row of reference [R, P] and
     that row's index. With `invariant`, the distance is taken over neuron orderings: the smaller
     of the plain and the canonical-order distance (weights.canonicalize: a permuted copy is at 0)
     picks `candidates` nearest references, and each is refined by `matched_distance`. Every
     ordering tried is function-preserving, so the result is an upper bound on the distance
-    minimised over all permutations. Non-finite rows get distance NaN and index -1."""
+    minimised over all permutations. `excluded` [n, R] (bool) marks pairs not to consider (a zoo
+    model's own rows, when measuring the zoo's spacing). Non-finite rows get distance NaN and index -1."""
     with cores.job():
-        return _nearest_reference(arch, weights, reference, invariant, candidates, chunk)
+        return _nearest_reference(arch, weights, reference, invariant, candidates, chunk, excluded)
 
 
 def _nearest_reference(
     arch: Architecture, weights: torch.Tensor, reference: torch.Tensor, invariant: bool, candidates: int, chunk: int,
+    excluded: torch.Tensor | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     weights, reference = weights.double(), reference.double()
     distance, index = np.full(len(weights), np.nan), np.full(len(weights), -1, dtype=np.int64)
@@ -49,11 +51,16 @@ def _nearest_reference(
             d = _exact_cdist(weights[block], reference)
             if invariant:
                 d = torch.minimum(d, _exact_cdist(canonical_weights[block], canonical_reference))
+            if excluded is not None:
+                d = d.masked_fill(excluded[block], float("inf"))
+            if invariant:
                 near = d.topk(min(candidates, len(reference)), dim=1, largest=False).indices
         if invariant:
             for row, (i, options) in enumerate(zip(block.tolist(), near.tolist())):
                 with cores.turn():
                     for j in options:
+                        if excluded is not None and bool(excluded[i, j]):
+                            continue
                         d[row, j] = min(float(d[row, j]), matched_distance(arch, weights[i], reference[j]))
         best, where = d.min(dim=1)
         distance[block.numpy()] = best.numpy()
