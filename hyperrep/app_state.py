@@ -31,6 +31,8 @@ MAX_SAMPLES = 500  # models per sampling request; more would block a CPU session
 MAX_FINETUNE_MODELS = 30  # models per population in the fine-tuning comparison
 QUICK_IMAGES = 1_000  # the first estimate, baselines and novelty use this many test images
 MAX_BASELINE_MODELS = 50  # members of each comparison baseline (noise, B_T)
+# The "New or copies?" frontier: a lighter sweep than the report's (11 references of 12 models).
+APP_FRONTIER = dict(sigmas=[0.02, 0.04, 0.06, 0.09, 0.13, 0.18, 0.25], average_sizes=[2, 8], gaussian_scales=[0.5], models=12)
 MAX_ENSEMBLE_MODELS = 25  # samples combined in the ensemble figures (each costs one population forward)
 
 ZOO = "zoo"  # our zoo directory (zoo.json)
@@ -481,6 +483,8 @@ class SampleRun:
     full: object | None = None  # evaluate.Evaluation on the whole test split
     map_xy: np.ndarray | None = None  # samples placed on the stored 2-D map
     novelty: pd.DataFrame | None = None  # samples and noise baseline: distance, accuracy, IoU
+    frontier: object | None = None  # frontier.Frontier of the anchors in use (zero-shot, first `quick_images` images)
+    frontier_delta: pd.Series | None = None  # the samples' Δ against it: distance, frontier_accuracy, delta, delta_lo/hi
     baselines: dict[str, np.ndarray] = None  # label -> accuracies on the first `quick_images` images
     ensembles: dict[str, float] | None = None
     timings: dict[str, float] = None
@@ -508,7 +512,8 @@ class SampleRun:
 
 
 def compare_with_baselines(run: SampleRun, zoo, hyperrep, latent_table: pd.DataFrame, data) -> None:
-    """Fill `run` with novelty (samples and a distance-matched noise baseline), B_T at initialisation,
+    """Fill `run` with novelty (samples and a distance-matched noise baseline), the frontier of the
+    anchors in use and the samples' Δ against it, B_T at initialisation,
     ensembles and the samples' places on the map, all on `data` (the first-estimate images).
     Anchors that are not models of the loaded zoo leave a message instead of a noise baseline.
     Its compute steps yield to other sessions' evaluations (hyperrep.cores, background priority)."""
@@ -518,6 +523,7 @@ def compare_with_baselines(run: SampleRun, zoo, hyperrep, latent_table: pd.DataF
 
 def _compare_with_baselines(run: SampleRun, zoo, hyperrep, latent_table: pd.DataFrame, data) -> None:
     from hyperrep.evaluate import ensemble_accuracies, ensemble_accuracy, evaluate_weights
+    from hyperrep.frontier import FrontierSettings, zero_shot_frontier
     from hyperrep.novelty import novelty_table
     from hyperrep.projection import place_on_map
     from hyperrep.sampling import anchor_weights, noise_baseline, scratch_baseline
@@ -540,6 +546,11 @@ def _compare_with_baselines(run: SampleRun, zoo, hyperrep, latent_table: pd.Data
         noise_novelty["group"], noise_novelty["accuracy"] = noise.label, noisy.accuracy
         frames.append(noise_novelty)
         run.baselines[noise.label] = noisy.accuracy
+        reach = 1.5 * sigma  # the noise curve reaches past the samples' median distance, whatever the zoo
+        settings = FrontierSettings(**{**APP_FRONTIER, "sigmas": sorted(set(APP_FRONTIER["sigmas"]) | {reach})})
+        run.frontier = zero_shot_frontier(arch, activation, anchors, reference, data, settings, run.seed)
+        run.frontier_delta = run.frontier.delta(novelty["distance"].to_numpy(), run.quick.accuracy[:, None],
+                                                resamples=1_000, seed=run.seed).iloc[0]
     run.novelty = pd.concat(frames, ignore_index=True)
     scratch = scratch_baseline(zoo, n_baseline, run.seed)
     run.baselines["B_T (random init)"] = evaluate_weights(arch, activation, scratch.weights, data).accuracy

@@ -152,7 +152,10 @@ def cmd_report(args: argparse.Namespace) -> None:
     from hyperrep.report import ReportConfig, run_report
 
     config = ReportConfig(models_per_method=args.models, test_images=args.test_images,
-                          fine_tune_images=args.fine_tune_images, seed=args.seed)
+                          fine_tune_images=args.fine_tune_images, seed=args.seed,
+                          fine_tune_models=None if args.fine_tune_models == 0 else args.fine_tune_models,
+                          frontier_models=args.frontier_models, guided_steps=args.guided_steps,
+                          guided_images=args.guided_images, guided_step_size=args.guided_step_size)
     ablation = args.ablation if args.ablation is not None and args.ablation.exists() else None
     if args.ablation is not None and ablation is None:
         print(f"note: no ablation hyper-representation at {args.ablation}; the report has no no-LWLN rows", file=sys.stderr)
@@ -166,7 +169,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         from hyperrep.report import update_readme
 
         update_readme(args.readme, Path(args.out) / "report.md")
-        print(f"table written into {args.readme}")
+        print(f"table, readings and frontier plot written into {args.readme}")
 
 
 def cmd_transfer(args: argparse.Namespace) -> None:
@@ -251,7 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--hyperrep", type=Path, default=Path("data/hyperrep"))
     report.add_argument("--ablation", type=Path, default=Path("data/hyperrep-no-lwln"), help="hyper-rep trained without LWLN")
     report.add_argument("--out", type=Path, default=Path("docs/report"))
-    report.add_argument("--models", type=int, default=20, help="models per method (default 20)")
+    report.add_argument("--models", type=int, default=100, help="models per method, all evaluated zero-shot (default 100)")
+    report.add_argument("--fine-tune-models", type=int, default=20, help="of those, fine-tuned per method (0: all; default 20)")
+    report.add_argument("--frontier-models", type=int, default=50, help="models per frontier reference population")
+    report.add_argument("--guided-steps", type=int, default=10, help="latent steps of the guided sampler")
+    report.add_argument("--guided-images", type=int, default=256, help="training images the guided steps use")
+    report.add_argument("--guided-step-size", type=float, default=0.1, help="Adam step size of the guided latent steps")
     report.add_argument("--test-images", type=int, default=5_000)
     report.add_argument("--fine-tune-images", type=int, default=2_000)
     report.add_argument("--seed", type=int, default=42)

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from hyperrep.cnn import Architecture
+from hyperrep.data import ImageSet
 from hyperrep.sampling import Population, noise_baseline
 
 FAMILIES = ("noise", "average", "gaussian")
@@ -30,9 +31,10 @@ FAMILIES = ("noise", "average", "gaussian")
 
 @dataclass
 class FrontierSettings:
-    """The sweep of reference populations (defaults span the default zoo's samplers: 0 to ~12)."""
+    """The sweep of reference populations (the default σ span distances 0 to ~16 on CNN-s: past
+    every sampler and fresh initialisations on the default zoo)."""
 
-    sigmas: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.04, 0.06, 0.09, 0.13, 0.18, 0.25])
+    sigmas: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.04, 0.06, 0.09, 0.13, 0.18, 0.25, 0.32])
     average_sizes: list[int] = field(default_factory=lambda: [2, 4, 8, 16])
     gaussian_scales: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])
     models: int = 50  # members of each reference population
@@ -229,6 +231,17 @@ class Frontier:
         return pd.DataFrame(rows)
 
 
+def verdict(low: float, high: float) -> str:
+    """What a Δ's 95 % CI [low, high] carries, in words: above, below, or not distinguishable."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "no frontier at that distance"
+    if low > 0:
+        return "above the frontier"
+    if high < 0:
+        return "below the frontier"
+    return "not distinguishable from the frontier (the CI holds 0)"
+
+
 def _nanmean(values: np.ndarray) -> float:
     values = np.asarray(values, dtype=np.float64)
     return float(values[np.isfinite(values)].mean()) if np.isfinite(values).any() else float("nan")
@@ -265,3 +278,23 @@ def _envelope(summary: list[tuple[str, float, float]], grid: np.ndarray) -> np.n
         best[inside] = np.maximum(best[inside], np.interp(grid[inside], d, a))
     best[~np.isfinite(best)] = np.nan
     return best
+
+
+def zero_shot_frontier(arch: Architecture, activation: str, anchors: torch.Tensor, reference: torch.Tensor,
+                       data: ImageSet, settings: FrontierSettings, seed: int, *,
+                       reference_predictions: torch.Tensor | None = None) -> Frontier:
+    """The frontier (epoch 0 only) of anchor weights [A, P] on `data`: every reference population
+    evaluated, its distance to the nearest row of `reference` (the zoo) measured, and, when the
+    zoo's predictions on `data` are given, its largest mistake overlap with any zoo model."""
+    from hyperrep.evaluate import evaluate_weights
+    from hyperrep.novelty import nearest_reference
+
+    points = []
+    for ref in reference_populations(anchors, settings, seed):
+        weights = ref.population.weights
+        evaluation = evaluate_weights(arch, activation, weights, data, keep_predictions=reference_predictions is not None)
+        distance, _ = nearest_reference(arch, weights, reference)
+        iou = (mistake_overlap(evaluation.predictions, reference_predictions, data.labels)[0]
+               if reference_predictions is not None else np.full(len(weights), np.nan))
+        points.append(FrontierPoint(ref.family, ref.level, ref.population.label, distance, evaluation.accuracy[:, None], iou))
+    return Frontier(points, [0])

@@ -9,6 +9,7 @@ import streamlit as st
 
 from hyperrep import app_state
 from hyperrep.evaluate import evaluate_weights, extend_evaluation
+from hyperrep.frontier import verdict
 from hyperrep.sampling import SAMPLERS, select_rows, top_fraction
 from pages import shared
 
@@ -135,6 +136,32 @@ def show_results(run: app_state.SampleRun, area) -> None:
                    + " · ".join(f"{k} {v:.1f}" for k, v in run.timings.items()))
 
 
+def add_frontier(figure, run: app_state.SampleRun) -> None:
+    """The frontier of the anchors in use (its references and their upper envelope) and the
+    samples' median distance and mean accuracy, on the novelty scatter."""
+    curve, points = run.frontier.curve(0), run.frontier.table()
+    figure.add_trace(go.Scatter(x=curve["distance"].tolist(), y=curve["accuracy"].tolist(), mode="lines", name="frontier",
+                                line=dict(color="black", width=2)))
+    figure.add_trace(go.Scatter(x=points["distance_median"].tolist(), y=points["accuracy_mean"].tolist(), mode="markers",
+                                name="frontier references", text=points["label"].tolist(), hoverinfo="text+x+y",
+                                marker=dict(color="gray", size=7, symbol="diamond")))
+    delta = run.frontier_delta
+    figure.add_trace(go.Scatter(x=[float(delta["distance"])], y=[float(delta["frontier_accuracy"] + delta["delta"])],
+                                mode="markers", name="samples (median distance, mean accuracy)",
+                                marker=dict(color="crimson", size=14, symbol="star")))
+
+
+def frontier_statement(delta, images: int) -> str:
+    """Δ with its CI in words that claim no more than the CI carries."""
+    if not np.isfinite(delta["delta"]):
+        return "No frontier reference reaches the samples' distance, so there is no Δ to state."
+    low, high = 100 * delta["delta_lo"], 100 * delta["delta_hi"]
+    return (f"**Δ = {100 * delta['delta']:+.1f} pp [95 % CI {low:+.1f}, {high:+.1f}]**: the samples' mean accuracy minus "
+            f"the frontier's ({delta['frontier_accuracy']:.1%}) at their median distance {delta['distance']:.3g}, "
+            f"zero-shot on the first {images:,} images: {verdict(delta['delta_lo'], delta['delta_hi'])}. The frontier is the best of noise on these anchors, "
+            "averages of k of them and a Gaussian fitted to their weights, at the same distance from the zoo.")
+
+
 def show_comparisons(run: app_state.SampleRun, area) -> None:
     with area:
         map_column, novelty_column = st.columns(2)
@@ -162,6 +189,8 @@ def show_comparisons(run: app_state.SampleRun, area) -> None:
                                     hover_data=["nearest_model_id", "nearest_epoch", "misclassification_iou"],
                                     labels={"distance": "distance to nearest zoo model (any neuron order)",
                                             "accuracy": f"accuracy (first {run.quick_images:,} images)"})
+                if run.frontier is not None:
+                    add_frontier(figure, run)
                 figure.update_layout(height=420, margin=dict(t=10, b=10), legend=dict(orientation="h", y=-0.2))
                 st.plotly_chart(figure, key="novelty_plot")
                 samples = run.novelty[run.novelty["group"] == "samples"]
@@ -172,6 +201,8 @@ def show_comparisons(run: app_state.SampleRun, area) -> None:
                     f"{overlap:.2f}; a copy has distance 0 and IoU 1. The noise baseline adds Gaussian noise to "
                     "anchors at the samples' median distance."
                 )
+                if run.frontier_delta is not None:
+                    st.markdown(frontier_statement(run.frontier_delta, run.quick_images))
         if run.ensembles:
             st.subheader("Ensembles")
             columns = st.columns(len(run.ensembles))

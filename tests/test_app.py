@@ -24,7 +24,9 @@ from hyperrep.cnn import CNN_S
 from hyperrep.data import load_split
 from hyperrep.evaluate import evaluate_weights
 from hyperrep.files import ArtifactError, read_tensors, write_tensors
+from hyperrep.frontier import anchors_population
 from hyperrep.model import load_hyperrep
+from hyperrep.sampling import anchor_weights
 from hyperrep.weights import index_dict
 from hyperrep.zoo import Zoo
 
@@ -189,6 +191,36 @@ def test_sample_flow_evaluates_the_decoded_models(app_env):
     assert "B_T (random init)" in run.baselines and len(run.baselines["B_T (random init)"]) == 5
     summary = at.dataframe[0].value
     assert list(summary["group"])[:3] == ["samples", "anchors", "zoo (epoch 2)"]
+
+
+def test_new_or_copies_draws_the_frontier_of_the_anchors_in_use(app_env):
+    at = start("pages/sample.py")
+    sample(at, 6, strategy="kde")
+    run = at.session_state["population"]
+    frontier, delta = run.frontier, run.frontier_delta
+    assert [p.label for p in frontier.points][:2] == ["anchors", "noise σ=0.02"]
+    assert frontier.points[0].distance.max() == 0.0  # the anchors in use are zoo models
+    zoo, table = Zoo.load(app_env["zoo"]), load_hyperrep(app_env["model"]).latent_table
+    anchors = anchors_population(anchor_weights(zoo, table, run.anchor_rows), 12, run.seed)  # those of the run
+    first = evaluate_weights(CNN_S, "tanh", anchors.weights, load_split("test", app_env["data"]).subset(np.arange(1000)))
+    assert frontier.points[0].accuracy[:, 0] == pytest.approx(first.accuracy)
+    figure = json.loads(next(c for c in at.get("plotly_chart") if c.proto.id.endswith("novelty_plot")).proto.spec)
+    traces = {trace["name"]: trace for trace in figure["data"]}
+    curve = frontier.curve(0)
+    np.testing.assert_allclose(np.array(traces["frontier"]["x"], dtype=float), curve["distance"])
+    np.testing.assert_allclose(np.array(traces["frontier"]["y"], dtype=float), curve["accuracy"])  # None -> NaN
+    points = frontier.table()
+    np.testing.assert_allclose(traces["frontier references"]["y"], points["accuracy_mean"])
+    samples = run.novelty[run.novelty["group"] == "samples"]
+    assert delta["distance"] == pytest.approx(np.median(samples["distance"]))
+    assert delta["delta"] == pytest.approx(np.nanmean(run.quick.accuracy) - frontier.accuracy_at(delta["distance"], 0))
+    star = traces["samples (median distance, mean accuracy)"]
+    assert star["y"][0] == pytest.approx(np.nanmean(run.quick.accuracy))
+    statement = texts(at.markdown)
+    if np.isfinite(delta["delta"]):
+        assert f"Δ = {100 * delta['delta']:+.1f} pp [95 % CI {100 * delta['delta_lo']:+.1f}, {100 * delta['delta_hi']:+.1f}]" in statement
+    else:
+        assert "no Δ to state" in statement
 
 
 def test_sample_uses_the_region_from_the_map_page(app_env):

@@ -16,6 +16,8 @@ from hyperrep.report import (
     choose_anchors,
     export_population,
     load_test_images,
+    holm,
+    mann_whitney_floor,
     mann_whitney_p,
     markdown_table,
     run_report,
@@ -24,9 +26,11 @@ from hyperrep.report import (
 from hyperrep.sampling import make_sampler, sample_population
 from hyperrep.zoo import Zoo
 
-TINY_REPORT = dict(models_per_method=4, test_images=200, fine_tune_images=200, fine_tune_epochs=[0, 1],
+TINY_REPORT = dict(models_per_method=6, fine_tune_models=4, test_images=200, fine_tune_images=200, fine_tune_epochs=[0, 1],
                    samplers=["uniform_unit", "kde_legacy", "gaussian"], ablation_samplers=["kde_legacy"],
-                   noise_sigmas=[0.04], ensemble_size=2, bootstrap_resamples=200)
+                   guided_bases=["kde"], guided_steps=2, guided_images=32, noise_sigmas=[0.04], frontier_sigmas=[0.02, 0.2],
+                   frontier_average_sizes=[2], frontier_gaussian_scales=[0.5], frontier_models=4, ensemble_size=2,
+                   bootstrap_resamples=200)
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +46,17 @@ def test_statistics_helpers():
     assert bootstrap_ci(np.array([0.4, 0.4]), 100) == (0.4, 0.4)
     assert mann_whitney_p(np.array([0.9, 0.91, 0.92, 0.93, 0.94]), np.array([0.1, 0.11, 0.12, 0.13, 0.14])) < 0.01
     assert np.isnan(mann_whitney_p(np.array([np.nan]), np.array([0.1])))
+    floor = mann_whitney_floor(20, 20)
+    assert floor == pytest.approx(6.8e-08, rel=0.01)  # the p of every complete separation of 20 against 20
+    assert mann_whitney_p(np.linspace(0.5, 0.6, 20), np.linspace(0.1, 0.2, 20)) == pytest.approx(floor)
+    assert mann_whitney_p(np.linspace(0.5, 0.6, 20), np.linspace(0.1, 0.55, 20)) > floor
+    np.testing.assert_allclose(holm(np.array([0.01, 0.04, np.nan, 0.03, 0.5])), [0.04, 0.09, np.nan, 0.09, 0.5])
 
 
 def test_summary_and_markdown_compare_against_b_t():
     novelty = pd.DataFrame({"distance": [1.0, 2.0], "nearest_model_id": [3, 4], "nearest_epoch": [1, 1],
                             "misclassification_iou": [0.5, 0.7]})
-    scratch = MethodResult("B_T", "baseline", "-", [0, 1], np.array([[0.1, 0.5], [0.12, 0.52], [0.1, 0.55]]),
+    scratch = MethodResult("B_T (zoo test split)", "baseline", "-", [0, 1], np.array([[0.1, 0.5], [0.12, 0.52], [0.1, 0.55]]),
                            np.ones((3, 2), bool), {0: np.array([0.1]), 1: np.array([0.6])}, novelty)
     sampled = MethodResult("S_KDE", "sampler", "LWLN", [0, 1], np.array([[0.7, 0.75], [np.nan, np.nan], [0.72, 0.8]]),
                            np.array([[True, True], [False, False], [True, True]]), {0: np.array([0.74])}, novelty)
@@ -57,11 +66,12 @@ def test_summary_and_markdown_compare_against_b_t():
     assert row["mean"] == pytest.approx(0.71) and row["median"] == pytest.approx(0.71)
     assert row["p_vs_B_T"] == pytest.approx(mann_whitney_p(np.array([0.7, 0.72]), np.array([0.1, 0.12, 0.1])))
     assert row["ensemble_mean"] == pytest.approx(0.74) and row["distance_median"] == 1.5
-    assert np.isnan(summary.set_index(["method", "epoch"]).loc[("B_T", 0), "p_vs_B_T"])
+    assert np.isnan(summary.set_index(["method", "epoch"]).loc[("B_T (zoo test split)", 0), "p_vs_B_T"])
+    assert row["p_floor"] == pytest.approx(mann_whitney_floor(2, 3)) and row["separated"] and row["above_B_T"]
     table = markdown_table(summary)
     lines = table.splitlines()
-    assert len(lines) == 4 and lines[0].startswith("| method | hyper-rep | acc. epoch 0 (%) | acc. epoch 1 (%)")
-    assert "| S_KDE | LWLN | 71.0 ± 1.4 [" in lines[3] and lines[3].endswith("| 1.50 (min 1.00) | 0.60 | 1 |")
+    assert len(lines) == 4 and lines[0].startswith("| method | hyper-rep | models (ep. 0/1) | acc. epoch 0 (%) | acc. epoch 1 (%)")
+    assert "| S_KDE | LWLN | 3/3 | 71.0 ± 1.4 [" in lines[3] and lines[3].endswith("| – / – | sep. / sep. | 74.0 / – | 1.50 | 0.60 / – | 1 |")
 
 
 def test_report_on_tiny_artifacts_writes_every_output(tiny_hyperreps, idx_dir, tmp_path):
@@ -70,30 +80,48 @@ def test_report_on_tiny_artifacts_writes_every_output(tiny_hyperreps, idx_dir, t
     summary = run_report(with_lwln, tmp_path / "report", ablation_dir=without, config=ReportConfig(**TINY_REPORT),
                          data_dir=idx_dir, workers=2, progress=lambda done, total: steps.append((done, total)))
     methods = list(dict.fromkeys(summary["method"]))
-    assert methods[0] == "B_T"
-    assert set(methods) == {"B_T", "S_U (uniform_unit)", "S_KDE (kde_legacy, top 30%)", "S_Dist (gaussian, top 30%)",
-                            "reconstructed (top 30%)", "B_F", "noise σ=0.04 (top 30%)",
-                            "S_KDE (kde_legacy, top 30%) [no LWLN]", "reconstructed (top 30%) [no LWLN]"}
-    assert steps[-1] == (9, 9)
-    assert len(summary) == 2 * 9 and set(summary["epoch"]) == {0, 1}
+    assert methods[:2] == ["B_T (zoo test split)", "B_T (re-trained)"]
+    frontier = ["anchors", "noise σ=0.02", "noise σ=0.2", "average of 2", "weight Gaussian ×0.5"]
+    assert set(methods) == {"B_T (zoo test split)", "B_T (re-trained)", "S_U (uniform_unit)", "S_KDE (kde_legacy, top 30%)",
+                            "S_Dist (gaussian, top 30%)", "S_guided (kde + 2 latent steps, 32 images, top 30%)",
+                            "kde + 2 weight steps (equal cost)", "reconstructed (top 30%)", "B_F (anchor pool)",
+                            "noise σ=0.04 (top 30%)", "S_KDE (kde_legacy, top 30%) [no LWLN]",
+                            "reconstructed (top 30%) [no LWLN]", *frontier}
+    assert steps[-1] == (16, 16)  # every population but the zoo's own trajectories is evaluated by a worker
+    assert len(summary) == 2 * 17 and set(summary["epoch"]) == {0, 1}
+    assert summary.loc[summary["method"].isin(frontier), "kind"].eq("frontier").all()
+    counts = summary[summary["method"] == "S_Dist (gaussian, top 30%)"].set_index("epoch")["models"]
+    assert counts.to_dict() == {0: 6, 1: 4}  # every member zero-shot, the first 4 fine-tuned
+    assert {"frontier_delta", "frontier_delta_lo", "frontier_delta_hi", "distance_ratio", "iou_max_median",
+            "p_holm", "separated"} <= set(summary.columns)
+    anchors = summary[summary["method"] == "anchors"].set_index("epoch")
+    assert anchors.loc[0, "distance_median"] == 0.0 and anchors.loc[0, "frontier_delta"] == pytest.approx(0.0, abs=1e-12)
+    assert (summary["iou_max_median"] >= summary["iou_median"] - 1e-12).all()  # the largest overlap is at least the nearest's
+    scratch = summary[summary["method"] == "B_T (re-trained)"].set_index("epoch")
     assert summary.loc[summary["method"] == "S_KDE (kde_legacy, top 30%) [no LWLN]", "hyperrep"].eq("no LWLN").all()
-    scratch = summary[summary["method"] == "B_T"].set_index("epoch")
-    assert scratch.loc[0, "mean"] < 0.3 < scratch.loc[1, "mean"]  # fresh inits learn in one epoch
-    zoo_models = summary[summary["method"] == "B_F"].iloc[0]
+    assert scratch.loc[0, "mean"] < 0.3 and scratch.loc[1, "mean"] > scratch.loc[0, "mean"] + 0.1  # fresh inits learn in one epoch
+    zoo_models = summary[summary["method"] == "B_F (anchor pool)"].iloc[0]
     assert zoo_models["distance_median"] == pytest.approx(0.0, abs=1e-9)  # B_F members are zoo models
     assert zoo_models["iou_median"] == pytest.approx(1.0)
-    assert summary["p_vs_B_T"].drop(summary.index[summary["method"] == "B_T"]).between(0, 1).all()
-    for name in ("report.md", "report.csv", "members.csv", "novelty.csv", "report.png", "report_config.json"):
+    aligned = summary[summary["method"] == "B_T (zoo test split)"].iloc[0]
+    assert aligned["distance_median"] == pytest.approx(0.0, abs=1e-9)  # the zoo's own test models
+    others = summary[summary["method"] != "B_T (zoo test split)"]
+    assert others["p_vs_B_T"].between(0, 1).all() and (others["p_holm"] >= others["p_vs_B_T"]).all()
+    for name in ("report.md", "report.csv", "members.csv", "novelty.csv", "frontier.csv", "report.png", "frontier.png",
+                 "report_config.json"):
         assert (tmp_path / "report" / name).stat().st_size > 100, name
     text = (tmp_path / "report" / "report.md").read_text()
-    assert "| B_T | - |" in text and "S_KDE (kde_legacy, top 30%) [no LWLN]" in text
+    assert "| B_T (zoo test split) | - |" in text and "S_KDE (kde_legacy, top 30%) [no LWLN]" in text
+    assert "| anchors |" not in text and "\n- S_Dist (gaussian, top 30%): distance " in text  # readings, no frontier rows
     members = pd.read_csv(tmp_path / "report" / "members.csv")
-    assert len(members) == 9 * 4 and {"acc_epoch_0", "acc_epoch_1", "method"} <= set(members.columns)
+    assert {"acc_epoch_0", "acc_epoch_1", "method"} <= set(members.columns)
+    assert members.groupby("method")["acc_epoch_1"].count().loc["S_Dist (gaussian, top 30%)"] == 4
     assert pd.read_csv(tmp_path / "report" / "report.csv").shape == summary.shape
+    assert len(pd.read_csv(tmp_path / "report" / "frontier.csv")) == 5 * 2
 
 
 def test_report_is_the_same_in_one_process_and_in_workers(tiny_hyperreps, idx_dir, tmp_path):
-    config = dict(TINY_REPORT, samplers=["kde_legacy"], noise_sigmas=[], fine_tune_epochs=[0, 1])
+    config = dict(TINY_REPORT, samplers=["kde_legacy"], guided_bases=[], noise_sigmas=[], fine_tune_epochs=[0, 1])
     here = run_report(tiny_hyperreps[0], tmp_path / "a", config=ReportConfig(**config), data_dir=idx_dir, workers=1)
     spread = run_report(tiny_hyperreps[0], tmp_path / "b", config=ReportConfig(**config), data_dir=idx_dir, workers=2)
     pd.testing.assert_frame_equal(here, spread)
