@@ -76,8 +76,8 @@ class ReportConfig:
     the first `fine_tune_models` of each population (None: all)."""
 
     models_per_method: int = 100
-    fine_tune_models: int | None = 20
-    test_images: int = 5_000  # the first N images of the test split
+    fine_tune_models: int | None = 10
+    test_images: int = 2_000  # the first N images of the test split
     fine_tune_images: int = 2_000  # seeded draw from the training part of the train split
     fine_tune_epochs: list[int] = field(default_factory=lambda: [0, 1, 5])
     anchor_fraction: float = 0.3  # top 30 % of the hyper-representation's train rows
@@ -92,7 +92,7 @@ class ReportConfig:
     frontier_sigmas: list[float] = field(default_factory=lambda: FrontierSettings().sigmas)
     frontier_average_sizes: list[int] = field(default_factory=lambda: FrontierSettings().average_sizes)
     frontier_gaussian_scales: list[float] = field(default_factory=lambda: FrontierSettings().gaussian_scales)
-    frontier_models: int = 50
+    frontier_models: int = 40
     ensemble_size: int = 5
     bootstrap_resamples: int = 2_000
     seed: int = 42
