@@ -196,3 +196,33 @@ def test_update_readme_replaces_only_the_marked_table(tmp_path):
     (tmp_path / "plain.md").write_text("no markers\n")
     with pytest.raises(ValueError, match="markers"):
         update_readme(tmp_path / "plain.md", report_md)
+
+
+def test_readme_block_carries_table_readings_and_frontier_plot(tmp_path):
+    from hyperrep.report import readme_block, readme_report_block, update_readme
+
+    out = tmp_path / "docs" / "report"
+    out.mkdir(parents=True)
+    (out / "report.md").write_text("# title\ntext\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nReadings, generated from the table "
+                                   "(Δ: …):\n- x: above the frontier.\n- y: below the frontier.\n\n"
+                                   "![accuracy vs distance: the frontier](frontier.png)\n\n![accuracy per method](report.png)\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- report:start (generated) -->\nold\n<!-- report:end -->\noutro\n")
+    update_readme(readme, out / "report.md")
+    block = readme_report_block(readme)
+    assert block == readme_block(out / "report.md", tmp_path)
+    assert block.splitlines() == ["| a | b |", "|---|---|", "| 1 | 2 |", "", "Readings, generated from the table (Δ: …):",
+                                  "- x: above the frontier.", "- y: below the frontier.", "",
+                                  "![accuracy vs distance: the frontier](docs/report/frontier.png)"]
+    assert readme.read_text().startswith("intro\n") and readme.read_text().endswith("<!-- report:end -->\noutro\n")
+
+
+def test_the_readme_shows_the_committed_report():
+    """The README's report block is exactly what `hyperrep report --readme README.md` writes from
+    docs/report/report.md: no number in it was edited by hand."""
+    from pathlib import Path
+
+    from hyperrep.report import readme_block, readme_report_block
+
+    root = Path(__file__).resolve().parent.parent
+    assert readme_report_block(root / "README.md") == readme_block(root / "docs" / "report" / "report.md", root)
