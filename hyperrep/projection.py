@@ -15,6 +15,8 @@ import warnings
 import numpy as np
 import torch
 
+from hyperrep.device import torch_threads_kept
+
 METHODS = ("umap", "pca")
 
 
@@ -33,7 +35,7 @@ def fit_map(
 
     reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, len(data) - 1), min_dist=min_dist,
                         metric="euclidean", random_state=seed)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch_threads_kept():
         warnings.filterwarnings("ignore", message=".*n_jobs.*random_state.*")  # seeded UMAP is single-threaded
         coords = reducer.fit_transform(data.numpy())
     return torch.from_numpy(np.asarray(coords, dtype=np.float32))

@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 
 from hyperrep.cnn import init_vector
+from hyperrep.device import torch_threads_kept
 
 # -- anchors in, latents out ------------------------------------------------------------------
 
@@ -271,8 +272,9 @@ class UmapBoxSampler(LatentSampler):
     def _fit(self, anchors: np.ndarray) -> None:
         import umap  # slow to import (numba); only this sampler needs it
 
-        self.reducer_ = umap.UMAP(n_neighbors=self.n_neighbors, min_dist=self.min_dist, n_components=self.n_components,
-                                  metric="euclidean", random_state=self.random_state, n_jobs=1).fit(anchors)
+        with torch_threads_kept():
+            self.reducer_ = umap.UMAP(n_neighbors=self.n_neighbors, min_dist=self.min_dist, n_components=self.n_components,
+                                      metric="euclidean", random_state=self.random_state, n_jobs=1).fit(anchors)
         embedding = self.reducer_.embedding_
         if self.box == "global":
             self.low_ = np.full(self.n_components, embedding.min())
@@ -282,7 +284,8 @@ class UmapBoxSampler(LatentSampler):
 
     def _sample(self, n: int, seed: int) -> np.ndarray:
         points = np.random.default_rng(seed).uniform(self.low_, self.high_, size=(n, self.n_components))
-        return self.reducer_.inverse_transform(points)
+        with torch_threads_kept():
+            return self.reducer_.inverse_transform(points)
 
 
 class InterpolationSampler(LatentSampler):

@@ -250,3 +250,11 @@ def test_batched_encode_decode_and_reconstruction_baseline(tiny_zoo):
     assert torch.allclose(decode_latents(model, latents, batch_size=2), expected, atol=1e-5)
     population = reconstruction_baseline(model, weights, 4, seed=0, anchor_info=table)
     assert torch.allclose(population.weights, expected[torch.as_tensor(population.members["anchor"].to_numpy())], atol=1e-5)
+
+
+def test_umap_sampler_keeps_torch_single_threaded():
+    """numba (UMAP) sets the process's OpenMP threads; torch must stay at its own count."""
+    assert torch.get_num_threads() == 1  # conftest
+    sampler = make_sampler("neigh").fit(np.random.default_rng(0).normal(size=(40, 6)))
+    sampler.sample(4, seed=0)
+    assert torch.get_num_threads() == 1
