@@ -119,21 +119,21 @@ def mistake_overlap(predictions: torch.Tensor, reference_predictions: torch.Tens
     no mistakes has IoU 1 with a reference without mistakes; rows with a -1 prediction
     (not finite) get NaN and index -1."""
     labels = labels.cpu()
-    ref_wrong = (reference_predictions.cpu().long() != labels).float()
+    ref_wrong = (reference_predictions.cpu().long() != labels).double()  # exact counts and ratios
     ref_count = ref_wrong.sum(dim=1)
     best, where = np.full(len(predictions), np.nan), np.full(len(predictions), -1, dtype=np.int64)
     valid = ~(predictions.cpu() < 0).any(dim=1)
     ref_valid = ~(reference_predictions.cpu() < 0).any(dim=1)
     for start in range(0, len(predictions), chunk):
         block = predictions[start: start + chunk].cpu().long()
-        wrong = (block != labels).float()
+        wrong = (block != labels).double()
         intersection = wrong @ ref_wrong.T
         union = wrong.sum(dim=1, keepdim=True) + ref_count - intersection
         iou = torch.where(union > 0, intersection / union.clamp_min(1), torch.ones_like(union))
         iou[:, ~ref_valid] = -1.0
         value, index = iou.max(dim=1)
         rows = slice(start, start + len(block))
-        best[rows], where[rows] = value.double().numpy(), index.numpy()
+        best[rows], where[rows] = value.numpy(), index.numpy()
     best[~valid.numpy()], where[~valid.numpy()] = np.nan, -1
     return best, where
 
