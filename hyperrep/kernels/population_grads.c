@@ -191,18 +191,46 @@ INLINE void conv_backward(const Layer *L, const float *restrict wt, const float 
                 }
 }
 
-/* The same for one winning position of a pooled output: only dz * input patch and dz * kernel */
-INLINE void conv_backward_at(const Layer *L, const float *restrict wt, const float *restrict in,
-                             float *restrict gw, float *restrict d_in, int co, int y, int x, float dz) {
-    const int k = L->k, h = L->h, w = L->w;
-    for (int ci = 0; ci < L->cin; ci++)
+/* The same through a max-pool with narrow output rows, winner by winner: only the winning
+ * positions have a gradient. The input and the kernels are laid out channels-last first, so each
+ * kernel row (kx, ci) is one contiguous run of k * cin floats and the updates vectorise. */
+typedef struct { float *in, *wt, *gw, *d_in; } ChannelsLast;
+
+INLINE void conv_backward_winners(const Layer *L, const float *restrict wt, const float *restrict in,
+                                  const float *restrict g_out, const int32_t *restrict arg, const ChannelsLast *t,
+                                  float *restrict gw, float *restrict gb, float *restrict d_in) {
+    const int k = L->k, h = L->h, w = L->w, cin = L->cin, cout = L->cout, row = k * cin;
+    const int plane = L->ho * L->wo, pooled = L->oh * L->ow;
+    float *restrict in_t = t->in, *restrict wt_t = t->wt, *restrict gw_t = t->gw, *restrict d_t = t->d_in;
+    for (int ci = 0; ci < cin; ci++)
+        for (int p = 0; p < h * w; p++) in_t[p * cin + ci] = in[ci * h * w + p];
+    for (int co = 0; co < cout; co++)
+        for (int ci = 0; ci < cin; ci++)
+            for (int q = 0; q < k * k; q++) wt_t[(co * k * k + q) * cin + ci] = wt[(co * cin + ci) * k * k + q];
+    memset(gw_t, 0, sizeof(float) * cout * k * row);
+    if (d_in) memset(d_t, 0, sizeof(float) * h * w * cin);
+    for (int j = 0; j < L->n_out; j++) {
+        const float g = g_out[j];
+        if (g == 0.f) continue;
+        const int co = j / pooled, pos = arg[j] - co * plane, y = pos / L->wo, x = pos % L->wo;
+        gb[co] += g;
         for (int ky = 0; ky < k; ky++) {
-            const int wbase = ((co * L->cin + ci) * k + ky) * k;
-            const int ibase = (ci * h + y + ky) * w + x;
-            for (int kx = 0; kx < k; kx++) gw[wbase + kx] += dz * in[ibase + kx];
-            if (d_in)
-                for (int kx = 0; kx < k; kx++) d_in[ibase + kx] += dz * wt[wbase + kx];
+            const float *restrict src = in_t + ((y + ky) * w + x) * cin;
+            float *restrict dst = gw_t + (co * k + ky) * row;
+            for (int f = 0; f < row; f++) dst[f] += g * src[f];
+            if (d_in) {
+                const float *restrict kern = wt_t + (co * k + ky) * row;
+                float *restrict back = d_t + ((y + ky) * w + x) * cin;
+                for (int f = 0; f < row; f++) back[f] += g * kern[f];
+            }
         }
+    }
+    for (int co = 0; co < cout; co++)
+        for (int ci = 0; ci < cin; ci++)
+            for (int q = 0; q < k * k; q++) gw[(co * cin + ci) * k * k + q] += gw_t[(co * k * k + q) * cin + ci];
+    if (d_in)
+        for (int ci = 0; ci < cin; ci++)
+            for (int p = 0; p < h * w; p++) d_in[ci * h * w + p] = d_t[p * cin + ci];
 }
 
 /* The optimiser step of one model, in torch.optim.Adam's / SGD's float32 arithmetic and order
@@ -273,8 +301,15 @@ int population_grads(int act, int n_params,
     int32_t *args = malloc(sizeof(int32_t) * total);
     float *full = malloc(sizeof(float) * (pre ? pre : 1));
     float *g_a = malloc(sizeof(float) * biggest), *g_b = malloc(sizeof(float) * biggest);
-    if (!outs || !args || !full || !g_a || !g_b) {
+    size_t kernel_size = 1;
+    for (int i = 0; i < n_layers; i++)
+        if (layers[i].kind == KIND_CONV && (size_t)(layers[i].b_off - layers[i].w_off) > kernel_size)
+            kernel_size = layers[i].b_off - layers[i].w_off;
+    ChannelsLast cl = {malloc(sizeof(float) * biggest), malloc(sizeof(float) * kernel_size),
+                       malloc(sizeof(float) * kernel_size), malloc(sizeof(float) * biggest)};
+    if (!outs || !args || !full || !g_a || !g_b || !cl.in || !cl.wt || !cl.gw || !cl.d_in) {
         free(outs); free(args); free(full); free(g_a); free(g_b);
+        free(cl.in); free(cl.wt); free(cl.gw); free(cl.d_in);
         return -2;
     }
     size_t out_off[MAX_LAYERS];
@@ -348,16 +383,8 @@ int population_grads(int act, int n_params,
                             for (int j = 0; j < L->cin; j++) d_in[j] += g * row[j];
                         }
                     }
-                } else if (L->pool && L->wo < 16) { /* narrow rows: measured faster per winner */
-                    const int32_t *arg = args + out_off[i];
-                    const int plane = L->ho * L->wo;
-                    for (int j = 0; j < L->n_out; j++) {
-                        const float g = g_a[j];
-                        if (g == 0.f) continue;
-                        const int co = j / (L->oh * L->ow), pos = arg[j] - co * plane;
-                        gb[co] += g;
-                        conv_backward_at(L, wt, lin, gw, d_in, co, pos / L->wo, pos % L->wo, g);
-                    }
+                } else if (L->pool && L->wo < 16) { /* narrow rows: measured faster winner by winner */
+                    conv_backward_winners(L, wt, lin, g_a, args + out_off[i], &cl, gw, gb, d_in);
                 } else if (L->pool) {
                     const int32_t *arg = args + out_off[i];
                     memset(full, 0, sizeof(float) * L->cout * L->ho * L->wo);
@@ -377,5 +404,6 @@ int population_grads(int act, int n_params,
         if (opt->kind != OPT_NONE) optimizer_step(opt, m, n_params, weights + (size_t)m * n_params, gm);
     }
     free(outs); free(args); free(full); free(g_a); free(g_b);
+    free(cl.in); free(cl.wt); free(cl.gw); free(cl.d_in);
     return 0;
 }
