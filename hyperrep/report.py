@@ -375,7 +375,8 @@ def summarise(results: list[MethodResult], config: ReportConfig, *, frontier: Fr
             values = result.accuracy[result.evaluated[:, i], i]
             finite = values[np.isfinite(values)]
             low, high = bootstrap_ci(values, config.bootstrap_resamples, config.seed)
-            compare = baseline is not None and result is not baseline and epoch in baseline.epochs
+            compare = (baseline is not None and result is not baseline and result.kind != "frontier"
+                       and epoch in baseline.epochs)  # the frontier's references are not in the tests' family
             j = baseline.epochs.index(epoch) if compare else 0
             reference = baseline.accuracy[baseline.evaluated[:, j], j] if compare else np.array([])
             reference = reference[np.isfinite(reference)]
@@ -561,10 +562,10 @@ def plot_frontier(frontier: Frontier, summary: pd.DataFrame, path: Path) -> None
             ax.errorbar(row["distance_median"], 100 * row["mean"],
                         yerr=[[100 * (row["mean"] - row["ci_low"])], [100 * (row["ci_high"] - row["mean"])]],
                         fmt=markers.get(row["kind"], "o"), color=colours(i % 20), capsize=3,
-                        label=f"{row['method']} (Δ {_delta_cell(row)})")
+                        label=f"{row['method']}")
         ax.set_xlabel("median distance to the nearest zoo model (any neuron order), zero-shot")
         ax.set_ylabel("mean test accuracy (%), 95 % CI")
-        ax.set_title("zero-shot" if epoch == 0 else f"after {epoch} fine-tuning epochs")
+        ax.set_title("zero-shot" if epoch == 0 else f"after {epoch} fine-tuning epochs (Δ per method: report.md)")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
@@ -722,7 +723,7 @@ def report_header(hyperrep, ablation_dir, zoo: Zoo, config: ReportConfig, second
         "frontier.png).",
         "Cells: mean ± std [bootstrap 95 % CI of the mean] of test accuracy in %. p: two-sided Mann-Whitney U against "
         "B_T (the zoo's test split; the re-trained one where the zoo has none) at the same epoch, Holm-corrected over "
-        "the table; 'sep.' = complete separation: every member on one side of every B_T member, where p sits at the "
+        "every test in the table; 'sep.' = complete separation: every member on one side of every B_T member, where p sits at the "
         "smallest value the sample sizes allow and says nothing more (report.csv: p_vs_B_T, p_floor, p_holm, "
         f"separated, above_B_T). Ensembles: mean accuracy of disjoint {config.ensemble_size}-member ensembles "
         "(averaged softmax) of the fine-tuned members.",
