@@ -178,7 +178,8 @@ def cmd_transfer(args: argparse.Namespace) -> None:
 
     config = ReportConfig(models_per_method=args.models, test_images=args.test_images,
                           fine_tune_images=args.fine_tune_images, fine_tune_epochs=args.epochs,
-                          samplers=args.samplers, ablation_samplers=[], noise_sigmas=[], seed=args.seed)
+                          samplers=args.samplers, ablation_samplers=[], noise_sigmas=[], seed=args.seed,
+                          fine_tune_models=None)
     progress = TqdmProgress("transfer")
     progress.unit = "population"
     summary = run_transfer(args.hyperrep, args.data_dir, args.out, dataset=args.dataset, config=config,

@@ -22,7 +22,8 @@ from hyperrep import image_formats
 from hyperrep.data import DatasetRule, ImageSet, build_dataset_rule
 from hyperrep.evaluate import zoo_training_settings
 from hyperrep.files import write_json
-from hyperrep.report import BASELINE, ReportConfig, build_populations, evaluate_all, summarise, write_report
+from hyperrep.report import BASELINE, RETRAINED_B_T, ReportConfig, build_populations, evaluate_all, summarise, write_report
+from hyperrep.sampling import zoo_baseline
 from hyperrep.zoo import Zoo
 
 DEFAULT_SAMPLERS = ["kde", "gaussian"]
@@ -57,7 +58,8 @@ def run_transfer(
     from hyperrep.device import pick_device
     from hyperrep.model import load_hyperrep
 
-    config = config or ReportConfig(samplers=list(DEFAULT_SAMPLERS), ablation_samplers=[], noise_sigmas=[])
+    config = config or ReportConfig(samplers=list(DEFAULT_SAMPLERS), ablation_samplers=[], noise_sigmas=[],
+                                    fine_tune_models=None)
     config.validate()
     started = time.time()
     hyperrep = load_hyperrep(hyperrep_dir)
@@ -65,7 +67,10 @@ def run_transfer(
     rule = target_rule(zoo, data_dir, dataset)
     train, test = target_images(rule, data_dir, config)
     populations, skipped = build_populations(hyperrep, zoo, config)
-    populations = [item for item in populations if not item[0].label.startswith("reconstructed")]
+    populations = [item for item in populations if not item[0].label.startswith(("reconstructed", "B_F"))]
+    for population, _, _ in populations:  # on another dataset fresh initialisations are the only B_T
+        population.label = BASELINE if population.label == RETRAINED_B_T else population.label
+    populations.append((zoo_baseline(zoo, config.models_per_method, config.seed), "baseline", "-"))
     populations.sort(key=lambda item: item[0].label != BASELINE)
     device = pick_device()
     if device.type == "cpu":
