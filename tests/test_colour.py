@@ -98,9 +98,9 @@ def test_report_fine_tunes_and_compares_colour_populations(colour_artifacts, tmp
     summary = run_report(colour_artifacts["hyperrep"], tmp_path / "report", config=config,
                          data_dir=colour_artifacts["data"], workers=1)
     methods = set(summary["method"])
-    assert {"B_T", "B_F"} <= methods and any(m.startswith("S_Dist") for m in methods)
+    assert {"B_T (re-trained)", "B_F (anchor pool)"} <= methods and any(m.startswith("S_Dist") for m in methods)
     at_one = summary[summary["epoch"] == 1].set_index("method")
-    assert at_one.loc["B_T", "mean"] > 0.15  # one epoch of training from scratch learns the colours
+    assert at_one.loc["B_T (re-trained)", "mean"] > 0.15  # one epoch of training from scratch learns the colours
     assert (tmp_path / "report" / "report.md").is_file()
     assert torch.isfinite(torch.tensor(summary["mean"].to_numpy(dtype=float))).all()
 
