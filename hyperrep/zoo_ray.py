@@ -78,7 +78,9 @@ def _event_sink(ray):
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-    return ray.remote(_Events).options(num_cpus=0, scheduling_strategy=here).remote()
+    sink = ray.remote(_Events).options(num_cpus=0, scheduling_strategy=here).remote()
+    ray.get(sink.take.remote())  # started before the chunks, so their first reports reach it in time
+    return sink
 
 
 def _report_epochs(ray, events, tracker: BuildProgress):
