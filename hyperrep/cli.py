@@ -1,4 +1,7 @@
-"""The `hyperrep` command: the same API the app uses, from a terminal."""
+"""The `hyperrep` command: the same API the app uses, from a terminal.
+
+Each command imports what it needs inside its function, so that `hyperrep --help` and argument
+errors answer at once instead of after importing torch and the rest of the package."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from hyperrep import settings
 from hyperrep.files import ArtifactError
 
 
@@ -88,7 +92,16 @@ def cmd_zoo_export(args: argparse.Namespace) -> None:
 def cmd_zoo_info(args: argparse.Namespace) -> None:
     from hyperrep.zoo import Zoo
 
-    print_zoo_info(Zoo.load(args.path))
+    print_zoo_info(Zoo.load(default_artifact(args.path, settings.default_zoo_path(), "zoo", "HYPERREP_ZOO", "PATH")))
+
+
+def default_artifact(given: Path | None, default: Path, what: str, env: str, flag: str) -> Path:
+    """The path given on the command line, else the default one if it exists, else an error saying where to point."""
+    if given is not None:
+        return given
+    if not default.exists():
+        raise settings.where_to_point(default, what, env, flag)
+    return default
 
 
 def print_zoo_info(zoo) -> None:
@@ -128,29 +141,60 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
+    from hyperrep.data import zoo_dataset_rule
+    from hyperrep.experiment import choose_anchors, run_sampling
+    from hyperrep.export import write_population, write_population_zoo
     from hyperrep.model import load_hyperrep
-    from hyperrep.report import choose_anchors, export_population, load_test_images
-    from hyperrep.sampling import make_sampler, sample_population
     from hyperrep.zoo import Zoo
 
     hyperrep = load_hyperrep(args.hyperrep)
     zoo = Zoo.load(hyperrep.zoo_path)
     spec = args.anchors[0] if len(args.anchors) == 1 and not args.anchors[0].isdigit() else [int(a) for a in args.anchors]
-    rows = choose_anchors(hyperrep.latent_table, spec, args.anchor_epochs)
-    population = sample_population(hyperrep.model, make_sampler(args.method), hyperrep.latents[rows], args.n, args.seed)
-    evaluate = not args.no_evaluate or args.format == "zoo"
-    test = load_test_images(zoo, args.test_images, args.data_dir) if evaluate else None
-    out = export_population(population, args.out, fmt=args.format, zoo=zoo, test=test)
-    print(f"{len(population)} models from {args.method} on {len(rows)} anchors written to {out}")
-    if test is not None:
-        metrics = pd.read_csv(out / "samples.csv") if args.format == "safetensors" else Zoo.load(out).properties
-        print(f"  test accuracy on {len(test)} images: mean {metrics['test_acc'].mean():.3f}, "
-              f"max {metrics['test_acc'].max():.3f}, non-finite {int(metrics['test_acc'].isna().sum())}")
+    rows, label = choose_anchors(hyperrep.latent_table, spec, args.anchor_epochs)
+    evaluate = not args.no_evaluate or args.format == "zoo" or args.compare
+    test = zoo_dataset_rule(zoo.manifest, args.data_dir).first_images(args.test_images, args.data_dir) if evaluate else None
+    progress = TqdmProgress("evaluating")
+    run = run_sampling(hyperrep, zoo, args.method, {}, rows, label, args.n, args.seed, test, comparisons=args.compare,
+                       progress=progress, log=tqdm.write)
+    progress.close()
+    table = run.members_table()
+    if args.format == "zoo":
+        out = write_population_zoo(run.population, table, args.out, zoo)
+    else:
+        out = write_population(args.out, run.population.weights, run.population.latents, table, run.metadata(zoo, hyperrep))
+    print(f"{len(run.population)} models from {args.method} on {len(rows)} anchors written to {out}")
+    if run.full is not None:
+        accuracy = table["test_acc"]
+        print(f"  test accuracy on {len(test)} images: mean {accuracy.mean():.3f}, "
+              f"max {accuracy.max():.3f}, non-finite {int(accuracy.isna().sum())}")
+    if run.comparisons is not None:
+        print_comparisons(run)
+
+
+def print_comparisons(run) -> None:
+    """The comparisons of `hyperrep sample --compare`, as the app shows them."""
+    from hyperrep.summaries import finite_median
+
+    samples = run.members_table()[f"test_acc_first_{run.quick_images}"]
+    print(f"  compared on the first {run.quick_images} test images (samples: mean accuracy {samples.mean():.3f}):")
+    for label, accuracy in run.baselines.items():
+        print(f"    {label}: mean accuracy {pd.Series(accuracy).mean():.3f}")
+    for group, part in run.novelty.groupby("group", sort=False):
+        print(f"    {group}: median distance to the nearest zoo model {finite_median(part['distance']):.3g}, "
+              f"median mistake overlap (IoU) {finite_median(part['misclassification_iou']):.2f}")
+    for label, value in run.ensembles.items():
+        print(f"    {label}: {value:.3f}")
+    for level, message in run.messages:
+        print(f"  {level}: {message}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     from hyperrep.report import ReportConfig, run_report
 
+    args.hyperrep = default_artifact(args.hyperrep, settings.default_hyperrep_path(), "hyper-representation", "HYPERREP_MODEL",
+                                     "--hyperrep")
+    if args.ablation is None:
+        args.ablation = settings.artifact_root() / "data" / "hyperrep-no-lwln"
     config = ReportConfig(models_per_method=args.models, test_images=args.test_images,
                           fine_tune_images=args.fine_tune_images, seed=args.seed,
                           fine_tune_models=None if args.fine_tune_models == 0 else args.fine_tune_models,
@@ -224,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--modelzoo", action="store_true", help="the public Model Zoo (ray-tune) layout; `zoo import` reads it back")
     export.set_defaults(run=cmd_zoo_export)
     info = zoo.add_parser("info", help="models, epochs, parameters and accuracy quantiles of a zoo")
-    info.add_argument("path", type=Path)
+    info.add_argument("path", type=Path, nargs="?", default=None,
+                      help="zoo directory (default: HYPERREP_ZOO, else data/zoo of the checkout or the current folder)")
     info.set_defaults(run=cmd_zoo_info)
 
     train = commands.add_parser("train", help="train a hyper-representation on a zoo (resumable)")
@@ -245,15 +290,19 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--anchors", nargs="+", default=["top30"], help="top30 (any topNN), all, or model ids")
     sample.add_argument("--anchor-epochs", type=int, nargs="+", default=None, help="epochs of the anchor model ids (default: last)")
     sample.add_argument("--format", choices=["safetensors", "zoo"], default="safetensors",
-                        help="weights.safetensors + samples.csv, or a zoo directory")
+                        help="a population folder (weights.safetensors + samples.csv, docs/formats.md), or a zoo directory")
+    sample.add_argument("--compare", action="store_true",
+                        help="also compare with the zoo (novelty), a distance-matched noise baseline, B_T and ensembles")
     sample.add_argument("--no-evaluate", action="store_true", help="skip the test accuracy (safetensors format only)")
     sample.add_argument("--test-images", type=int, default=10_000)
     sample.add_argument("--data-dir", type=Path, default=None, help="folder of IDX files")
     sample.set_defaults(run=cmd_sample)
 
     report = commands.add_parser("report", help="the paper-style table: samplers vs baselines, fine-tuned 0/1/5 epochs")
-    report.add_argument("--hyperrep", type=Path, default=Path("data/hyperrep"))
-    report.add_argument("--ablation", type=Path, default=Path("data/hyperrep-no-lwln"), help="hyper-rep trained without LWLN")
+    report.add_argument("--hyperrep", type=Path, default=None,
+                        help="hyper-representation (default: HYPERREP_MODEL, else data/hyperrep of the checkout or the current folder)")
+    report.add_argument("--ablation", type=Path, default=None,
+                        help="hyper-rep trained without LWLN (default: data/hyperrep-no-lwln next to the default artifacts)")
     report.add_argument("--out", type=Path, default=Path("docs/report"))
     report.add_argument("--models", type=int, default=100, help="models per method, all evaluated zero-shot (default 100)")
     report.add_argument("--fine-tune-models", type=int, default=10, help="of those, fine-tuned per method (0: all; default 10)")

@@ -20,9 +20,10 @@ import torch
 from hyperrep import image_formats
 from hyperrep.cnn import get_architecture
 from hyperrep.files import ArtifactError, atomic_write
+from hyperrep.settings import artifact_root
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-SHIPPED_DATA = Path(__file__).resolve().parent.parent / "data" / "fashion-mnist"
+SHIPPED_DATA = artifact_root() / "data" / "fashion-mnist"  # the test split shipped with the checkout
 INSTALL_HINT = (
     "install Debian's package with `apt-get install dataset-fashion-mnist`, or point "
     "--data-dir / HYPERREP_DATA at a folder of IDX files (MNIST, torchvision raw/ folders)"
@@ -59,6 +60,10 @@ class ImageSet:
     def subset(self, index: torch.Tensor | np.ndarray) -> "ImageSet":
         index = torch.as_tensor(index, dtype=torch.long)
         return ImageSet(self.images[index], self.labels[index])
+
+    def first(self, n: int | None) -> "ImageSet":
+        """The first `n` images (all when `n` is None or not smaller than the set)."""
+        return self if n is None or n >= len(self) else ImageSet(self.images[:n], self.labels[:n])
 
 
 def default_data_dir() -> Path:
@@ -238,8 +243,7 @@ class DatasetRule:
 
     def first_images(self, n: int | None, data_dir: Path | str | None = None, split: str = "test") -> ImageSet:
         """The first `n` images of a split (all when `n` is None): the test images every figure uses."""
-        images = self.load(split, data_dir)
-        return images if n is None or n >= len(images) else images.subset(np.arange(n))
+        return self.load(split, data_dir).first(n)
 
     def training_part(self, n_total: int) -> np.ndarray:
         """Indices of the training split that models train on (the validation part left out)."""

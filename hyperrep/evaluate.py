@@ -20,7 +20,7 @@ from hyperrep import cores
 from hyperrep.cnn import Architecture, population_forward
 from hyperrep.data import ImageSet
 from hyperrep.population import evaluate_population, train_population
-from hyperrep.sampling import decode_latents
+from hyperrep.model import decode_latents
 
 PREDICTION_BUDGET_BYTES = 256 * 2**20  # int64 predictions held by one evaluate_population call
 

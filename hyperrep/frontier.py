@@ -24,7 +24,10 @@ import torch
 
 from hyperrep.cnn import Architecture
 from hyperrep.data import ImageSet
-from hyperrep.sampling import Population, noise_baseline
+from hyperrep.baselines import noise_baseline
+from hyperrep.evaluate import evaluate_weights
+from hyperrep.novelty import nearest_reference
+from hyperrep.sampling import Population
 
 FAMILIES = ("noise", "average", "gaussian")
 
@@ -143,8 +146,6 @@ def zoo_neighbour_distances(arch: Architecture, weights: torch.Tensor, model_ids
     """For each zoo model (weights [n, P] with their model ids): the distance to the nearest
     reference row of another model (any epoch, any neuron order): the zoo's own spacing, the
     scale in which a sample's distance reads as near or far."""
-    from hyperrep.novelty import nearest_reference
-
     excluded = torch.as_tensor(np.asarray(model_ids)[:, None] == np.asarray(reference_ids)[None, :])
     distance, _ = nearest_reference(arch, weights, reference, excluded=excluded)
     return distance
@@ -286,9 +287,6 @@ def zero_shot_frontier(arch: Architecture, activation: str, anchors: torch.Tenso
     """The frontier (epoch 0 only) of anchor weights [A, P] on `data`: every reference population
     evaluated, its distance to the nearest row of `reference` (the zoo) measured, and, when the
     zoo's predictions on `data` are given, its largest mistake overlap with any zoo model."""
-    from hyperrep.evaluate import evaluate_weights
-    from hyperrep.novelty import nearest_reference
-
     points = []
     for ref in reference_populations(anchors, settings, seed):
         weights = ref.population.weights

@@ -530,3 +530,28 @@ def _maybe_number(text: str) -> int | float | str:
         except ValueError:
             pass
     return text
+
+
+# -- encoding and decoding many models ------------------------------------------------------------
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def decode_latents(model, latents: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Weights [n, P] (float32, CPU) decoded from latents [n, L] in batches, without gradients."""
+    device, out = _model_device(model), []
+    with torch.no_grad():
+        for start in range(0, len(latents), batch_size):
+            out.append(model.decode(latents[start: start + batch_size].to(device).float()).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def encode_weights(model, weights: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Latents [n, L] (float32, CPU) of weights [n, P] in batches, without gradients."""
+    device, out = _model_device(model), []
+    with torch.no_grad():
+        for start in range(0, len(weights), batch_size):
+            out.append(model.encode(weights[start: start + batch_size].to(device).float()).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, 0)

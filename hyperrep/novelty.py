@@ -17,6 +17,7 @@ import torch
 from hyperrep import cores
 from hyperrep.cnn import Architecture
 from hyperrep.data import ImageSet
+from hyperrep.evaluate import evaluate_weights
 from hyperrep.weights import canonicalize, permutation_index, permute, tokenize
 
 
@@ -108,8 +109,6 @@ def novelty_table(
     """One row per generated model: distance to the nearest reference (zoo) model, its model_id
     and epoch, and the misclassification IoU with it. `predictions` [n, N] are the generated
     models' predictions on `test`; the nearest references are evaluated here."""
-    from hyperrep.evaluate import evaluate_weights
-
     distance, index = nearest_reference(arch, weights, reference, invariant=invariant)
     found = index >= 0
     iou = np.full(len(weights), np.nan)

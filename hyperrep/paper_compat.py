@@ -8,7 +8,7 @@ torch.load(weights_only=True), never unpickled. Options the original code offere
 package does not implement (per-weight encoding, the attention embedder, MLP bottlenecks,
 deeper debedders, torch's post-norm transformer) are refused with a clear error instead of being
 loaded wrongly. `model::feature_normalization` is ignored, as the original `sample()` ignores it.
-A config_ae.json can also drive `hyperrep train` (`train_config_from_paper`).
+A config_ae.json can also drive `hyperrep train` (`train_settings_from_paper`, read by TrainConfig.from_file).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 
 from hyperrep.cnn import ARCHITECTURES, Architecture
 from hyperrep.files import ArtifactError, load_torch_file, read_json
-from hyperrep.model import HyperRepresentation, ModelConfig
+from hyperrep.model import Augmentation, HyperRepresentation, ModelConfig
 from hyperrep.weights import index_dict
 
 INDEX_FIELDS = ("idx_start", "idx_length", "kernel_no", "kernel_size", "channels_in")
@@ -116,11 +116,9 @@ def load_paper_hyperrep(directory: Path | str) -> HyperRepresentation:
     return model.eval()
 
 
-def train_config_from_paper(config_ae: dict):
-    """A TrainConfig from a paper config_ae.json (the training keys of docs/formats.md with the paper code's defaults)."""
-    from hyperrep.model import Augmentation
-    from hyperrep.train import TrainConfig
-
+def train_settings_from_paper(config_ae: dict) -> dict:
+    """TrainConfig arguments from a paper config_ae.json (the training keys of docs/formats.md with the
+    paper code's defaults); hyperrep.train builds the TrainConfig, so this module never imports it."""
     model = model_config_from_paper(config_ae)
     model.projection_layers = int(config_ae.get("model::projection_head_layers", 0))
     model.projection_dim = config_ae.get("model::projection_head_hdim")
@@ -134,7 +132,7 @@ def train_config_from_paper(config_ae: dict):
         target="augmented",
     )
     epochs = int(config_ae.get("training::epochs_train", 50)) * int(config_ae.get("training::test_epochs", 1))
-    config = TrainConfig(
+    return dict(
         model=model, augmentation=augmentation, epochs=epochs,
         batch_size=int(config_ae.get("trainset::batchsize", 64)),
         lr=float(config_ae.get("optim::lr", 3e-4)), weight_decay=float(config_ae.get("optim::wd", 3e-5)),
@@ -145,8 +143,6 @@ def train_config_from_paper(config_ae: dict):
         seed=int(config_ae.get("seed", 42)),
         **_optimisation_from_paper(config_ae),
     )
-    config.validate()
-    return config
 
 
 PAPER_OPTIMIZERS = ("adamw", "adam", "sgd")  # what the paper's set_optimizer builds; its "lamb" needs a torch.optim.Lamb that torch lacks

@@ -1,5 +1,4 @@
-"""The paper-style comparison of sampling methods and baselines, the accuracy–novelty frontier,
-and population export.
+"""The paper-style comparison of sampling methods and baselines, and the accuracy–novelty frontier.
 
 `run_report` builds every population on the top-30 % train anchors: the samplers, the guided
 sampler and its equal-cost weight-space refinement, reconstructed anchors, B_F (drawn from the
@@ -18,15 +17,15 @@ and epoch it reports:
     Δ = accuracy − the frontier's at the same (zero-shot) distance, with a bootstrap 95 % CI.
 
 It writes report.md (header, table, readings), report.csv (one row per method and epoch),
-members.csv, novelty.csv, frontier.csv, report.png and frontier.png. `export_population` writes a
-population as weights.safetensors + samples.csv, or as a zoo directory that Zoo.load reads.
+members.csv, novelty.csv, frontier.csv, report.png and frontier.png. The anchors, the sampled
+populations and the fine-tuning are the experiment pipeline's (hyperrep.experiment), as in the app
+and `hyperrep sample`; populations are exported with hyperrep.export.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,9 +35,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hyperrep.baselines import anchor_weights, noise_baseline, reconstruction_baseline, scratch_baseline
 from hyperrep.data import ImageSet, zoo_dataset_rule
-from hyperrep.evaluate import Evaluation, ensemble_accuracies, evaluate_weights, fine_tune, zoo_training_settings
-from hyperrep.files import atomic_write, write_json, write_tensors
+from hyperrep.device import pick_device
+from hyperrep.evaluate import Evaluation, ensemble_accuracies, evaluate_weights, zoo_training_settings
+from hyperrep.experiment import ANCHOR_FRACTION, draw_population, fine_tune_population, top_train_anchors
+from hyperrep.files import atomic_write, write_json
 from hyperrep.frontier import (
     Frontier,
     FrontierPoint,
@@ -49,20 +51,10 @@ from hyperrep.frontier import (
     zoo_neighbour_distances,
 )
 from hyperrep.guided import GuidedSampler, guidance_batch, refine_weights
+from hyperrep.model import load_hyperrep
 from hyperrep.novelty import novelty_table
-from hyperrep.sampling import (
-    SAMPLERS,
-    Population,
-    anchor_weights,
-    make_sampler,
-    noise_baseline,
-    reconstruction_baseline,
-    sample_population,
-    scratch_baseline,
-    select_rows,
-    top_fraction,
-)
-from hyperrep.zoo import Zoo, make_manifest, split_model_ids
+from hyperrep.sampling import SAMPLERS, Population, sample_population
+from hyperrep.zoo import Zoo
 
 ZOO_B_T = "B_T (zoo test split)"
 RETRAINED_B_T = "B_T (re-trained)"
@@ -81,7 +73,7 @@ class ReportConfig:
     test_images: int = 2_000  # the first N images of the test split
     fine_tune_images: int = 2_000  # seeded draw from the training part of the train split
     fine_tune_epochs: list[int] = field(default_factory=lambda: [0, 1, 5])
-    anchor_fraction: float = 0.3  # top 30 % of the hyper-representation's train rows
+    anchor_fraction: float = ANCHOR_FRACTION  # top 30 % of the hyper-representation's train rows
     samplers: list[str] = field(default_factory=lambda: [
         "uniform_unit", "uniform", "kde_legacy", "kde", "kde_multivariate", "gaussian", "gmm", "neigh"])
     ablation_samplers: list[str] = field(default_factory=lambda: ["kde_legacy", "kde", "gaussian"])
@@ -179,11 +171,6 @@ def zoo_reference(zoo: Zoo, test: ImageSet) -> ZooReference:
 # -- populations ------------------------------------------------------------------------------
 
 
-def anchor_rows(table: pd.DataFrame, fraction: float) -> np.ndarray:
-    """The paper's anchors: the top `fraction` of the train split's (model, epoch) rows by test accuracy."""
-    return top_fraction(table, fraction, among=select_rows(table, split="train"))
-
-
 def sampler_label(name: str, fraction: float) -> str:
     """'S_KDE (kde_legacy, top 30%)': the paper's name, the registry name, the anchors."""
     spec = SAMPLERS[name]
@@ -224,7 +211,7 @@ def build_populations(
     pool and the extra noise rows; and a note for each sampler skipped for too few anchors."""
     n, seed = config.models_per_method, config.seed
     table = hyperrep.latent_table
-    rows = anchor_rows(table, config.anchor_fraction)
+    rows = top_train_anchors(table, config.anchor_fraction)
     anchors = hyperrep.latents[torch.as_tensor(rows)]
     weights = anchor_weights(zoo, table, rows)
     info = table.iloc[rows].reset_index(drop=True)
@@ -234,7 +221,7 @@ def build_populations(
         if len(rows) < SAMPLERS[name].min_anchors:
             skipped.append(f"{name}{suffix} (needs {SAMPLERS[name].min_anchors} anchors, has {len(rows)})")
             continue
-        population = sample_population(hyperrep.model, make_sampler(name), anchors, n, seed)
+        population = draw_population(hyperrep, name, {}, rows, n, seed)
         population.label = sampler_label(name, config.anchor_fraction) + suffix
         out.append((population, "sampler", tag))
     if train is not None:
@@ -260,7 +247,7 @@ def build_populations(
 def frontier_references(hyperrep, zoo: Zoo, config: ReportConfig):
     """The frontier's reference populations around the report's anchors (hyperrep.frontier)."""
     table = hyperrep.latent_table
-    weights = anchor_weights(zoo, table, anchor_rows(table, config.anchor_fraction))
+    weights = anchor_weights(zoo, table, top_train_anchors(table, config.anchor_fraction))
     return reference_populations(weights, config.frontier_settings(), config.seed)
 
 
@@ -278,8 +265,8 @@ def evaluate_method(population: Population, kind: str, tag: str, zoo: Zoo, train
     trajectory = {0: population.weights[:k]}
     later = epochs[1:]
     if later:
-        curves = fine_tune(arch, activation, population.weights[:k], train, test, epochs=max(later),
-                           settings=zoo_training_settings(zoo), seed=config.seed, eval_epochs=later)
+        curves = fine_tune_population(population.weights[:k], zoo, train, test, max(later), config.seed,
+                                      eval_epochs=later)
         accuracy[:k, 1:], finite[:k, 1:], evaluated[:k, 1:] = curves.accuracy, curves.finite, True
         trajectory |= {e: curves.weights[:, i] for i, e in enumerate(later)}
     ensembles = {e: ensemble_accuracies(arch, activation, trajectory[e], test, size=config.ensemble_size,
@@ -647,9 +634,6 @@ def run_report(
 
     On a CPU the populations are spread over `workers` processes (default: one per core); on an
     accelerator (hyperrep.device.pick_device) they run here, one after another."""
-    from hyperrep.device import pick_device
-    from hyperrep.model import load_hyperrep
-
     config = config or ReportConfig()
     config.validate()
     started = time.time()
@@ -739,59 +723,7 @@ def report_header(hyperrep, ablation_dir, zoo: Zoo, config: ReportConfig, second
         f"Generated by `hyperrep report` in {seconds / 60:.1f} min.",
     ])
 
-# -- exporting a population -------------------------------------------------------------------
-
-
-def choose_anchors(table: pd.DataFrame, spec: str | list[int], epochs: list[int] | None = None) -> np.ndarray:
-    """Anchor rows from a spec: "top30" (any topNN), "all" (the train split), or model ids (at
-    `epochs`, default each id's last embedded epoch)."""
-    if isinstance(spec, str):
-        match = re.fullmatch(r"top(\d+(?:\.\d+)?)", spec)
-        if match:
-            return anchor_rows(table, float(match.group(1)) / 100)
-        if spec == "all":
-            return select_rows(table, split="train")
-        raise ValueError(f"anchors must be topNN (e.g. top30), all, or model ids; got {spec!r}")
-    rows = select_rows(table, model_ids=spec, epochs=epochs)
-    if epochs is None:  # each model at its last embedded epoch
-        picked = table.iloc[rows]
-        rows = rows[(picked["epoch"] == picked.groupby("model_id")["epoch"].transform("max")).to_numpy()]
-    return rows
-
-
-def export_population(population: Population, out: Path | str, *, fmt: str = "safetensors", zoo: Zoo | None = None,
-                      test: ImageSet | None = None) -> Path:
-    """Write a population: `safetensors` = weights.safetensors + samples.csv (with test metrics
-    when `test` is given); `zoo` = a zoo directory (one saved epoch 0) that Zoo.load reads."""
-    out = Path(out)
-    members = population.members.copy()
-    evaluation = None
-    if test is not None and zoo is not None:
-        evaluation = evaluate_weights(zoo.architecture, zoo.activation, population.weights, test)
-        members["test_acc"], members["test_loss"] = evaluation.accuracy, evaluation.loss
-    if fmt == "safetensors":
-        tensors = {"weights": population.weights}
-        if population.latents is not None:
-            tensors["latents"] = population.latents
-        metadata = {"label": population.label}
-        if zoo is not None:
-            metadata.update(architecture=zoo.architecture.name, activation=zoo.activation, source_zoo=zoo.name)
-        write_tensors(out / "weights.safetensors", tensors, metadata)
-        atomic_write(out / "samples.csv", lambda tmp: members.to_csv(tmp, index=False))
-        return out
-    if fmt != "zoo":
-        raise ValueError(f"format must be 'safetensors' or 'zoo', got {fmt!r}")
-    if zoo is None or evaluation is None:
-        raise ValueError("a zoo export needs the source zoo and test images (its models.parquet holds test metrics)")
-    ids = list(range(len(population)))
-    properties = members.assign(model_id=ids, epoch=0, train_loss=np.nan, train_acc=np.nan)
-    manifest = make_manifest(
-        name=f"{zoo.name}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', population.label)}", architecture=zoo.architecture.name,
-        activation=zoo.activation, dataset=zoo.manifest.get("dataset", {}), epochs=[0],
-        splits=split_model_ids(ids), build={"generated_from": zoo.name, "label": population.label},
-    )
-    Zoo(manifest, population.weights.unsqueeze(1).float(), torch.tensor(ids), properties).save(out)
-    return out
+# -- the README block ------------------------------------------------------------------------
 
 
 README_START = "<!-- report:start"

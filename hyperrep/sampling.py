@@ -16,14 +16,13 @@ Samplers have the scikit-learn shape: parameters in the constructor, `fit(anchor
 - `interpolate`: evenly spaced points on the segment between two chosen anchors.
 
 Anchors are chosen with `top_fraction`, `select_rows`, `select_box`, `select_lasso` and
-`select_points`, which return row positions in the latent table. Baselines are weight populations
-like the decoded samples: B_T (fresh initialisations), B_F (zoo models at their last epoch),
-noise added to anchor weights, and anchors passed through the autoencoder.
+`select_points`, which return row positions in the latent table. The baseline populations the
+samples are compared with live in hyperrep.baselines.
 """
 
 from __future__ import annotations
 
-import math
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -31,8 +30,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hyperrep.cnn import init_vector
 from hyperrep.device import torch_threads_kept
+from hyperrep.model import decode_latents, encode_weights  # noqa: F401  (re-exported: samples are decoded latents)
 
 # -- anchors in, latents out ------------------------------------------------------------------
 
@@ -451,7 +450,7 @@ def select_lasso(coords, polygon) -> np.ndarray:
     return _nonempty(np.flatnonzero(inside), f"lasso of {len(vertices)} vertices")
 
 
-# -- populations: decoded samples and baselines -----------------------------------------------
+# -- populations: decoded samples -----------------------------------------------------------
 
 
 @dataclass
@@ -472,28 +471,6 @@ class Population:
         return len(self.weights)
 
 
-def _model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def decode_latents(model, latents: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Weights [n, P] (float32, CPU) decoded from latents [n, L] in batches, without gradients."""
-    device, out = _model_device(model), []
-    with torch.no_grad():
-        for start in range(0, len(latents), batch_size):
-            out.append(model.decode(latents[start: start + batch_size].to(device).float()).float().cpu())
-    return torch.cat(out) if out else torch.empty(0, 0)
-
-
-def encode_weights(model, weights: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Latents [n, L] (float32, CPU) of weights [n, P] in batches, without gradients."""
-    device, out = _model_device(model), []
-    with torch.no_grad():
-        for start in range(0, len(weights), batch_size):
-            out.append(model.encode(weights[start: start + batch_size].to(device).float()).float().cpu())
-    return torch.cat(out) if out else torch.empty(0, 0)
-
-
 def sample_population(model, sampler: LatentSampler, anchors: torch.Tensor, n: int, seed: int,
                       label: str | None = None) -> Population:
     """Fit `sampler` on anchor latents, draw `n` latents with `seed`, decode them."""
@@ -502,60 +479,32 @@ def sample_population(model, sampler: LatentSampler, anchors: torch.Tensor, n: i
     return Population(label or sampler.name, decode_latents(model, latents), members, latents)
 
 
-def anchor_weights(zoo, table: pd.DataFrame, rows) -> torch.Tensor:
-    """Zoo weights [len(rows), P] of latent-table rows (their model_id and epoch)."""
-    picked = table.iloc[np.asarray(rows)]
-    models = torch.tensor(zoo.rows_of(picked["model_id"].tolist()), dtype=torch.long)
-    epochs = torch.tensor([zoo.epoch_position(int(e)) for e in picked["epoch"]], dtype=torch.long)
-    return zoo.weights[models, epochs]
+@dataclass(frozen=True)
+class SamplerParameter:
+    """One constructor parameter of a registered sampler that a user may set (the app shows a widget)."""
+
+    name: str
+    default: object
+    kind: str  # "bool" | "int" | "float" | "optional_float" | "text"
 
 
-def scratch_baseline(zoo, n: int, seed: int = 0) -> Population:
-    """B_T: `n` fresh initialisations drawn as the zoo's build drew them (init type per seed),
-    with seeds past the zoo's own so that none repeats a zoo model's start."""
-    from hyperrep.zoo_build import BuildConfig
-
-    build = dict(zoo.manifest.get("build", {}))
-    config = BuildConfig(**{k: v for k, v in build.items() if k in BuildConfig.__dataclass_fields__})
-    first = int(zoo.model_ids.max()) + 1 + seed * n
-    seeds = list(range(first, first + n))
-    inits = [config.hyperparameters(s)["init"] for s in seeds]
-    weights = torch.stack([init_vector(zoo.architecture, init, torch.Generator().manual_seed(s))
-                           for s, init in zip(seeds, inits)])
-    return Population("B_T", weights, pd.DataFrame({"member": np.arange(n), "seed": seeds, "init": inits}))
-
-
-def zoo_baseline(zoo, n: int, seed: int = 0, split: str = "train") -> Population:
-    """B_F: `n` zoo models of `split` (seeded choice, no repeats while possible) at the last epoch."""
-    ids = np.asarray(zoo.splits[split] or zoo.model_ids.tolist())
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(ids, size=n, replace=n > len(ids))
-    last = zoo.epochs[-1]
-    weights = zoo.weights[torch.tensor(zoo.rows_of(chosen.tolist())), zoo.epoch_position(last)]
-    members = pd.DataFrame({"member": np.arange(n), "model_id": chosen, "epoch": last})
-    return Population("B_F", weights.clone(), members)
-
-
-def noise_baseline(anchors: torch.Tensor, sigma: float, n: int, seed: int = 0,
-                   anchor_info: pd.DataFrame | None = None) -> Population:
-    """Anchor weights plus sigma * N(0, 1) in weight space (the noise baseline of Zeng et al.);
-    anchors are drawn with the seed, cycling through all before any repeats."""
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.cat([torch.randperm(len(anchors), generator=generator) for _ in range(math.ceil(n / len(anchors)))])[:n]
-    weights = anchors[order] + sigma * torch.randn(n, anchors.shape[1], generator=generator)
-    members = pd.DataFrame({"member": np.arange(n), "anchor": order.numpy(), "sigma": sigma})
-    if anchor_info is not None:
-        members = pd.concat([members, anchor_info.iloc[order.numpy()][["model_id", "epoch"]].reset_index(drop=True)], axis=1)
-    return Population(f"noise σ={sigma:.3g}", weights, members)
-
-
-def reconstruction_baseline(model, anchors: torch.Tensor, n: int, seed: int = 0,
-                            anchor_info: pd.DataFrame | None = None) -> Population:
-    """decode(encode(anchor)) of `n` anchors (seeded choice, cycling through all before repeats)."""
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.cat([torch.randperm(len(anchors), generator=generator) for _ in range(math.ceil(n / len(anchors)))])[:n]
-    latents = encode_weights(model, anchors[order])
-    members = pd.DataFrame({"member": np.arange(n), "anchor": order.numpy()})
-    if anchor_info is not None:
-        members = pd.concat([members, anchor_info.iloc[order.numpy()][["model_id", "epoch"]].reset_index(drop=True)], axis=1)
-    return Population("reconstructed", decode_latents(model, latents), members, latents)
+def sampler_parameters(name: str) -> list[SamplerParameter]:
+    """The tunable parameters of a registered sampler: its constructor's, minus those the registry fixes."""
+    spec = SAMPLERS[name]
+    found = []
+    for parameter in inspect.signature(spec.factory).parameters.values():
+        if parameter.name in spec.params or parameter.default is inspect.Parameter.empty:
+            continue
+        annotation, default = str(parameter.annotation), parameter.default
+        if isinstance(default, bool):
+            kind = "bool"
+        elif isinstance(default, int):
+            kind = "int"
+        elif isinstance(default, float):
+            kind = "float"
+        elif default is None and "float" in annotation:
+            kind = "optional_float"
+        else:
+            kind = "text"
+        found.append(SamplerParameter(parameter.name, default, kind))
+    return found

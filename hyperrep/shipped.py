@@ -15,8 +15,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from hyperrep.app_state import HYPERREP, REPO_ROOT, ZOO, artifact_kind
+from hyperrep.artifacts import HYPERREP, ZOO, artifact_kind
 from hyperrep.files import ArtifactError, read_json
+from hyperrep.settings import artifact_root
 from hyperrep.zoo import Zoo
 from hyperrep.zoo_build import BuildConfig, assemble_zoo, finished_seeds
 
@@ -28,7 +29,7 @@ class Shipped:
     """One shipped folder: a zoo (`zoo` is None) or a hyper-representation and its zoo's folder."""
 
     path: Path
-    kind: str  # app_state.ZOO, app_state.HYPERREP or BUILDING
+    kind: str  # artifacts.ZOO, artifacts.HYPERREP or BUILDING
     name: str  # the zoo's name (manifest or build config) or, for a hyper-representation, the folder name
     zoo: Path | None = None
 
@@ -44,7 +45,7 @@ class ShippedPair:
 
 def shipped_root() -> Path:
     """HYPERREP_ARTIFACTS if set, else the repository's data/ folder."""
-    return Path(os.environ.get("HYPERREP_ARTIFACTS") or REPO_ROOT / "data")
+    return Path(os.environ.get("HYPERREP_ARTIFACTS") or artifact_root() / "data")
 
 
 def shipped_artifacts(root: Path | str | None = None) -> list[Shipped]:

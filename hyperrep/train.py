@@ -31,6 +31,7 @@ from typing import Callable
 
 import torch
 
+from hyperrep.cnn import get_architecture
 from hyperrep.data import zoo_dataset_rule
 from hyperrep.device import pick_device
 from hyperrep.files import ArtifactError, read_json, read_tensor_metadata, read_tensors, write_json, write_tensors
@@ -43,6 +44,7 @@ from hyperrep.model import (
     r_squared_per_layer,
     reconstruction_loss,
 )
+from hyperrep.paper_compat import train_settings_from_paper
 from hyperrep.population import evaluate_population
 from hyperrep.projection import METHODS, fit_map
 from hyperrep.zoo import Zoo
@@ -102,9 +104,9 @@ class TrainConfig:
             raise ArtifactError(f"{path}: a config is a JSON object")
         try:
             if any(key.startswith("model::") for key in raw):
-                from hyperrep.paper_compat import train_config_from_paper
-
-                return train_config_from_paper(raw)
+                config = cls(**train_settings_from_paper(raw))
+                config.validate()
+                return config
             return cls.from_dict(raw)
         except (TypeError, ValueError) as err:
             raise ArtifactError(f"{path}: {err}") from err
@@ -136,8 +138,6 @@ def check_fits_zoo(config: TrainConfig, zoo: Zoo) -> list[int]:
     """The zoo epochs to train on; a config for another architecture or epochs is refused."""
     arch = zoo.architecture
     if config.model.architecture != arch.name:
-        from hyperrep.cnn import get_architecture
-
         wanted = get_architecture(config.model.architecture)
         raise ValueError(
             f"the config is for architecture {wanted.name} ({wanted.n_params} parameters), but zoo "

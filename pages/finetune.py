@@ -5,15 +5,15 @@ import time
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
-import torch
 
-from hyperrep import app_state
-from hyperrep.evaluate import fine_tune, zoo_training_settings
+from hyperrep import experiment
+from hyperrep.evaluate import zoo_training_settings
 from hyperrep.files import ArtifactError
-from hyperrep.sampling import scratch_baseline, zoo_baseline
+from hyperrep.settings import MAX_FINETUNE_MODELS
+from hyperrep.summaries import learning_curves
 from pages import shared
 
-COLOURS = {"samples": "crimson", "B_T (from scratch)": "gray", "B_F (zoo, last epoch)": "royalblue"}
+COLOURS = {"samples": "crimson", experiment.SCRATCH: "gray", experiment.ZOO_MODELS: "royalblue"}
 
 found = shared.artifacts()
 model = shared.need_hyperrep(found)
@@ -26,13 +26,13 @@ if found.test_data is None:
 
 settings = zoo_training_settings(zoo)
 st.caption(
-    f"The {run.strategy} samples, {app_state.MAX_FINETUNE_MODELS} at most, are trained for a few epochs next to "
+    f"The {run.strategy} samples, {MAX_FINETUNE_MODELS} at most, are trained for a few epochs next to "
     "B_T (fresh initialisations, as the zoo was started) and B_F (zoo models at their last epoch), with the zoo's "
     f"optimiser ({settings.optimizer}, batch {settings.batch_size}). Bands: 95 % confidence interval of the mean."
 )
 a, b, c, d = st.columns(4)
-members = a.number_input("Models per population", min_value=2, max_value=app_state.MAX_FINETUNE_MODELS, step=1,
-                         key=shared.kept("ft_models", min(8, app_state.MAX_FINETUNE_MODELS)))
+members = a.number_input("Models per population", min_value=2, max_value=MAX_FINETUNE_MODELS, step=1,
+                         key=shared.kept("ft_models", min(8, MAX_FINETUNE_MODELS)))
 epochs = b.number_input("Epochs", min_value=1, max_value=10, step=1, key=shared.kept("ft_epochs", 2))
 train_images = c.select_slider("Training images", [500, 1000, 2000, 5000, 10_000, 50_000],
                                key=shared.kept("ft_train_images", 2000))
@@ -45,36 +45,33 @@ clicked = st.button("Fine-tune", type="primary", key="finetune_button", icon=":m
 
 if clicked:
     settings.lr = float(learning_rate)
-    finite = torch.as_tensor(np.asarray(run.full.finite))
-    samples = run.population.weights[finite][: int(members)]
-    if len(samples) < 2:
-        st.error("Fewer than 2 finite sampled models: sample again with another strategy or region.")
-        st.stop()
     try:
         if other:
             train, test = shared.other_dataset_images(found.zoo_key, other, int(train_images), int(test_images),
                                                       str(found.device))
         else:
             train = shared.training_images(zoo, int(train_images), str(found.device))
-            test = app_state.first_images(found.test_data, int(test_images))
+            test = found.test_data.first(int(test_images))
     except (ArtifactError, ValueError) as err:
         st.error(f"No training images: {err}")
         st.stop()
-    populations = {
-        "samples": samples,
-        "B_T (from scratch)": scratch_baseline(zoo, len(samples), run.seed).weights,
-        "B_F (zoo, last epoch)": zoo_baseline(zoo, len(samples), run.seed).weights,
-    }
-    results, start = {}, time.perf_counter()
+    start = time.perf_counter()
     with st.status("Fine-tuning…", expanded=True) as status:
-        for label, weights in populations.items():
-            bar = st.progress(0.0, f"{label}: training")
-            results[label] = fine_tune(
-                model.arch, zoo.activation, weights, train, test, epochs=int(epochs), settings=settings, seed=run.seed,
-                progress=lambda done, total, bar=bar, label=label: bar.progress(done / max(total, 1), f"{label}: {done}/{total}"),
-            )
-            bar.progress(1.0, f"{label}: done")
-        status.update(label=f"Fine-tuned 3 × {len(samples)} models in {time.perf_counter() - start:.0f} s",
+        bars = {}
+
+        def progress_for(label: str):
+            bars[label] = st.progress(0.0, f"{label}: training")
+            return lambda done, total: bars[label].progress(done / max(total, 1), f"{label}: {done}/{total}")
+
+        try:
+            results = experiment.fine_tune_comparison(run, zoo, train, test, members=int(members), epochs=int(epochs),
+                                                      settings=settings, progress_for=progress_for)
+        except ValueError as err:
+            status.update(label="Nothing to fine-tune", state="error")
+            st.error(f"{err}.")
+            st.stop()
+        size = len(results["samples"].accuracy)
+        status.update(label=f"Fine-tuned 3 × {size} models in {time.perf_counter() - start:.0f} s",
                       state="complete", expanded=False)
     st.session_state[shared.FINETUNE] = {"model_key": found.model_key, "results": results,
                                          "test_images": len(test), "train_images": len(train),
@@ -85,7 +82,7 @@ if stored is None or stored["model_key"] != found.model_key:
     st.info("Press **Fine-tune** to train the three populations.")
     st.stop()
 
-curves = app_state.learning_curves(stored["results"])
+curves = learning_curves(stored["results"])
 figure = go.Figure()
 for label, part in curves.groupby("population", sort=False):
     colour = COLOURS.get(label, "black")

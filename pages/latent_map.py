@@ -4,7 +4,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from hyperrep import app_state
+from hyperrep import regions, summaries
 from pages import shared
 
 SLIDERS = "Filters (accuracy, epochs, top-k %)"
@@ -44,7 +44,7 @@ with region_column:
 region_rows, region_label, region_problem = None, "", None
 if source == SLIDERS:
     try:
-        region_rows, region_label = app_state.region_from_filters(
+        region_rows, region_label = regions.region_from_filters(
             table, split=None if split == "all" else split, epochs=chosen_epochs, accuracy=accuracy, top_percent=top,
         )
     except ValueError as err:
@@ -52,7 +52,7 @@ if source == SLIDERS:
 
 with map_column:
     colour = st.selectbox("Colour by", colour_options, key=shared.kept("map_colour", colour_options[0], colour_options))
-    categorical = not app_state.is_numeric(table[colour]) or colour in ("split", "init")
+    categorical = not summaries.is_numeric(table[colour]) or colour in ("split", "init")
     figure = px.scatter(
         table, x="map_x", y="map_y", color=table[colour].astype(str) if categorical else colour,
         custom_data=["row"], render_mode="webgl",
@@ -72,7 +72,7 @@ with map_column:
 
 if source == MAP:
     try:
-        region_rows, region_label = app_state.region_from_selection(event.selection if event else None, len(table))
+        region_rows, region_label = regions.region_from_selection(event.selection if event else None, len(table))
     except ValueError:
         region_problem = "Nothing selected yet: draw a lasso or a box on the map (toolbar, top right) or click points."
 
@@ -92,7 +92,7 @@ with region_column:
         st.page_link("pages/sample.py", label="Sample from this region", icon=":material/casino:")
 
 if region_rows is not None:
-    compare = app_state.region_comparison(table, region_rows)
+    compare = regions.region_comparison(table, region_rows)
     histogram = px.histogram(compare, x="test_acc", color="group", barmode="overlay", nbins=40, histnorm="percent",
                              title="test accuracy: region vs all embedded models",
                              color_discrete_map={"all embedded models": "darkgray", "region": "crimson"})

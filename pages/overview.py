@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from hyperrep import app_state
+from hyperrep import settings, summaries
 from pages import shared
 
 found = shared.artifacts()
@@ -21,7 +21,7 @@ with zoo_column:
         st.warning(found.problems.get("zoo", "no zoo loaded"))
     else:
         zoo = found.zoo
-        headline = app_state.zoo_headline(zoo)
+        headline = summaries.zoo_headline(zoo)
         st.markdown(
             f"**{zoo.name}** · `{zoo.path}`  \n"
             f"{zoo.architecture.name} ({zoo.architecture.n_params:,} parameters, {zoo.activation}) "
@@ -40,9 +40,9 @@ with model_column:
     else:
         model = found.hyperrep
         st.markdown(f"`{model.path}` · latent dimension **{model.model.latent_dim}**")
-        numbers = app_state.headline_metrics(model.metrics)
+        numbers = summaries.headline_metrics(model.metrics)
         for column, (label, value) in zip(st.columns(max(1, min(3, len(numbers)))), numbers[:3]):
-            column.metric(label, value, help=app_state.METRIC_HELP.get(label))
+            column.metric(label, value, help=summaries.METRIC_HELP.get(label))
         reference = dict(numbers).get("same predictions, zoo mean model")
         if reference:
             st.caption(f"Held-out (test-split) models, encoded and decoded. For reference, the zoo's mean "
@@ -51,7 +51,7 @@ with model_column:
             with st.expander("all training metrics"):
                 st.table({label: [value] for label, value in numbers})
         st.caption(f"{len(model.latent_table):,} embedded zoo models on the stored 2-D map")
-threads = (f" with up to {app_state.cpu_threads()} CPU thread(s), fewer while other processes keep cores busy"
+threads = (f" with up to {settings.cpu_threads()} CPU thread(s), fewer while other processes keep cores busy"
            if found.device.type == "cpu" else "")
 st.caption(f"device: `{found.device}`{threads} (override with HYPERREP_DEVICE, HYPERREP_THREADS)")
 for note in found.notes:

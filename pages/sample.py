@@ -1,16 +1,15 @@
 """Sample & evaluate: draw latents around anchors, decode them into CNNs and evaluate them live."""
 
-import time
-
 import numpy as np
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from hyperrep import app_state
-from hyperrep.evaluate import evaluate_weights, extend_evaluation
+from hyperrep import experiment, settings, summaries
+from hyperrep.experiment import SampleRun
 from hyperrep.frontier import verdict
-from hyperrep.sampling import SAMPLERS, select_rows, top_fraction
+from hyperrep.progress import ThrottledProgress
+from hyperrep.sampling import SAMPLERS, sampler_parameters
 from pages import shared
 
 REGION = "Region from the latent map"
@@ -28,7 +27,7 @@ st.title("Sample & evaluate")
 st.caption(
     "Fit a sampler on the anchors' latents, draw new latents, decode them into CNN weights and evaluate "
     f"them on the {len(found.test_data):,} test images: a first estimate on "
-    f"{min(app_state.QUICK_IMAGES, len(found.test_data)):,} images arrives within seconds, the full numbers follow."
+    f"{min(experiment.QUICK_IMAGES, len(found.test_data)):,} images arrives within seconds, the full numbers follow."
 )
 
 # -- controls --------------------------------------------------------------------------------------
@@ -41,7 +40,7 @@ with strategy_column:
     )
     st.caption(SAMPLERS[strategy].description)
     params = {}
-    for parameter in app_state.sampler_parameters(strategy):
+    for parameter in sampler_parameters(strategy):
         key = shared.kept(f"param_{strategy}_{parameter.name}", parameter.default)
         label = parameter.name.replace("_", " ")
         if parameter.kind == "bool":
@@ -66,8 +65,8 @@ with anchor_column:
         if anchor_source == REGION:
             anchor_rows, anchor_label = np.asarray(region["rows"]), f"anchors: {region['label']}"
         else:
-            anchor_rows = top_fraction(table, top / 100, among=select_rows(table, split="train"))
-            anchor_label = f"anchors: top {top} % of the train split"
+            anchor_rows = experiment.top_train_anchors(table, top / 100)
+            anchor_label = experiment.top_anchors_label(top / 100)
     except ValueError as err:
         anchor_rows, anchor_label = None, f"No anchors: {err}"
         st.warning(anchor_label)
@@ -91,7 +90,7 @@ def group_colour(group: str) -> str:
 
 
 def accuracy_figure(groups: dict, title: str):
-    long = app_state.accuracy_groups(groups)
+    long = summaries.accuracy_groups(groups)
     figure = px.histogram(long, x="accuracy", color="group", barmode="overlay", histnorm="percent", nbins=50,
                           title=title, range_x=[0, 1], color_discrete_map={g: group_colour(g) for g in groups})
     figure.update_traces(opacity=0.6)
@@ -105,12 +104,12 @@ def zoo_groups() -> dict:
     return {f"zoo (epoch {last})": zoo.properties.loc[zoo.properties["epoch"] == last, "test_acc"].to_numpy()}
 
 
-def reference_groups(run: app_state.SampleRun) -> dict:
+def reference_groups(run: SampleRun) -> dict:
     """Accuracies that need no evaluation: the anchors' and the zoo's last epoch, as stored."""
     return {"anchors": table["test_acc"].to_numpy()[run.anchor_rows]} | zoo_groups()
 
 
-def show_results(run: app_state.SampleRun, area) -> None:
+def show_results(run: SampleRun, area) -> None:
     with area:
         for level, message in run.messages:
             getattr(st, level)(message)
@@ -129,14 +128,14 @@ def show_results(run: app_state.SampleRun, area) -> None:
         groups = {"samples": full.accuracy} | reference_groups(run) | run.baselines
         st.plotly_chart(accuracy_figure(groups, f"test accuracy: {run.strategy} samples vs anchors, zoo and baselines"),
                         key="results_plot")
-        summary = app_state.describe_accuracy(groups)
+        summary = summaries.describe_accuracy(groups)
         st.dataframe(summary.style.format({c: "{:.1%}" for c in ("mean", "median", "best", "worst")}), hide_index=True)
         st.caption(f"samples: all {len(found.test_data):,} test images; anchors and zoo: their stored test accuracy; "
                    f"baselines: first {run.quick_images:,} test images. {run.anchor_label}. Seconds after the click: "
                    + " · ".join(f"{k} {v:.1f}" for k, v in run.timings.items()))
 
 
-def add_frontier(figure, run: app_state.SampleRun) -> None:
+def add_frontier(figure, run: SampleRun) -> None:
     """The frontier of the anchors in use (its references and their upper envelope) and the
     samples' median distance and mean accuracy, on the novelty scatter."""
     curve, points = run.frontier.curve(0), run.frontier.table()
@@ -162,7 +161,7 @@ def frontier_statement(delta, images: int) -> str:
             "averages of k of them and a Gaussian fitted to their weights, at the same distance from the zoo.")
 
 
-def show_comparisons(run: app_state.SampleRun, area) -> None:
+def show_comparisons(run: SampleRun, area) -> None:
     with area:
         map_column, novelty_column = st.columns(2)
         with map_column:
@@ -194,8 +193,8 @@ def show_comparisons(run: app_state.SampleRun, area) -> None:
                 figure.update_layout(height=420, margin=dict(t=10, b=10), legend=dict(orientation="h", y=-0.2))
                 st.plotly_chart(figure, key="novelty_plot")
                 samples = run.novelty[run.novelty["group"] == "samples"]
-                distance = app_state.finite_median(samples["distance"])
-                overlap = app_state.finite_median(samples["misclassification_iou"])
+                distance = summaries.finite_median(samples["distance"])
+                overlap = summaries.finite_median(samples["misclassification_iou"])
                 st.caption(
                     f"median distance {distance:.3g}, median mistake overlap (IoU) with the nearest zoo model "
                     f"{overlap:.2f}; a copy has distance 0 and IoU 1. The noise baseline adds Gaussian noise to "
@@ -214,65 +213,69 @@ def show_comparisons(run: app_state.SampleRun, area) -> None:
 
 
 # -- running a request ------------------------------------------------------------------------------
-def run_request() -> app_state.SampleRun | None:
-    n, capped = app_state.capped_request(int(requested))
+def run_request() -> SampleRun | None:
+    """Sample, first estimate, full evaluation; the run goes into the session as soon as it is evaluated."""
+    n, capped = settings.capped_request(int(requested))
     if capped:
         st.warning(capped)
     if anchor_rows is None:
         st.error(anchor_label)
         return None
-    rows, label = anchor_rows, anchor_label
-    timings, arch, activation = {}, model.arch, zoo.activation
-    quick_data = app_state.first_images(found.test_data)
     with status_area.status(f"Sampling {n} models with {strategy}…", expanded=True) as status:
-        start = time.perf_counter()
         try:
-            population = app_state.draw_population(model, strategy, params, rows, n, seed)
+            run = experiment.start_run(model, strategy, params, anchor_rows, anchor_label, n, seed, found.model_key)
         except (ValueError, RuntimeError) as err:
             status.update(label="Sampling failed", state="error")
             st.error(f"Could not sample: {err}")
             return None
-        timings["decode"] = time.perf_counter() - start
-        run = app_state.SampleRun(found.model_key, strategy, dict(params), seed, rows, label, population,
-                                  quick_images=len(quick_data), timings=timings)
         if capped:
             run.messages.append(("warning", capped))
-        st.write(f"First estimate on {len(quick_data):,} test images…")
-        run.quick = evaluate_weights(arch, activation, population.weights, quick_data, keep_predictions=True)
-        timings["first estimate"] = time.perf_counter() - start
+        st.write(f"First estimate on {min(experiment.QUICK_IMAGES, len(found.test_data)):,} test images…")
+        quick_data = experiment.first_estimate(run, zoo, found.test_data)
         estimate = results_area.empty()
         estimate.plotly_chart(accuracy_figure({"samples": run.quick.accuracy} | reference_groups(run),
                                               f"first estimate: {len(quick_data):,} test images"), key="quick_estimate")
         st.write(f"All {len(found.test_data):,} test images…")
         bar = st.progress(0.0)
-        run.full = extend_evaluation(arch, activation, population.weights, found.test_data, run.quick, len(quick_data),
-                                     progress=app_state.ThrottledProgress(bar.progress, "models"))
-        timings["full evaluation"] = time.perf_counter() - start
+        experiment.full_evaluation(run, zoo, found.test_data, progress=ThrottledProgress(bar.progress, "models"))
+        st.session_state[shared.POPULATION] = run  # kept from here on, whatever happens next
         status.update(label=f"Evaluated {n} sampled models", state="complete", expanded=False)
     estimate.empty()
-    show_results(run, results_area)
-    with status_area.status("Comparing with baselines, novelty and ensembles…", expanded=False) as status:
-        try:
-            app_state.compare_with_baselines(run, zoo, model, table, quick_data)
-        except Exception as err:  # a failed comparison must not lose the evaluated samples
-            run.messages.append(("error", f"The comparisons failed ({type(err).__name__}: {err}); the samples are kept."))
-            status.update(label="Comparisons failed", state="error")
-        else:
-            status.update(label="Compared", state="complete")
-        timings["comparisons"] = time.perf_counter() - start
     return run
+
+
+def comparisons(run: SampleRun) -> None:
+    """Show the comparisons when they are done; else make sure they are computing in the background
+    (started after sampling, or again after a failure-free interruption) and look again each second."""
+    if run.comparisons is not None:
+        show_comparisons(run, comparison_area)
+        return
+    state = shared.comparison_state(run, zoo, model, table, found.test_data.first(run.quick_images))
+    if state == "done":
+        st.rerun()
+    if state == "running":
+        with status_area:
+            waiting_for_comparisons(run)
+
+
+@st.fragment(run_every=1.0)
+def waiting_for_comparisons(run: SampleRun) -> None:
+    if shared.comparison_done(run):
+        st.rerun(scope="app")
+    st.status("Comparing with baselines, novelty and ensembles… (the samples are kept; other pages can be used meanwhile)",
+              state="running", expanded=False)
 
 
 if clicked:
     finished = run_request()
     if finished is not None:
-        st.session_state[shared.POPULATION] = finished
+        shared.start_comparisons(finished, zoo, model, table, found.test_data.first(finished.quick_images))
         st.rerun()
 
 run = st.session_state.get(shared.POPULATION)
 if run is not None and run.model_key == found.model_key and not clicked:
     show_results(run, results_area)
-    show_comparisons(run, comparison_area)
+    comparisons(run)
 elif not clicked:
     with results_area:
         st.info("Choose a strategy and anchors, then press **Sample**.")

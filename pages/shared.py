@@ -8,6 +8,7 @@ the rest of the app keeps working. Not a page: app.py lists the pages explicitly
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,17 +16,22 @@ import streamlit as st
 import torch
 from streamlit.runtime.pages_manager import PagesManager
 
-from hyperrep import app_state, cores
+from hyperrep import artifacts as artifact_files
+from hyperrep import cores, experiment, settings
 from hyperrep.data import DatasetRule, ImageSet
 from hyperrep.device import pick_device
+from hyperrep.experiment import SampleRun
 from hyperrep.files import ArtifactError
+from hyperrep.regions import map_table as latent_map_table
 from hyperrep.shipped import shipped_pairs
+from hyperrep.transfer import target_rule
 from hyperrep.zoo import Zoo
 
 ZOO_PATH = "zoo_path"
 MODEL_PATH = "model_path"
 REGION = "region"  # {"rows": [...], "label": str}: the anchors chosen on the latent map
-POPULATION = "population"  # the latest sampled population (app_state.SampleRun)
+POPULATION = "population"  # the latest sampled population (experiment.SampleRun), kept once evaluated
+COMPARISON = "comparison_job"  # {"run": SampleRun, "future": Future of experiment.compare, "failed": bool}
 FINETUNE = "finetune"  # the latest fine-tuning comparison
 SHIPPED = "shipped_pair"  # the sidebar's choice among the shipped artifacts
 
@@ -48,11 +54,11 @@ class Artifacts:
 @st.cache_resource(show_spinner=False)
 def device() -> torch.device:
     """The auto-selected device; on a CPU, sessions share the cores (hyperrep.cores: compute steps
-    take turns, with up to app_state.cpu_threads() threads, as many as other processes leave free)
+    take turns, with up to settings.cpu_threads() threads, as many as other processes leave free)
     and torch flushes denormals (in the thread that runs this first). Both are set once."""
     chosen = pick_device()
     if chosen.type == "cpu":
-        cores.share_cores(app_state.cpu_threads())
+        cores.share_cores(settings.cpu_threads())
         torch.set_flush_denormal(True)
     return chosen
 
@@ -61,22 +67,7 @@ def device() -> torch.device:
 def cached_zoo(path: str, key: str) -> tuple[Zoo, tuple[str, ...]]:
     """The zoo at `path` (a public Model Zoo or a paper folder's dataset.pt is imported once into a
     cache folder); `key` = fingerprint."""
-    from hyperrep.paper_import import has_own_zoo
-
-    kind = app_state.artifact_kind(path)
-    if kind == app_state.ZOO:
-        return Zoo.load(path), ()
-    if kind == app_state.MODELZOO or (kind == app_state.PAPER and has_own_zoo(path)):
-        from hyperrep.paper_import import import_paper_dataset
-        from hyperrep.zoo_import import import_modelzoo
-
-        folder = app_state.imported_zoo_folder(path)
-        if (folder / "zoo.json").is_file() and (folder / "source.key").is_file() and (folder / "source.key").read_text() == key:
-            return Zoo.load(folder), (f"{path} (imported earlier into {folder})",)
-        zoo, report = (import_modelzoo if kind == app_state.MODELZOO else import_paper_dataset)(path, folder)
-        (folder / "source.key").write_text(key)
-        return zoo, tuple(report.lines())
-    raise ArtifactError(f"{path}: this is a {app_state.KIND_NAMES[kind]}, not a zoo; enter it as the hyper-representation")
+    return artifact_files.load_any_zoo(path, key)
 
 
 @st.cache_resource(show_spinner="Loading the hyper-representation…", max_entries=4)
@@ -84,14 +75,8 @@ def cached_hyperrep(path: str, key: str, device_name: str, zoo_path: str = "", z
     """The autoencoder with its latents and stored 2-D map, on the device; never fits a UMAP map.
 
     A paper artifact has no latents or map: it is combined with the zoo (`zoo_path`, `zoo_key`)."""
-    kind = app_state.artifact_kind(path)
-    if kind == app_state.PAPER:
-        return app_state.paper_hyperrep(path, cached_zoo(zoo_path, zoo_key)[0]).to(device_name)
-    if kind != app_state.HYPERREP:
-        raise ArtifactError(f"{path}: this is a {app_state.KIND_NAMES[kind]}, not a hyper-representation")
-    from hyperrep.model import load_hyperrep
-
-    return load_hyperrep(path).to(device_name)
+    zoo = cached_zoo(zoo_path, zoo_key)[0] if zoo_path else None
+    return artifact_files.load_any_hyperrep(path, zoo).to(device_name)
 
 
 @st.cache_resource(show_spinner="Loading the test images…", max_entries=4)
@@ -115,25 +100,27 @@ def zoo_table(path: str, key: str):
 def map_table(*model_args):
     """The latent table with each row's position (`row`) and stored 2-D map coordinates."""
     model = cached_hyperrep(*model_args)
-    return app_state.map_table(model.latent_table, model.map_coords)
+    return latent_map_table(model.latent_table, model.map_coords)
 
 
 def load_artifacts() -> Artifacts:
     """Load (from the caches) what the sidebar paths name; each failure is recorded, not raised."""
     found = Artifacts(device=device())
-    zoo_path = str(st.session_state.get(ZOO_PATH, app_state.default_zoo_path())).strip()
-    model_path = str(st.session_state.get(MODEL_PATH, app_state.default_hyperrep_path())).strip()
-    if zoo_path == str(app_state.default_zoo_path()) and own_zoo(model_path):
+    zoo_path = str(st.session_state.get(ZOO_PATH, settings.default_zoo_path())).strip()
+    model_path = str(st.session_state.get(MODEL_PATH, settings.default_hyperrep_path())).strip()
+    if zoo_path == str(settings.default_zoo_path()) and artifact_files.paper_with_own_zoo(model_path):
         zoo_path = model_path  # a paper folder opens with its own zoo (its dataset.pt) unless another is entered
-    found.zoo_key = (zoo_path, app_state.fingerprint(zoo_path))
-    found.model_key = (model_path, app_state.fingerprint(model_path))
+    found.zoo_key = (zoo_path, artifact_files.fingerprint(zoo_path))
+    found.model_key = (model_path, artifact_files.fingerprint(model_path))
     try:
+        missing_default(zoo_path, settings.default_zoo_path(), "zoo", "HYPERREP_ZOO")
         found.zoo, notes = cached_zoo(*found.zoo_key)
         found.notes += list(notes)
     except (ArtifactError, ValueError, KeyError, OSError) as err:
         found.problems["zoo"] = str(err)
     try:
-        paper = app_state.artifact_kind(model_path) == app_state.PAPER
+        missing_default(model_path, settings.default_hyperrep_path(), "hyper-representation", "HYPERREP_MODEL")
+        paper = artifact_files.artifact_kind(model_path) == artifact_files.PAPER
         if paper and found.zoo is None:
             raise ArtifactError(f"{model_path}: a paper hyper-representation needs a zoo to embed; load one first")
         found.model_args = (*found.model_key, str(found.device), *(found.zoo_key if paper else ()))
@@ -141,7 +128,7 @@ def load_artifacts() -> Artifacts:
     except (ArtifactError, ValueError, KeyError, OSError, RuntimeError) as err:
         found.problems["hyperrep"] = str(err)
     if found.zoo is not None and found.hyperrep is not None:
-        problem, note = app_state.compatibility(found.zoo, found.hyperrep)
+        problem, note = artifact_files.compatibility(found.zoo, found.hyperrep)
         if problem:
             found.problems["hyperrep"] = problem
             found.hyperrep = None
@@ -149,7 +136,7 @@ def load_artifacts() -> Artifacts:
             found.notes.append(note)
     if found.zoo is not None:
         try:
-            source = app_state.dataset_source(found.zoo.manifest)
+            source = artifact_files.dataset_source(found.zoo.manifest)
             if source.warning:
                 found.notes.append(source.warning)
             found.test_data = cached_test_data(
@@ -165,25 +152,19 @@ def other_dataset_images(zoo_key: tuple[str, str], folder: str, n_train: int, n_
                          device_name: str) -> tuple[ImageSet, ImageSet]:
     """Training and test images of another dataset folder at the zoo's input shape (transfer learning,
     hyperrep.transfer's rule: the folder's format and own statistics)."""
-    from hyperrep.transfer import target_rule
-
     rule = target_rule(cached_zoo(*zoo_key)[0], folder)
     return (rule.training_images(n_train, 0, folder).to(device_name), rule.first_images(n_test, folder).to(device_name))
 
 
-def own_zoo(model_path: str) -> bool:
-    """Whether the hyper-representation path is a paper folder that carries its zoo (dataset.pt)."""
-    from hyperrep.paper_import import has_own_zoo
-
-    try:
-        return app_state.artifact_kind(model_path) == app_state.PAPER and has_own_zoo(model_path)
-    except ArtifactError:
-        return False
+def missing_default(path: str, default, what: str, env: str) -> None:
+    """An ArtifactError saying where to point the app when the default artifact is not there."""
+    if path == str(default) and not default.exists():
+        raise settings.where_to_point(default, what, env)
 
 
 def training_images(zoo: Zoo, n: int, device_name: str) -> ImageSet:
     """`n` images of the training split of the zoo's dataset (ArtifactError when it is not installed)."""
-    source = app_state.dataset_source(zoo.manifest)
+    source = artifact_files.dataset_source(zoo.manifest)
     return cached_train_data(n, str(source.data_dir) if source.data_dir else None, source.rule, device_name)
 
 
@@ -210,7 +191,7 @@ def sidebar(found: Artifacts) -> None:
             st.error(found.problems.get("hyperrep", "no hyper-representation"), icon=":material/error:")
         if "test data" in found.problems:
             st.error(found.problems["test data"], icon=":material/error:")
-        threads = f", up to {app_state.cpu_threads()} thread(s)" if found.device.type == "cpu" else ""
+        threads = f", up to {settings.cpu_threads()} thread(s)" if found.device.type == "cpu" else ""
         st.caption(f"device: `{found.device}`{threads}")
 
 
@@ -241,17 +222,20 @@ def _resolved(path) -> str:
 
 def init_session_defaults() -> None:
     """Default sidebar paths from HYPERREP_ZOO / HYPERREP_MODEL, set once per session."""
-    st.session_state.setdefault(ZOO_PATH, str(app_state.default_zoo_path()))
-    st.session_state.setdefault(MODEL_PATH, str(app_state.default_hyperrep_path()))
+    st.session_state.setdefault(ZOO_PATH, str(settings.default_zoo_path()))
+    st.session_state.setdefault(MODEL_PATH, str(settings.default_hyperrep_path()))
 
 
 def leave_legacy_router() -> None:
-    """Rerun through app.py if Streamlit's legacy router ran this script.
+    """Rerun through app.py if Streamlit's legacy router ran this script (the one workaround for it).
 
     Until the first st.navigation call of a process, Streamlit treats a `pages/` folder as
     auto-discovered pages: the first session would get a menu of raw file names (including this
     module) and a deep link such as /sample would run its page without app.py, for good. This
-    switches the legacy router off, as st.navigation itself does, and starts the run again."""
+    switches the legacy router off, as st.navigation itself does, and starts the run again. It
+    relies on the class attribute `PagesManager.uses_pages_directory` (Streamlit 1.67);
+    tests/test_app.py::test_the_legacy_router_workaround_still_applies fails, saying so, when a
+    Streamlit release drops it."""
     if PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False
         st.rerun()
@@ -317,3 +301,44 @@ def _valid_choice(value, options: list) -> bool:
     if isinstance(value, list):
         return all(v in options for v in value)
     return value in options
+
+
+# -- comparisons in the background -----------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner=False)
+def background_jobs() -> ThreadPoolExecutor:
+    """One process-wide pool for work that must not hold a page (the comparisons after sampling):
+    the page stays free for navigation and picks the result up when it is done."""
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="hyperrep-background")
+
+
+def start_comparisons(run: SampleRun, zoo: Zoo, hyperrep, table, data: ImageSet) -> None:
+    """Compute the run's comparisons in the background; the job is kept in the session."""
+    future = background_jobs().submit(experiment.compare, run, zoo, hyperrep, table, data)
+    st.session_state[COMPARISON] = {"run": run, "future": future, "failed": False}
+
+
+def comparison_done(run: SampleRun) -> bool:
+    job = st.session_state.get(COMPARISON)
+    return job is not None and job["run"] is run and job["future"].done()
+
+
+def comparison_state(run: SampleRun, zoo: Zoo, hyperrep, table, data: ImageSet) -> str:
+    """"running", "done" (the comparisons are now attached to `run`) or "failed" (a message in
+    run.messages). A run whose comparisons were never started or were lost gets them started."""
+    job = st.session_state.get(COMPARISON)
+    if job is None or job["run"] is not run:
+        start_comparisons(run, zoo, hyperrep, table, data)
+        return "running"
+    if not job["future"].done():
+        return "running"
+    if job["failed"]:
+        return "failed"
+    try:
+        experiment.finish_comparisons(run, job["future"].result())
+    except Exception as err:  # a failed comparison must not lose the evaluated samples
+        job["failed"] = True
+        run.messages.append(("error", f"The comparisons failed ({type(err).__name__}: {err}); the samples are kept."))
+        return "failed"
+    return "done"

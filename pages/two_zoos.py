@@ -4,7 +4,9 @@ models of a seed zoo cannot (references without a latent, hyperrep.zoo_reference
 import plotly.express as px
 import streamlit as st
 
-from hyperrep import app_state
+from hyperrep import artifacts as artifact_files
+from hyperrep import experiment, settings
+from hyperrep.regions import map_table
 from hyperrep.shipped import BUILDING, load_zoo, shipped_artifacts
 from hyperrep.zoo_references import zoo_references
 from pages import shared
@@ -36,9 +38,9 @@ def cached_zoo(path: str, key: str):
 @st.cache_data(max_entries=8, show_spinner="Rebuilding held-out models without a latent…")
 def references(path: str, key: str, epoch: int, device_name: str) -> dict:
     zoo = cached_zoo(path, key)
-    source = app_state.dataset_source(zoo.manifest)
+    source = artifact_files.dataset_source(zoo.manifest)
     data = shared.cached_test_data(str(source.data_dir) if source.data_dir else None, source.rule, device_name)
-    return zoo_references(zoo, [epoch], app_state.first_images(data), components=(COMPONENTS,))
+    return zoo_references(zoo, [epoch], data.first(experiment.QUICK_IMAGES), components=(COMPONENTS,))
 
 
 def design(zoo) -> str:
@@ -54,7 +56,7 @@ def design(zoo) -> str:
 
 def show_zoo(item, found: shared.Artifacts, hyperreps: list, side: str) -> None:
     path, building = item.path, item.kind == BUILDING
-    key = app_state.fingerprint(path / "partial" if building else path)
+    key = artifact_files.fingerprint(path / "partial" if building else path)
     zoo = cached_zoo(str(path), key)
     epoch = zoo.epochs[-1]
     st.subheader(zoo.name)
@@ -87,8 +89,8 @@ def show_zoo(item, found: shared.Artifacts, hyperreps: list, side: str) -> None:
     if not own:
         st.info("No shipped hyper-representation of this zoo yet.")
         return
-    model = shared.cached_hyperrep(str(own[0].path), app_state.fingerprint(own[0].path), str(found.device))
-    table = app_state.map_table(model.latent_table, model.map_coords)
+    model = shared.cached_hyperrep(str(own[0].path), artifact_files.fingerprint(own[0].path), str(found.device))
+    table = map_table(model.latent_table, model.map_coords)
     figure = px.scatter(table, x="map_x", y="map_y", color="test_acc", render_mode="webgl",
                         color_continuous_scale="Viridis", hover_data=["model_id", "epoch", "split"],
                         title=f"latent map of {own[0].path.name} ({model.projection.get('method', 'stored')})")
@@ -100,14 +102,14 @@ found = shared.artifacts()
 st.title("Two zoos")
 st.markdown(LESSON)
 artifacts = shipped_artifacts()
-zoos = [a for a in artifacts if a.kind in (app_state.ZOO, BUILDING)]
-hyperreps = [a for a in artifacts if a.kind == app_state.HYPERREP]
+zoos = [a for a in artifacts if a.kind in (artifact_files.ZOO, BUILDING)]
+hyperreps = [a for a in artifacts if a.kind == artifact_files.HYPERREP]
 if len(zoos) < 2:
     st.info(f"This page compares two shipped zoos; {len(zoos)} found in the artifacts folder "
             "(data/, or HYPERREP_ARTIFACTS).")
     st.stop()
 names = [a.path.name for a in zoos]
-left_default = app_state.default_zoo_path().name if app_state.default_zoo_path().name in names else names[0]
+left_default = settings.default_zoo_path().name if settings.default_zoo_path().name in names else names[0]
 right_default = next(n for n in names if n != left_default)
 pick_left, pick_right = st.columns(2)
 left = pick_left.selectbox("Left zoo", names, key=shared.kept("two_zoos_left", left_default, names))

@@ -3,7 +3,7 @@
 import plotly.express as px
 import streamlit as st
 
-from hyperrep import app_state
+from hyperrep import summaries
 from hyperrep.sampling import select_rows
 from pages import shared
 
@@ -16,7 +16,7 @@ st.caption(
     "each line is one model, each point one saved checkpoint."
 )
 
-colour_options = ["none"] + app_state.categorical_columns(table)
+colour_options = ["none"] + summaries.categorical_columns(table)
 metric_options = [c for c in ("test_acc", "train_acc", "test_loss", "train_loss") if c in table.columns]
 left, right = st.columns(2)
 metric = left.selectbox("Quantity", metric_options, key=shared.kept("zoo_metric", metric_options[0], metric_options))

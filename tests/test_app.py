@@ -1,7 +1,7 @@
 """The Streamlit explorer, driven headlessly with AppTest on a tiny zoo and hyper-representation.
 
 The app reads HYPERREP_ZOO / HYPERREP_MODEL / HYPERREP_DATA, so these tests point it at artifacts
-built in the test session. Plain helpers of hyperrep.app_state are tested directly at the end.
+built in the test session. The UI-free helpers the pages call are tested directly at the end.
 """
 
 from __future__ import annotations
@@ -9,6 +9,9 @@ from __future__ import annotations
 import io
 import json
 import math
+import threading
+import tomllib
+from concurrent import futures
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +22,14 @@ from safetensors.torch import load as load_safetensors
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
-from hyperrep import app_state
+from hyperrep import artifacts, baselines, experiment, export, progress, regions, sampling, settings, summaries
 from hyperrep.cnn import CNN_S
 from hyperrep.data import load_split
 from hyperrep.evaluate import evaluate_weights
 from hyperrep.files import ArtifactError, read_tensors, write_tensors
 from hyperrep.frontier import anchors_population
 from hyperrep.model import load_hyperrep
-from hyperrep.sampling import anchor_weights
+from hyperrep.baselines import anchor_weights
 from hyperrep.weights import index_dict
 from hyperrep.zoo import Zoo
 
@@ -75,12 +78,25 @@ def metric(at: AppTest, label: str) -> str:
     return values[0]
 
 
-def sample(at: AppTest, n: int, strategy: str | None = None) -> AppTest:
+def sample(at: AppTest, n: int, strategy: str | None = None, wait: bool = True) -> AppTest:
+    """Press Sample; with `wait`, also let the background comparisons finish and show them."""
     if strategy is not None:
         at.selectbox(key="sample_strategy").set_value(strategy).run()
     at.number_input(key="sample_n").set_value(n)
     at.button(key="sample_button").click().run()
     assert not at.exception, at.exception
+    if wait:
+        wait_for_comparisons(at)
+    return at
+
+
+def wait_for_comparisons(at: AppTest) -> AppTest:
+    """Wait for the background comparison job of the session (if any), then rerun the page to show it
+    (in the browser a fragment looks every second; AppTest does not run timed fragments)."""
+    if "comparison_job" in at.session_state:
+        futures.wait([at.session_state["comparison_job"]["future"]], timeout=120)
+        at.run()
+        assert not at.exception, at.exception
     return at
 
 
@@ -117,7 +133,30 @@ def test_pages_always_run_inside_the_frame(app_env, monkeypatch):
     assert at.title[0].value == "hyperrep explorer" and at.text_input(key="zoo_path")
     at.switch_page("pages/sample.py").run()
     assert at.title[0].value == "Sample & evaluate"
-    assert at.text_input(key="zoo_path") and at.text_input(key="model_path")
+    assert at.text_input(key="zoo_path") and at.text_input(key="model_path"), (
+        "a page ran without app.py around it: Streamlit's legacy pages/ router was not left "
+        "(pages/shared.py, leave_legacy_router)")
+
+
+def test_the_legacy_router_workaround_still_applies():
+    """pages/shared.leave_legacy_router turns Streamlit's legacy pages/ router off through the class
+    attribute PagesManager.uses_pages_directory; test_pages_always_run_inside_the_frame checks that it
+    works. This says clearly what broke when a Streamlit release drops the attribute, and that
+    pyproject.toml allows only the Streamlit version the suite passed on."""
+    import streamlit
+    from packaging.requirements import Requirement
+
+    assert "uses_pages_directory" in vars(PagesManager), (
+        f"Streamlit {streamlit.__version__} has no PagesManager.uses_pages_directory: the legacy pages/ router "
+        "workaround (pages/shared.py, leave_legacy_router) no longer applies; adapt it before allowing this release")
+    root = APP.parent
+    pinned = [line for line in (root / "requirements.txt").read_text().splitlines() if line.startswith("streamlit==")]
+    allowed = next(Requirement(d) for d in tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+                   if d.startswith("streamlit"))
+    assert pinned == [f"streamlit=={streamlit.__version__}"] and streamlit.__version__ in allowed.specifier, (
+        f"tests run on Streamlit {streamlit.__version__}; requirements.txt pins {pinned}, pyproject allows {allowed}")
+    assert not allowed.specifier.contains("1.68.0") and not allowed.specifier.contains("1.66.0"), (
+        f"pyproject allows untested Streamlit releases: {allowed}")
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -246,7 +285,7 @@ def test_too_few_anchors_is_a_clear_error(app_env):
 
 
 def test_a_too_large_request_is_capped_with_a_message(app_env, monkeypatch):
-    monkeypatch.setattr(app_state, "MAX_SAMPLES", 4)
+    monkeypatch.setattr(settings, "MAX_SAMPLES", 4)
     at = start("pages/sample.py")
     sample(at, 50, strategy="kde")
     assert "asked for 50 models; capped at 4" in texts(at.warning)
@@ -342,9 +381,66 @@ def test_a_paper_artifact_is_embedded_with_the_zoo(app_env, tmp_path):
     own = load_hyperrep(app_env["model"])
     with torch.no_grad():
         expected = tiny.encode(Zoo.load(app_env["zoo"]).weights.reshape(-1, 2464))
-    hyperrep = app_state.paper_hyperrep(paper, Zoo.load(app_env["zoo"]))
+    hyperrep = artifacts.paper_hyperrep(paper, Zoo.load(app_env["zoo"]))
     torch.testing.assert_close(hyperrep.latents, expected, atol=1e-5, rtol=1e-5)
     assert hyperrep.latent_table[["model_id", "epoch"]].equals(own.latent_table[["model_id", "epoch"]])
+
+
+def held_comparisons(monkeypatch) -> threading.Event:
+    """Make the background comparisons wait for the returned event (as slow ones would)."""
+    release, original = threading.Event(), experiment.compare
+
+    def slow_compare(*args, **kwargs):
+        assert release.wait(timeout=120), "the test never released the comparisons"
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "compare", slow_compare)
+    return release
+
+
+def test_samples_are_kept_when_leaving_the_page_during_the_comparisons(app_env, monkeypatch):
+    release = held_comparisons(monkeypatch)
+    at = start("pages/sample.py")
+    sample(at, 4, strategy="kde", wait=False)
+    run = at.session_state["population"]  # stored as soon as it is evaluated
+    assert run.full is not None and run.comparisons is None
+    assert "results_plot" in chart_keys(at) and "novelty_plot" not in chart_keys(at)
+    at.run()  # a rerun mid-comparison keeps the samples and the running job
+    assert at.session_state["population"] is run and not at.session_state["comparison_job"]["future"].done()
+    at.switch_page("pages/finetune.py").run()
+    assert not at.exception and "Sample a population first" not in texts(at.info)
+    assert at.button(key="finetune_button") and "The kde samples" in texts(at.caption)
+    at.switch_page("pages/export.py").run()
+    assert len(at.dataframe[0].value) == 4 and "still running" in texts(at.caption)
+    release.set()
+    at.switch_page("pages/sample.py").run()
+    wait_for_comparisons(at)
+    assert at.session_state["population"] is run and run.comparisons is not None
+    assert {"results_plot", "samples_map", "novelty_plot"} <= set(chart_keys(at))
+
+
+def test_comparisons_lost_by_the_session_are_started_again(app_env):
+    at = start("pages/sample.py")
+    sample(at, 3, strategy="kde", wait=False)
+    futures.wait([at.session_state["comparison_job"]["future"]], timeout=120)
+    del at.session_state["comparison_job"]  # e.g. a job that never ran: the page starts it again
+    at.run()
+    wait_for_comparisons(at)
+    assert at.session_state["population"].comparisons is not None and "novelty_plot" in chart_keys(at)
+
+
+def test_failed_comparisons_keep_the_samples(app_env, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no memory left")
+
+    monkeypatch.setattr(experiment, "compare", broken)
+    at = start("pages/sample.py")
+    sample(at, 3, strategy="kde")
+    assert "The comparisons failed (RuntimeError: no memory left); the samples are kept." in texts(at.error)
+    assert metric(at, "models") == "3 / 3 finite" and at.session_state["population"].comparisons is None
+    at.run()  # a failed job is reported once, not started over and over
+    assert isinstance(at.session_state["comparison_job"]["future"].exception(), RuntimeError)
+    assert texts(at.error).count("The comparisons failed") == 1
 
 
 def test_fine_tune_and_export_after_sampling(app_env):
@@ -366,7 +462,7 @@ def test_fine_tune_and_export_after_sampling(app_env):
     at.switch_page("pages/export.py").run()
     assert not at.exception
     run = at.session_state["population"]
-    assert len(at.get("download_button")) == 2
+    assert [b.key for b in at.get("download_button")] == ["download_population", "download_weights", "download_csv"]
     assert len(at.dataframe[0].value) == 4 and "test_acc" in at.dataframe[0].value.columns
     assert run.strategy == "kde"
 
@@ -375,75 +471,75 @@ def test_fine_tune_and_export_after_sampling(app_env):
 
 
 def test_artifact_kind_recognises_each_directory(tiny_zoo_path, tiny_hyperrep_path, tmp_path):
-    assert app_state.artifact_kind(tiny_zoo_path) == app_state.ZOO
-    assert app_state.artifact_kind(tiny_hyperrep_path) == app_state.HYPERREP
+    assert artifacts.artifact_kind(tiny_zoo_path) == artifacts.ZOO
+    assert artifacts.artifact_kind(tiny_hyperrep_path) == artifacts.HYPERREP
     paper = tmp_path / "paper"
     paper.mkdir()
     (paper / "config_ae.json").write_text("{}")
-    assert app_state.artifact_kind(paper) == app_state.PAPER
+    assert artifacts.artifact_kind(paper) == artifacts.PAPER
     write_modelzoo(tmp_path / "mz", Zoo.load(tiny_zoo_path), 1)
-    assert app_state.artifact_kind(tmp_path / "mz") == app_state.MODELZOO
+    assert artifacts.artifact_kind(tmp_path / "mz") == artifacts.MODELZOO
     with pytest.raises(ArtifactError, match="directory not found"):
-        app_state.artifact_kind(tmp_path / "missing")
+        artifacts.artifact_kind(tmp_path / "missing")
     (tmp_path / "file").write_text("x")
     with pytest.raises(ArtifactError, match="not a directory"):
-        app_state.artifact_kind(tmp_path / "file")
+        artifacts.artifact_kind(tmp_path / "file")
     (tmp_path / "building" / "partial").mkdir(parents=True)
     with pytest.raises(ArtifactError, match="has not finished"):
-        app_state.artifact_kind(tmp_path / "building")
+        artifacts.artifact_kind(tmp_path / "building")
     (tmp_path / "training" / "checkpoint").mkdir(parents=True)
     (tmp_path / "training" / "config.json").write_text("{}")
     with pytest.raises(ArtifactError, match="still in training"):
-        app_state.artifact_kind(tmp_path / "training")
+        artifacts.artifact_kind(tmp_path / "training")
     with pytest.raises(ArtifactError, match="not a zoo"):
-        app_state.artifact_kind(tmp_path / "paper" / "..")
+        artifacts.artifact_kind(tmp_path / "paper" / "..")
 
 
 def test_capped_request():
-    assert app_state.capped_request(10, cap=20) == (10, None)
-    n, message = app_state.capped_request(5000, cap=20)
+    assert settings.capped_request(10, cap=20) == (10, None)
+    n, message = settings.capped_request(5000, cap=20)
     assert n == 20 and "capped at 20" in message
-    assert app_state.capped_request(0, cap=20)[0] == 1
+    assert settings.capped_request(0, cap=20)[0] == 1
 
 
 def test_rows_from_selection_reads_custom_data_and_ignores_other_traces():
     selection = {"points": [{"customdata": [4]}, {"customdata": [2]}, {"customdata": [4]}, {"x": 1.0},
                             {"customdata": []}, {"customdata": 7.0}], "box": [], "lasso": []}
-    assert app_state.rows_from_selection(selection) == [2, 4, 7]
-    assert app_state.rows_from_selection(None) == []
-    rows, label = app_state.region_from_selection(selection, n_rows=10)
+    assert regions.rows_from_selection(selection) == [2, 4, 7]
+    assert regions.rows_from_selection(None) == []
+    rows, label = regions.region_from_selection(selection, n_rows=10)
     assert rows.tolist() == [2, 4, 7] and "3 points" in label
     with pytest.raises(ValueError):
-        app_state.region_from_selection({"points": []}, n_rows=10)
+        regions.region_from_selection({"points": []}, n_rows=10)
     with pytest.raises(ValueError, match="out of range"):
-        app_state.region_from_selection(selection, n_rows=5)
+        regions.region_from_selection(selection, n_rows=5)
 
 
 def test_region_from_filters_counts():
     table = pd.DataFrame({"split": ["train"] * 6 + ["val"] * 2, "epoch": [0, 1] * 4,
                           "model_id": [1, 1, 2, 2, 3, 3, 4, 4], "test_acc": [0.1, 0.5, 0.2, 0.6, 0.3, 0.9, 0.4, 0.8]})
-    rows, label = app_state.region_from_filters(table, split="train", epochs=[1], accuracy=(0.0, 1.0), top_percent=100)
+    rows, label = regions.region_from_filters(table, split="train", epochs=[1], accuracy=(0.0, 1.0), top_percent=100)
     assert rows.tolist() == [1, 3, 5] and "split train" in label and "epochs 1" in label
-    rows, _ = app_state.region_from_filters(table, split=None, epochs=None, accuracy=(0.0, 1.0), top_percent=25)
+    rows, _ = regions.region_from_filters(table, split=None, epochs=None, accuracy=(0.0, 1.0), top_percent=25)
     assert rows.tolist() == [5, 7]
     with pytest.raises(ValueError, match="no anchors"):
-        app_state.region_from_filters(table, split="val", epochs=[0], accuracy=(0.5, 1.0), top_percent=100)
+        regions.region_from_filters(table, split="val", epochs=[0], accuracy=(0.5, 1.0), top_percent=100)
 
 
 def test_sampler_parameters_follow_the_registry():
-    kde = {p.name: p for p in app_state.sampler_parameters("kde")}
+    kde = {p.name: p for p in sampling.sampler_parameters("kde")}
     assert set(kde) == {"bandwidth"} and kde["bandwidth"].kind == "optional_float"  # mode is fixed by the registry
-    gmm = {p.name: p for p in app_state.sampler_parameters("gmm")}
+    gmm = {p.name: p for p in sampling.sampler_parameters("gmm")}
     assert gmm["n_components"].kind == "int" and gmm["n_components"].default == 4
-    assert app_state.sampler_parameters("gaussian")[0].kind == "bool"
+    assert sampling.sampler_parameters("gaussian")[0].kind == "bool"
 
 
 def test_matched_noise_sigma_and_accuracy_tables():
-    assert app_state.matched_noise_sigma(np.array([2.0, 4.0, np.nan, 6.0]), 16) == pytest.approx(1.0)
-    assert app_state.matched_noise_sigma(np.array([np.nan]), 16) == 0.01
-    summary = app_state.describe_accuracy({"a": np.array([0.5, np.nan, 0.7]), "b": np.array([0.2])})
+    assert baselines.matched_noise_sigma(np.array([2.0, 4.0, np.nan, 6.0]), 16) == pytest.approx(1.0)
+    assert baselines.matched_noise_sigma(np.array([np.nan]), 16) == 0.01
+    summary = summaries.describe_accuracy({"a": np.array([0.5, np.nan, 0.7]), "b": np.array([0.2])})
     assert summary.loc[0, "not finite"] == 1 and summary.loc[0, "mean"] == pytest.approx(0.6)
-    long = app_state.accuracy_groups({"a": np.array([0.5, np.nan, 0.7]), "b": np.array([0.2])})
+    long = summaries.accuracy_groups({"a": np.array([0.5, np.nan, 0.7]), "b": np.array([0.2])})
     assert long["group"].tolist() == ["a", "a", "b"]
 
 
@@ -452,7 +548,7 @@ def test_learning_curves_band_is_the_95_percent_interval_of_the_mean():
         epochs = [0, 1]
         accuracy = np.array([[0.1, 0.5], [0.3, 0.7], [np.nan, np.nan]])
 
-    curves = app_state.learning_curves({"samples": Result()})
+    curves = summaries.learning_curves({"samples": Result()})
     half = 1.96 * np.std([0.1, 0.3], ddof=1) / math.sqrt(2)
     assert curves["mean"].tolist() == pytest.approx([0.2, 0.6])
     assert curves["high"].iloc[0] - curves["mean"].iloc[0] == pytest.approx(half)
@@ -461,18 +557,18 @@ def test_learning_curves_band_is_the_95_percent_interval_of_the_mean():
 
 def test_population_export_round_trip():
     weights, latents = torch.randn(3, 2464), torch.randn(3, 8)
-    data = app_state.population_safetensors(weights, latents, {"strategy": "kde", "params": {"bandwidth": None}})
+    data = export.population_safetensors(weights, latents, {"strategy": "kde", "params": {"bandwidth": None}})
     loaded = load_safetensors(data)
     assert torch.equal(loaded["weights"], weights) and torch.equal(loaded["latents"], latents)
     table = pd.DataFrame({"sample": [0, 1, 2], "test_acc": [0.5, np.nan, 0.7]})
-    assert pd.read_csv(io.BytesIO(app_state.population_csv(table)))["test_acc"].isna().tolist() == [False, True, False]
+    assert pd.read_csv(io.BytesIO(export.population_csv(table)))["test_acc"].isna().tolist() == [False, True, False]
 
 
 def test_headline_metrics_puts_reconstruction_quality_first():
     metrics = {"history": [{"loss": 1.0}], "train_seconds": 12.0,
                "quality": {"test": {"rsq": 0.8123, "acc_ratio_above_threshold": 0.95, "prediction_agreement": 0.9137,
                                     "mean_model": {"prediction_agreement": 0.7443}}, "val": {"rsq": 0.7}}}
-    shown = app_state.headline_metrics(metrics)
+    shown = summaries.headline_metrics(metrics)
     assert shown[0] == ("reconstruction R²", "0.812")
     assert shown[1] == ("accuracy kept", "95.0%")
     assert shown[2:4] == [("same predictions", "91.4%"), ("same predictions, zoo mean model", "74.4%")]
@@ -481,25 +577,25 @@ def test_headline_metrics_puts_reconstruction_quality_first():
 
 def test_throttled_progress_reports_every_step_and_the_end():
     shown = []
-    progress = app_state.ThrottledProgress(lambda fraction, text: shown.append((fraction, text)), "models", step=0.25)
+    callback = progress.ThrottledProgress(lambda fraction, text: shown.append((fraction, text)), "models", step=0.25)
     for done in range(0, 101):
-        progress(done, 100)
+        callback(done, 100)
     assert [f for f, _ in shown] == [0.0, 0.25, 0.5, 0.75, 1.0] and shown[-1][1] == "100/100 models"
 
 
 def test_cpu_threads_default_to_one_per_core(monkeypatch):
     monkeypatch.delenv("HYPERREP_THREADS", raising=False)
-    monkeypatch.setattr(app_state.os, "cpu_count", lambda: 6)
-    assert app_state.cpu_threads() == 6
+    monkeypatch.setattr(settings.os, "cpu_count", lambda: 6)
+    assert settings.cpu_threads() == 6
     monkeypatch.setenv("HYPERREP_THREADS", "4")
-    assert app_state.cpu_threads() == 4
+    assert settings.cpu_threads() == 4
     monkeypatch.setenv("HYPERREP_THREADS", "many")
     with pytest.raises(ValueError, match="HYPERREP_THREADS"):
-        app_state.cpu_threads()
+        settings.cpu_threads()
 
 
 def test_dataset_source_warns_for_other_datasets(monkeypatch):
     monkeypatch.delenv("HYPERREP_DATA", raising=False)
-    source = app_state.dataset_source({"dataset": {"name": "mnist", "normalisation": [0.1307, 0.3081]}})
+    source = artifacts.dataset_source({"dataset": {"name": "mnist", "normalisation": [0.1307, 0.3081]}})
     assert source.normalisation == (0.1307, 0.3081) and "mnist" in source.warning
-    assert app_state.dataset_source({"dataset": {"name": "fashion-mnist"}}).warning is None
+    assert artifacts.dataset_source({"dataset": {"name": "fashion-mnist"}}).warning is None

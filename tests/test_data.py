@@ -109,7 +109,7 @@ def test_image_statistics_are_exact():
 
 
 def test_a_made_up_dataset_is_trained_recorded_and_evaluated_with_the_same_statistics(idx_dir, tmp_path, monkeypatch):
-    from hyperrep import app_state
+    from hyperrep import artifacts
     from hyperrep.evaluate import evaluate_weights
     from hyperrep.report import load_fine_tune_images, load_test_images
     from hyperrep.train import load_eval_images
@@ -133,7 +133,7 @@ def test_a_made_up_dataset_is_trained_recorded_and_evaluated_with_the_same_stati
     assert torch.equal(test.images, build.test.images)
     assert torch.equal(load_eval_images(zoo, 400, folder, torch.device("cpu")).images, build.test.images)
     monkeypatch.setenv("HYPERREP_DATA", str(folder))
-    assert app_state.dataset_source(zoo.manifest).normalisation == tuple(recorded)
+    assert artifacts.dataset_source(zoo.manifest).normalisation == tuple(recorded)
     # ... so re-evaluating a zoo model reproduces the accuracy stored at build time
     last = zoo.properties[zoo.properties["epoch"] == 1].sort_values("model_id")
     again = evaluate_weights(zoo.architecture, zoo.activation, zoo.weights[:, -1], test)

@@ -22,7 +22,7 @@ from hyperrep.evaluate import (
 )
 from hyperrep.model import HyperRepresentation, ModelConfig
 from hyperrep.population import evaluate_population
-from hyperrep.sampling import scratch_baseline
+from hyperrep.baselines import scratch_baseline
 
 
 @pytest.fixture(scope="module")

@@ -134,10 +134,10 @@ def test_corrupt_files_are_named(tmp_path):
 
 
 def test_app_dataset_source_names_the_colour_dataset_and_the_input_shape(monkeypatch):
-    from hyperrep import app_state
+    from hyperrep import artifacts
 
     monkeypatch.delenv("HYPERREP_DATA", raising=False)
-    source = app_state.dataset_source({"architecture": "cnn_l", "dataset": {"name": "cifar10", "normalisation": [0.5, 0.5]}})
+    source = artifacts.dataset_source({"architecture": "cnn_l", "dataset": {"name": "cifar10", "normalisation": [0.5, 0.5]}})
     assert source.rule.shape == (3, 32) and source.dataset == "cifar10"
     assert "cifar-10-binary.tar.gz" in source.warning and "Fashion-MNIST" not in source.warning
-    assert app_state.dataset_source({"architecture": "cnn_s", "dataset": {"name": "fashion-mnist"}}).rule.shape == (1, 28)
+    assert artifacts.dataset_source({"architecture": "cnn_s", "dataset": {"name": "fashion-mnist"}}).rule.shape == (1, 28)

@@ -1,4 +1,5 @@
-"""The paper-style report and population export, on a tiny real zoo and tiny hyper-representations."""
+"""The paper-style report, the experiment pipeline of `hyperrep sample` and the population format,
+on a tiny real zoo and tiny hyper-representations."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import pandas as pd
 import pytest
 import torch
 
+from hyperrep import experiment
 from hyperrep.cli import main
+from hyperrep.experiment import choose_anchors
+from hyperrep.export import population_zip, read_population, write_population, write_population_zoo
+from hyperrep.files import ArtifactError
 from hyperrep.model import load_hyperrep
 from hyperrep.report import (
     MethodResult,
     ReportConfig,
     bootstrap_ci,
-    choose_anchors,
-    export_population,
     load_test_images,
     holm,
     mann_whitney_floor,
@@ -23,7 +26,6 @@ from hyperrep.report import (
     run_report,
     summarise,
 )
-from hyperrep.sampling import make_sampler, sample_population
 from hyperrep.zoo import Zoo
 
 TINY_REPORT = dict(models_per_method=6, fine_tune_models=4, test_images=200, fine_tune_images=200, fine_tune_epochs=[0, 1],
@@ -131,39 +133,68 @@ def test_report_is_the_same_in_one_process_and_in_workers(tiny_hyperreps, idx_di
 
 def test_choose_anchors(tiny_hyperreps):
     table = load_hyperrep(tiny_hyperreps[0]).latent_table
-    top = choose_anchors(table, "top30")
-    assert table.iloc[top]["split"].eq("train").all()
-    assert len(choose_anchors(table, "all")) == (table["split"] == "train").sum()
+    top, label = choose_anchors(table, "top30")
+    assert table.iloc[top]["split"].eq("train").all() and label == "anchors: top 30 % of the train split"
+    assert np.array_equal(top, experiment.top_train_anchors(table))  # the one top-30 % rule
+    assert len(choose_anchors(table, "all")[0]) == (table["split"] == "train").sum()
     ids = table["model_id"].unique()[:2].tolist()
-    rows = choose_anchors(table, ids)
-    assert len(rows) == 2 and table.iloc[rows]["epoch"].eq(table["epoch"].max()).all()
-    assert len(choose_anchors(table, ids, epochs=[0, 1])) == 4
+    rows, label = choose_anchors(table, ids)
+    assert len(rows) == 2 and table.iloc[rows]["epoch"].eq(table["epoch"].max()).all() and "last epoch" in label
+    assert len(choose_anchors(table, ids, epochs=[0, 1])[0]) == 4
     with pytest.raises(ValueError, match="topNN"):
         choose_anchors(table, "best")
     with pytest.raises(ValueError, match="no anchors selected"):
         choose_anchors(table, [10_000])
 
 
-def test_export_population_as_safetensors_and_as_zoo(tiny_hyperreps, idx_dir, tmp_path):
-    hyperrep = load_hyperrep(tiny_hyperreps[0])
+def sampled_run(hyperrep_dir, idx_dir, n: int = 5, compare: bool = False):
+    hyperrep = load_hyperrep(hyperrep_dir)
     zoo = Zoo.load(hyperrep.zoo_path)
-    population = sample_population(hyperrep.model, make_sampler("kde"), hyperrep.latents[:10], 5, seed=1)
-    test = load_test_images(zoo, 100, idx_dir)
-    export_population(population, tmp_path / "flat", zoo=zoo, test=test)
-    from hyperrep.files import read_tensor_metadata, read_tensors
+    rows, label = choose_anchors(hyperrep.latent_table, "top30")
+    test = load_test_images(zoo, 1200, idx_dir)
+    run = experiment.run_sampling(hyperrep, zoo, "kde", {}, rows, label, n, 1, test, comparisons=compare)
+    return hyperrep, zoo, test, run
 
-    tensors = read_tensors(tmp_path / "flat" / "weights.safetensors")
-    assert torch.equal(tensors["weights"], population.weights) and tensors["latents"].shape == (5, 8)
-    assert read_tensor_metadata(tmp_path / "flat" / "weights.safetensors")["architecture"] == "cnn_s"
-    samples = pd.read_csv(tmp_path / "flat" / "samples.csv")
-    assert len(samples) == 5 and samples["test_acc"].between(0, 1).all()
-    export_population(population, tmp_path / "as-zoo", fmt="zoo", zoo=zoo, test=test)
+
+def test_population_format_round_trip_folder_and_zip(tiny_hyperreps, idx_dir, tmp_path):
+    hyperrep, zoo, test, run = sampled_run(tiny_hyperreps[0], idx_dir)
+    table, metadata = run.members_table(), run.metadata(zoo, hyperrep)
+    write_population(tmp_path / "flat", run.population.weights, run.population.latents, table, metadata)
+    (tmp_path / "flat.zip").write_bytes(population_zip(run.population.weights, run.population.latents, table, metadata))
+    for source in (tmp_path / "flat", tmp_path / "flat.zip"):
+        saved = read_population(source)
+        assert torch.equal(saved.weights, run.population.weights) and torch.equal(saved.latents, run.population.latents)
+        assert saved.metadata == metadata and saved.metadata["architecture"] == "cnn_s"
+        assert saved.metadata["dataset"] == zoo.manifest["dataset"] and saved.metadata["anchors"].endswith("train split")
+        np.testing.assert_allclose(saved.table["test_acc"], table["test_acc"], atol=1e-9)
+        assert list(saved.table.columns) == list(table.columns) and len(saved.table) == 5
+    assert table["test_acc"].between(0, 1).all() and np.allclose(table["test_acc"], run.full.accuracy)
+    write_population_zoo(run.population, table, tmp_path / "as-zoo", zoo)
     exported = Zoo.load(tmp_path / "as-zoo")
     assert exported.weights.shape == (5, 1, zoo.architecture.n_params) and exported.epochs == [0]
-    assert torch.equal(exported.weights[:, 0], population.weights)
-    np.testing.assert_allclose(exported.properties["test_acc"], samples["test_acc"], atol=1e-6)
-    with pytest.raises(ValueError, match="needs the source zoo"):
-        export_population(population, tmp_path / "bad", fmt="zoo")
+    assert torch.equal(exported.weights[:, 0], run.population.weights)
+    np.testing.assert_allclose(exported.properties["test_acc"], table["test_acc"], atol=1e-6)
+    with pytest.raises(ValueError, match="needs the test accuracy"):
+        write_population_zoo(run.population, run.population.members, tmp_path / "bad", zoo)
+
+
+def test_population_loader_refuses_other_files(tiny_hyperreps, idx_dir, tmp_path):
+    hyperrep, zoo, test, run = sampled_run(tiny_hyperreps[0], idx_dir, n=3)
+    table, metadata = run.members_table(), run.metadata(zoo, hyperrep)
+    write_population(tmp_path / "p", run.population.weights, None, table, metadata)
+    assert read_population(tmp_path / "p").latents is None
+    with pytest.raises(ArtifactError, match="not a population folder"):
+        read_population(tmp_path / "missing")
+    (tmp_path / "p" / "samples.csv").write_text("member\n0\n")
+    with pytest.raises(ArtifactError, match="1 rows for 3 models"):
+        read_population(tmp_path / "p")
+    (tmp_path / "z").mkdir()
+    zoo.save(tmp_path / "z" / "zoo")
+    from hyperrep.files import write_tensors
+
+    write_tensors(tmp_path / "z" / "weights.safetensors", {"weights": torch.zeros(2, 3)}, {"label": "x"})
+    with pytest.raises(ArtifactError, match="not a hyperrep population"):
+        read_population(tmp_path / "z")
 
 
 def test_cli_sample_and_report(tiny_hyperreps, idx_dir, tmp_path, capsys):
@@ -171,7 +202,15 @@ def test_cli_sample_and_report(tiny_hyperreps, idx_dir, tmp_path, capsys):
     assert main(["sample", str(with_lwln), str(tmp_path / "s"), "--method", "gaussian", "-n", "6", "--seed", "2",
                  "--test-images", "100", "--data-dir", str(idx_dir)]) == 0
     assert "6 models from gaussian" in capsys.readouterr().out
-    assert len(pd.read_csv(tmp_path / "s" / "samples.csv")) == 6
+    saved = read_population(tmp_path / "s")
+    assert len(saved.table) == 6 and saved.metadata["strategy"] == "gaussian" and saved.metadata["compared"] is False
+    assert main(["sample", str(with_lwln), str(tmp_path / "c"), "--method", "kde", "-n", "4", "--compare",
+                 "--test-images", "1200", "--data-dir", str(idx_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "B_T (random init): mean accuracy" in out and "median distance to the nearest zoo model" in out
+    compared = read_population(tmp_path / "c")
+    assert compared.metadata["compared"] is True
+    assert {"distance", "misclassification_iou", "map_x", "test_acc_first_1000"} <= set(compared.table.columns)
     ids = load_hyperrep(with_lwln).latent_table["model_id"].unique()[:2]
     assert main(["sample", str(with_lwln), str(tmp_path / "i"), "--method", "interpolate", "-n", "3", "--anchors",
                  *map(str, ids), "--format", "zoo", "--test-images", "100", "--data-dir", str(idx_dir)]) == 0

@@ -9,24 +9,19 @@ import torch
 
 from hyperrep.cnn import init_vector
 from hyperrep.model import HyperRepresentation, ModelConfig
+from hyperrep.baselines import anchor_weights, noise_baseline, reconstruction_baseline, scratch_baseline, zoo_baseline
+from hyperrep.model import decode_latents, encode_weights
 from hyperrep.sampling import (
     SAMPLERS,
     PerDimensionKDESampler,
     UmapBoxSampler,
-    anchor_weights,
-    decode_latents,
     describe_samplers,
-    encode_weights,
     make_sampler,
-    noise_baseline,
-    reconstruction_baseline,
-    scratch_baseline,
     select_box,
     select_lasso,
     select_points,
     select_rows,
     top_fraction,
-    zoo_baseline,
 )
 from hyperrep.zoo_build import BuildConfig
 

@@ -9,7 +9,8 @@ import pytest
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
-from hyperrep.app_state import HYPERREP, ZOO, dataset_source, first_images
+from hyperrep.artifacts import HYPERREP, ZOO, dataset_source
+from hyperrep.experiment import QUICK_IMAGES
 from hyperrep.model import ModelConfig
 from hyperrep.shipped import BUILDING, load_zoo, shipped_artifacts, shipped_pairs
 from hyperrep.train import TrainConfig, train_hyperrep
@@ -117,7 +118,7 @@ def test_the_two_zoo_page_shows_both_zoos_references_and_the_map(app_env, shelf,
     mean_values = [v for label, v in zip(labels, values) if label == "mean model's accuracy"]
     for name, shown in zip(("shared", "seed"), mean_values):
         zoo = Zoo.load(shelf / name)
-        images = first_images(dataset_source(zoo.manifest).rule.load("test", idx_dir))
+        images = dataset_source(zoo.manifest).rule.load("test", idx_dir).first(QUICK_IMAGES)
         expected = zoo_references(zoo, [zoo.epochs[-1]], images, components=(32,))
         assert shown == f"{expected['mean_model']['acc_reconstructed']:.1%}"
     assert len(mean_values) == 2 and "seed zoo: each model from its own uniform initialisation" in \

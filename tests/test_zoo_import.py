@@ -224,7 +224,7 @@ def test_a_missing_result_line_keeps_nan_metrics_and_combines_with_a_paper_hyper
     "lacks rows"; the state is kept with NaN metrics, reported, and never chosen as an anchor."""
     from test_paper_compat import paper_config, random_state_dict, write_paper_dir
 
-    from hyperrep import app_state
+    from hyperrep import artifacts
     from hyperrep.model import latent_table
     from hyperrep.sampling import top_fraction
 
@@ -236,7 +236,7 @@ def test_a_missing_result_line_keeps_nan_metrics_and_combines_with_a_paper_hyper
     assert report.without_results["NN_tune_trainable_a_0_seed=7"] == [2]
     assert any("no result.json line" in line and "NN_tune_trainable_a_0_seed=7 epochs [2]" in line for line in report.lines())
     paper = write_paper_dir(tmp_path / "paper", paper_config(), random_state_dict(48, "linear", torch.Generator().manual_seed(0)))
-    embedded = app_state.paper_hyperrep(paper, zoo)
+    embedded = artifacts.paper_hyperrep(paper, zoo)
     table = embedded.latent_table
     assert len(table) == 4 * len(EPOCHS)
     assert math.isnan(table.set_index(["model_id", "epoch"]).loc[(7, 2), "test_acc"])
