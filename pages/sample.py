@@ -246,13 +246,14 @@ def run_request() -> SampleRun | None:
 
 def comparisons(run: SampleRun) -> None:
     """Show the comparisons when they are done; else make sure they are computing in the background
-    (started after sampling, or again after a failure-free interruption) and look again each second."""
+    (started after sampling, or started again if the session lost the job) and look again each second."""
     if run.comparisons is not None:
         show_comparisons(run, comparison_area)
         return
+    messages = len(run.messages)
     state = shared.comparison_state(run, zoo, model, table, found.test_data.first(run.quick_images))
-    if state == "done":
-        st.rerun()
+    if state == "done" or len(run.messages) != messages:
+        st.rerun()  # just finished or failed: their messages belong above the results
     if state == "running":
         with status_area:
             waiting_for_comparisons(run)

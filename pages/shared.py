@@ -274,6 +274,7 @@ def need_population(found: Artifacts, message: str):
         st.info(message)
         st.page_link("pages/sample.py", label="Sample & evaluate", icon=":material/casino:")
         st.stop()
+    collect_comparisons(run)
     return run
 
 
@@ -309,8 +310,17 @@ def _valid_choice(value, options: list) -> bool:
 @st.cache_resource(show_spinner=False)
 def background_jobs() -> ThreadPoolExecutor:
     """One process-wide pool for work that must not hold a page (the comparisons after sampling):
-    the page stays free for navigation and picks the result up when it is done."""
-    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="hyperrep-background")
+    the page stays free for navigation and picks the result up when it is done. Its threads get
+    the torch settings of device(): both are per thread, and without flushing denormals the
+    evaluation of saturated models runs several times slower."""
+    device()
+    threads = torch.get_num_threads()
+
+    def same_torch_settings() -> None:
+        torch.set_num_threads(threads)
+        torch.set_flush_denormal(True)
+
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="hyperrep-background", initializer=same_torch_settings)
 
 
 def start_comparisons(run: SampleRun, zoo: Zoo, hyperrep, table, data: ImageSet) -> None:
@@ -328,10 +338,19 @@ def comparison_state(run: SampleRun, zoo: Zoo, hyperrep, table, data: ImageSet) 
     """"running", "done" (the comparisons are now attached to `run`) or "failed" (a message in
     run.messages). A run whose comparisons were never started or were lost gets them started."""
     job = st.session_state.get(COMPARISON)
-    if job is None or job["run"] is not run:
+    if run.comparisons is None and (job is None or job["run"] is not run):
         start_comparisons(run, zoo, hyperrep, table, data)
         return "running"
-    if not job["future"].done():
+    return collect_comparisons(run)
+
+
+def collect_comparisons(run: SampleRun) -> str:
+    """Attach the finished background comparisons to `run` (any page may pick them up); the state
+    as in comparison_state ("running" also when none is known for this run)."""
+    job = st.session_state.get(COMPARISON)
+    if run.comparisons is not None:
+        return "done"
+    if job is None or job["run"] is not run or not job["future"].done():
         return "running"
     if job["failed"]:
         return "failed"

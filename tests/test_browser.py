@@ -111,3 +111,30 @@ def test_browser_overview_map_sampling_and_lasso(artifacts, tmp_path):
             assert picked > 0
             no_exceptions(page)
         browser.close()
+
+
+def test_browser_samples_survive_going_to_fine_tune_at_once(artifacts, tmp_path):
+    """Sample, leave for Fine-tune while the comparisons still run: the population is there, and
+    the comparisons finish in the background and show up back on the Sample page."""
+    bench = load_bench()
+    env = artifacts | {"HYPERREP_IMPORT_CACHE": str(tmp_path / "imports")}
+    with playwright_api.sync_playwright() as playwright:
+        browser = bench.launch_chromium(playwright)
+        with bench.AppServer(env=env, log=tmp_path / "streamlit.log") as server:
+            server.wait_healthy()
+            page = bench.open_page(browser, server.url)
+            bench.wait_for_overview(page)
+            navigate(page, "Sample & evaluate")
+            bench.request_samples(page, 100)
+            page.get_by_text("Comparing with baselines, novelty and ensembles").wait_for()
+            assert page.locator(".st-key-novelty_plot").count() == 0, "the comparisons finished too fast to test leaving"
+            navigate(page, "Fine-tune")
+            page.get_by_role("heading", name="Fine-tune").wait_for()
+            page.locator(".st-key-finetune_button button").wait_for()
+            assert page.get_by_text("Sample a population first").count() == 0
+            no_exceptions(page)
+            navigate(page, "Sample & evaluate")
+            page.locator(".st-key-novelty_plot .js-plotly-plot").wait_for(timeout=180_000)
+            playwright_api.expect(page.locator('[data-testid="stMetricValue"]').filter(has_text="/ 100 finite")).to_have_count(1)
+            no_exceptions(page)
+        browser.close()
