@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from hyperrep.cnn import get_activation
+from hyperrep.evaluate import evaluate_weights
 from hyperrep.files import ArtifactError, read_json
 from hyperrep.paper_files import (
     architecture_of_vectors, finite_or_nan, read_model_dataset, read_property_dataset, seed_from_path,
@@ -287,8 +288,6 @@ def paper_comparison_rows(hyperrep_dir: Path | str, arch, activation: str, data)
     """Extra comparison rows of a paper hyper-representation folder: each pre-sampled population's
     accuracy on `data`, and the paper's B_T (zoo_testsplit.pt beside it) at its first and last epoch
     as the paper recorded it (on the whole test split). Empty for any other folder."""
-    from hyperrep.evaluate import evaluate_weights
-
     rows: dict[str, np.ndarray] = {}
     for method, weights in paper_sample_populations(hyperrep_dir, arch).items():
         rows[sample_label(method)] = evaluate_weights(arch, activation, weights, data).accuracy

@@ -19,11 +19,13 @@ from typing import Callable
 import pandas as pd
 
 from hyperrep import image_formats
+from hyperrep.baselines import zoo_baseline
 from hyperrep.data import DatasetRule, ImageSet, build_dataset_rule
+from hyperrep.device import pick_device
 from hyperrep.evaluate import zoo_training_settings
 from hyperrep.files import write_json
+from hyperrep.model import load_hyperrep
 from hyperrep.report import BASELINE, RETRAINED_B_T, ReportConfig, build_populations, evaluate_all, summarise, write_report
-from hyperrep.sampling import zoo_baseline
 from hyperrep.zoo import Zoo
 
 DEFAULT_SAMPLERS = ["kde", "gaussian"]
@@ -55,9 +57,6 @@ def run_transfer(
 ) -> pd.DataFrame:
     """Samples of `hyperrep_dir` vs B_T and B_F, all fine-tuned on the dataset in `data_dir`; writes
     transfer.md (+ the report's csv/png files) to `out` and returns the summary table."""
-    from hyperrep.device import pick_device
-    from hyperrep.model import load_hyperrep
-
     config = config or ReportConfig(samplers=list(DEFAULT_SAMPLERS), ablation_samplers=[], noise_sigmas=[],
                                     fine_tune_models=None)
     config.validate()
