@@ -310,17 +310,12 @@ def _valid_choice(value, options: list) -> bool:
 @st.cache_resource(show_spinner=False)
 def background_jobs() -> ThreadPoolExecutor:
     """One process-wide pool for work that must not hold a page (the comparisons after sampling):
-    the page stays free for navigation and picks the result up when it is done. Its threads get
-    the torch settings of device(): both are per thread, and without flushing denormals the
-    evaluation of saturated models runs several times slower."""
-    device()
-    threads = torch.get_num_threads()
-
-    def same_torch_settings() -> None:
-        torch.set_num_threads(threads)
-        torch.set_flush_denormal(True)
-
-    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="hyperrep-background", initializer=same_torch_settings)
+    the page stays free for navigation and picks the result up when it is done. Torch keeps the
+    denormal flushing of device() per thread, so its threads set it too (fine-tuning saturated B_T
+    models ran 3.8x slower without; docs/benchmarks.md); hyperrep.cores gives each turn its threads."""
+    denormals = device().type == "cpu"
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="hyperrep-background",
+                              initializer=lambda: torch.set_flush_denormal(denormals))
 
 
 def start_comparisons(run: SampleRun, zoo: Zoo, hyperrep, table, data: ImageSet) -> None:
