@@ -95,7 +95,7 @@ def show_zoo(item, found: shared.Artifacts, hyperreps: list, side: str) -> None:
                         color_continuous_scale="Viridis", hover_data=["model_id", "epoch", "split"],
                         title=f"latent map of {own[0].path.name} ({model.projection.get('method', 'stored')})")
     figure.update_layout(height=380, margin=dict(l=0, r=0, t=40, b=0))
-    st.plotly_chart(figure, use_container_width=True, key=f"two_zoos_map_{side}")
+    st.plotly_chart(figure, width="stretch", key=f"two_zoos_map_{side}")
 
 
 found = shared.artifacts()
