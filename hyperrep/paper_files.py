@@ -146,7 +146,7 @@ def load_paper_pickle(path: Path | str) -> Any:
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: file not found")
-    try:
+    try:  # weights_only=False only hands the unpickling to _RESTRICTED, whose allow-list refuses all else
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RESTRICTED)
     except pickle.UnpicklingError as err:
         raise ArtifactError(f"{path}: {err}") from err
@@ -228,36 +228,33 @@ def _split_from_record(record: dict, where: str) -> PaperSplit:
     return PaperSplit(torch.stack(vectors), pd.DataFrame(columns), layer_lst)
 
 
+def _split_records(path: Path, what: str) -> list[tuple[str, str, Any]]:
+    """(key, our split name, record) of each split present in a paper pickle holding a dict of splits."""
+    content = load_paper_pickle(path)
+    if not isinstance(content, dict):
+        raise ArtifactError(f"{path}: expected a dict of {what}, found {_class_of(content)}")
+    records = [(key, split, content[key]) for key, split in SPLIT_KEYS.items() if content.get(key) is not None]
+    if not records:
+        raise ArtifactError(f"{path}: no trainset/valset/testset among its keys {sorted(map(str, content))}")
+    return records
+
+
 def read_model_dataset(path: Path | str) -> dict[str, PaperSplit]:
     """The splits of a paper `dataset.pt` ({"trainset", "valset"?, "testset"} of the paper's dataset classes)."""
     path = Path(path)
-    content = load_paper_pickle(path)
-    if not isinstance(content, dict):
-        raise ArtifactError(f"{path}: expected a dict of dataset splits, found {_class_of(content)}")
     splits = {}
-    for key, split in SPLIT_KEYS.items():
-        record = content.get(key)
-        if record is None:
-            continue
+    for key, split, record in _split_records(path, "dataset splits"):
         if not isinstance(record, PaperRecord):
             raise ArtifactError(f"{path}: {key} is a {_class_of(record)}, not one of the paper's model datasets")
         splits[split] = _split_from_record(record, f"{path} [{key}]")
-    if not splits:
-        raise ArtifactError(f"{path}: no trainset/valset/testset with model weights (keys: {sorted(map(str, content))})")
     return splits
 
 
 def read_image_dataset(path: Path | str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """The (images, labels) of each split of a paper `image_dataset.pt` (TensorDatasets)."""
     path = Path(path)
-    content = load_paper_pickle(path)
-    if not isinstance(content, dict):
-        raise ArtifactError(f"{path}: expected a dict of image splits, found {_class_of(content)}")
     out = {}
-    for key, split in SPLIT_KEYS.items():
-        record = content.get(key)
-        if record is None:
-            continue
+    for key, split, record in _split_records(path, "image splits"):
         tensors = record.get("tensors") if isinstance(record, dict) else None
         if not isinstance(tensors, (tuple, list)) or len(tensors) != 2 or not all(isinstance(t, torch.Tensor) for t in tensors):
             raise ArtifactError(f"{path}: {key} is not a TensorDataset of (images, labels)")
@@ -265,8 +262,6 @@ def read_image_dataset(path: Path | str) -> dict[str, tuple[torch.Tensor, torch.
         if images.dim() != 4 or len(images) != len(labels):
             raise ArtifactError(f"{path}: {key} has images {tuple(images.shape)} and labels {tuple(labels.shape)}")
         out[split] = (images.float(), labels.long())
-    if not out:
-        raise ArtifactError(f"{path}: no trainset/valset/testset")
     return out
 
 
