@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from hyperrep import native
-from hyperrep.cnn import CNN_L, CNN_S, CNN_S3, forward, init_vector
+from hyperrep.cnn import CNN_L, CNN_S, CNN_S3, _per_model_images_forward_gemm, forward, init_vector
 from hyperrep.data import ImageSet, load_split
 from hyperrep.optim import PopulationOptimizer
 from hyperrep.population import evaluate_population, train_population, use_batched_path
@@ -51,6 +51,22 @@ def test_native_gradients_equal_autograd(arch, activation):
     with torch.no_grad():
         predicted = torch.stack([forward(arch, activation, weights[i], images[index[i]]).argmax(1) for i in range(m)])
     assert correct.tolist() == (predicted == labels[index]).sum(1).tolist()
+
+
+@pytest.mark.parametrize("arch", [CNN_S, CNN_S3, CNN_L], ids=lambda a: a.name)
+def test_gpu_gemm_forward_equals_the_per_model_forward_with_gradients(arch):
+    """The accelerator's im2col + batched-GEMM path (run here on the CPU) is each model's own CNN."""
+    torch.manual_seed(0)
+    m, b = 4, 3
+    weights = starts(arch, m).requires_grad_(True)
+    images = torch.randn(m, b, arch.in_channels, arch.image_size, arch.image_size)
+    logits = _per_model_images_forward_gemm(arch, "tanh", weights, images)
+    expected = torch.stack([forward(arch, "tanh", weights[i], images[i]) for i in range(m)])
+    assert logits.shape == (m, b, 10)
+    assert torch.allclose(logits, expected, atol=1e-4, rtol=1e-4)
+    grad, = torch.autograd.grad(logits.square().sum(), weights)
+    expected_grad, = torch.autograd.grad(expected.square().sum(), weights)
+    assert torch.allclose(grad, expected_grad, atol=1e-3, rtol=1e-3)
 
 
 @needs_kernel
