@@ -216,18 +216,19 @@ CPU_MODEL_CHUNK = 8  # models per block of the CPU path (measured: docs/benchmar
 
 
 def population_forward(
-    arch: Architecture, activation: str, population: torch.Tensor, images: torch.Tensor
+    arch: Architecture, activation: str, population: torch.Tensor, images: torch.Tensor, gemm: bool = False
 ) -> torch.Tensor:
     """Logits [M, N, classes] of M models at once (grouped convolutions; the batched path).
 
-    `images` is [N, C, H, W] shared by all models, or [M, N, C, H, W] with one batch per model.
+    `images` is [N, C, H, W] shared by all models, or [M, N, C, H, W] with one batch per model;
+    for the latter `gemm` computes each conv as im2col + one batched GEMM instead.
     Shared images on a CPU without autograd take `_shared_images_forward_cpu`, the same
     function computed in a cache- and GEMM-friendly order.
     """
     if (images.dim() == 4 and images.device.type == "cpu" and not torch.is_grad_enabled()
             and arch.layers[0].kind == "conv"):
         return _shared_images_forward_cpu(arch, activation, population, images)
-    if images.dim() == 5 and images.device.type != "cpu":
+    if images.dim() == 5 and gemm:
         return _per_model_images_forward_gemm(arch, activation, population, images)
     act = get_activation(activation)
     m = population.shape[0]
@@ -261,31 +262,33 @@ def _per_model_images_forward_gemm(
 ) -> torch.Tensor:
     """Logits [M, N, classes] of M models on their own batches [M, N, C, H, W], as batched GEMMs.
 
-    Each conv is im2col (`F.unfold`) then one batched matmul over the models. On a GPU this is
-    much faster than a grouped convolution with one group per model, whose kernels are slow
-    for a thousand groups of a few channels (docs/benchmarks.md, GPU).
+    Each conv is im2col from strided views (`Tensor.unfold`, one kernel; `F.unfold` launches
+    one kernel per image on CUDA) and one `bmm` over the models. On a GPU this can beat a
+    grouped convolution with one group per model; `hyperrep.population` times both.
     """
     act = get_activation(activation)
     m, n = images.shape[:2]
-    x = images
+    x = images.reshape(m * n, *images.shape[2:])
     layers = arch.unflatten(population)
     for i, (layer, (weight, bias)) in enumerate(zip(arch.layers, layers)):
         last = i == len(layers) - 1
         if layer.kind == "conv":
-            channels, side = x.shape[2], x.shape[-1]
-            out_side = side - layer.kernel + 1
-            cols = F.unfold(x.reshape(m * n, channels, side, side), layer.kernel)  # [M*N, C*k*k, L]
-            cols = cols.reshape(m, n, cols.shape[1], -1)
-            x = torch.einsum("mok,mnkl->mnol", weight.reshape(m, layer.out_features, -1), cols)
-            x = (x + bias[:, None, :, None]).reshape(m * n, layer.out_features, out_side, out_side)
+            k, channels = layer.kernel, x.shape[1]
+            patches = x.unfold(2, k, 1).unfold(3, k, 1)  # [M*N, C, Ho, Wo, k, k]
+            out_h, out_w = patches.shape[2:4]
+            cols = patches.reshape(m, n, channels, out_h, out_w, k, k).permute(0, 2, 5, 6, 1, 3, 4)
+            cols = cols.reshape(m, channels * k * k, n * out_h * out_w)
+            y = torch.bmm(weight.reshape(m, layer.out_features, -1), cols) + bias[:, :, None]
+            x = y.reshape(m, layer.out_features, n, out_h, out_w).transpose(1, 2)
+            x = x.reshape(m * n, layer.out_features, out_h, out_w)
             if layer.pool:
                 x = F.max_pool2d(x, 2)
-            x = x.reshape(m, n, *x.shape[1:])
         else:
-            x = torch.einsum("mnf,mof->mno", x.reshape(m, n, -1), weight) + bias[:, None, :]
+            x = torch.bmm(x.reshape(m, n, -1), weight.transpose(1, 2)) + bias[:, None, :]
+            x = x.reshape(m * n, -1)
         if not last:
             x = act(x)
-    return x
+    return x.reshape(m, n, -1)
 
 
 # -- the CPU evaluation path -------------------------------------------------------------------

@@ -7,11 +7,13 @@ once and runs the models in GEMM-friendly blocks; about 5x a per-model loop), on
 stacked into grouped convolutions over large image chunks. Training stacks the models too: every
 model takes each step together with the others on its own batch, and one optimiser update runs
 over the flat [models, params] tensor (`PopulationOptimizer`). On a CPU the gradients come from
-the compiled kernel in hyperrep.native; on a GPU from autograd through grouped convolutions.
+the compiled kernel in hyperrep.native; on a GPU from autograd through grouped convolutions or
+im2col + batched GEMMs, whichever a timed trial step finds faster for the step's shape.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -194,6 +196,37 @@ def _train_native(arch, activation, weights, data, orders, trajectory, rates, ba
         kernel.close()
 
 
+_GEMM_CHOICES: dict[tuple, bool] = {}
+
+
+def gemm_is_faster(arch: Architecture, activation: str, params: torch.Tensor, images: torch.Tensor) -> bool:
+    """Whether im2col + batched GEMMs train a step of this shape faster than grouped convolutions.
+
+    Timed once per device, model and step shape (forward and backward, best of 3 after a warm-up);
+    which one wins depends on the accelerator and its libraries, so it is measured, not assumed.
+    """
+    key = (str(images.device), arch.name, activation, tuple(params.shape), tuple(images.shape))
+    if key not in _GEMM_CHOICES:
+        trial = params.detach().clone().requires_grad_(True)
+        seconds = {gemm: _time_step(arch, activation, trial, images, gemm) for gemm in (False, True)}
+        _GEMM_CHOICES[key] = seconds[True] < seconds[False]
+    return _GEMM_CHOICES[key]
+
+
+def _time_step(arch: Architecture, activation: str, params: torch.Tensor, images: torch.Tensor, gemm: bool) -> float:
+    def step() -> None:
+        population_forward(arch, activation, params, images, gemm=gemm).square().sum().backward()
+        if images.device.type == "cuda":
+            torch.cuda.synchronize(images.device)
+    step()
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def _train_stacked(arch, activation, weights, data, orders, trajectory, rates, batch_size, optimizer, weight_decay, progress) -> None:
     """The accelerator path: autograd through grouped convolutions, one PopulationOptimizer step."""
     device = data.images.device
@@ -201,11 +234,12 @@ def _train_stacked(arch, activation, weights, data, orders, trajectory, rates, b
     params = weights.detach().to(device=device, dtype=torch.float32).clone().requires_grad_(True)
     opt = PopulationOptimizer(optimizer, params.data, torch.tensor(rates, device=device), weight_decay)
     n_epochs = len(orders[0])
+    gemm = device.type != "cpu" and gemm_is_faster(arch, activation, params, data.images[:batch_size].expand(m, -1, -1, -1, -1))
     for epoch in range(n_epochs):
         stacked_orders = torch.stack([orders[i][epoch] for i in range(m)]).to(device)
         for begin in range(0, stacked_orders.shape[1], batch_size):
             index = stacked_orders[:, begin: begin + batch_size]
-            logits = population_forward(arch, activation, params, data.images[index])
+            logits = population_forward(arch, activation, params, data.images[index], gemm=gemm)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), data.labels[index].reshape(-1), reduction="sum")
             params.grad = None
             (loss / index.shape[1]).backward()

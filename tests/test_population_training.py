@@ -171,3 +171,20 @@ def test_without_the_kernel_training_falls_back_to_torch(train_images, monkeypat
     monkeypatch.setattr(native, "available", lambda arch, activation: False)
     stacked_torch = train_population(CNN_S, "tanh", weights, data, batched=True, **settings)
     assert torch.allclose(stacked_torch, expected, atol=2e-5, rtol=1e-4)
+
+
+def test_the_faster_of_grouped_and_gemm_is_chosen_by_timing(monkeypatch):
+    from hyperrep import population
+    calls = []
+
+    def fake_time(arch, activation, params, images, gemm):
+        calls.append(gemm)
+        return 1.0 if gemm else 2.0
+    monkeypatch.setattr(population, "_time_step", fake_time)
+    monkeypatch.setattr(population, "_GEMM_CHOICES", {})
+    weights, images = starts(CNN_S, 3), torch.randn(3, 2, 1, 28, 28)
+    assert population.gemm_is_faster(CNN_S, "tanh", weights, images) is True
+    assert population.gemm_is_faster(CNN_S, "tanh", weights, images) is True
+    assert calls == [False, True]  # timed once per shape, then remembered
+    monkeypatch.setattr(population, "_time_step", lambda *a: 2.0 if a[-1] else 1.0)
+    assert population.gemm_is_faster(CNN_S, "relu", weights, images) is False
