@@ -19,12 +19,13 @@ section machine
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$PYTHON" -c "import torch, sys; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available()); sys.exit(0 if torch.cuda.is_available() else 'no CUDA device visible to torch')" || exit 1
 
-section "tests on CUDA: population training, evaluation, sampling, guided sampler, training, transfer"
+section "tests on CUDA: population training, evaluation, sampling, guided sampler, autoencoder training, frontier"
 timeout 200 "$PYTHON" -m pytest -q -p no:cacheprovider -m "not browser and not slow" \
   tests/test_population_training.py tests/test_evaluate.py tests/test_sampling.py tests/test_guided.py \
-  tests/test_model.py tests/test_train.py tests/test_frontier.py tests/test_transfer.py || echo "TESTS FAILED (rc $?)"
+  tests/test_model.py tests/test_train.py tests/test_frontier.py || echo "TESTS FAILED (rc $?)"
 
 section "zoo training: stacked population trainer vs the plain per-model loop (issue 10: >= 50x on CUDA)"
+timeout 40 "$PYTHON" bench/gpu_conv_paths.py
 timeout 200 "$PYTHON" bench/zoo_train.py --models 1000 --loop-models 2 --images 2000 --repeats 1
 
 section "population evaluation: 100 and 1000 models x 10,000 test images"
