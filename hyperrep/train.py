@@ -298,6 +298,11 @@ def train_hyperrep(
 
     train_weights, _ = zoo.samples("train", epochs_used)
     val_weights, _ = zoo.samples("val", epochs_used)
+    for split, weights in (("train", train_weights), ("val", val_weights)):
+        if len(weights) == 0:
+            counts = zoo.properties.drop_duplicates("model_id")["split"].value_counts().to_dict()
+            raise ValueError(f"{zoo_path}: the zoo has no {split} models at epochs {epochs_used} (models per split: "
+                             f"{counts}); training needs both splits: build more models or change the zoo's model_split")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = HyperRepresentation(config.model)

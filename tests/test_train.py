@@ -145,3 +145,12 @@ def test_accuracy_figures_tell_a_copy_from_a_constant_model():
     assert figures["acc_ratio_above_threshold"] == pytest.approx((0.75 + 1 + 1.25) / 3)
     assert figures["acc_correlation"] is None
     assert figures["prediction_agreement"] == pytest.approx((2 / 4 + 1 + 0) / 3)
+
+
+def test_a_zoo_without_validation_models_is_refused_before_training(tiny_zoo, tmp_path):
+    zoo = Zoo.load(tiny_zoo.path)
+    zoo.properties.loc[zoo.properties["split"] == "val", "split"] = "test"
+    zoo.save(tmp_path / "no-val")
+    with pytest.raises(ValueError, match="no val models .*models per split"):
+        train_hyperrep(tmp_path / "no-val", tmp_path / "out", tiny_config(), device="cpu")
+    assert not (tmp_path / "out").exists()
