@@ -139,6 +139,19 @@ def load_any_hyperrep(path: Path | str, zoo: Zoo | None = None) -> HyperRep:
     return load_hyperrep(path)
 
 
+def load_hyperrep_with_zoo(path: Path | str) -> tuple[HyperRep, Zoo, tuple[str, ...]]:
+    """A hyper-representation, the zoo it belongs to and notes on how that was found: ours with the
+    zoo it was trained on, a paper folder with the zoo of its dataset.pt (imported once into the cache)."""
+    if artifact_kind(path) != PAPER:
+        hyperrep = load_any_hyperrep(path)
+        return hyperrep, Zoo.load(hyperrep.zoo_path), ()
+    if not has_own_zoo(path):
+        raise ArtifactError(f"{path}: a paper hyper-representation without its dataset.pt; its zoo is needed to embed "
+                            f"(the unzipped hyper_reps/<dataset>/ folder holds one)")
+    zoo, notes = load_any_zoo(path)
+    return paper_hyperrep(path, zoo), zoo, notes
+
+
 def paper_hyperrep(directory: Path | str, zoo: Zoo) -> HyperRep:
     """The paper's hyper-representation (config_ae.json + checkpoint_ae.pt) made explorable with `zoo`:
     every zoo model and epoch encoded, and a PCA map of those latents (the paper's artifacts ship

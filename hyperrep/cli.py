@@ -196,7 +196,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     if args.ablation is None:
         args.ablation = settings.artifact_root() / "data" / "hyperrep-no-lwln"
     config = ReportConfig(models_per_method=args.models, test_images=args.test_images,
-                          fine_tune_images=args.fine_tune_images, seed=args.seed,
+                          fine_tune_images=args.fine_tune_images, seed=args.seed, fine_tune_epochs=args.epochs,
                           fine_tune_models=None if args.fine_tune_models == 0 else args.fine_tune_models,
                           frontier_models=args.frontier_models, guided_steps=args.guided_steps,
                           guided_images=args.guided_images, guided_step_size=args.guided_step_size)
@@ -300,11 +300,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="the paper-style table: samplers vs baselines, fine-tuned 0/1/5 epochs")
     report.add_argument("--hyperrep", type=Path, default=None,
-                        help="hyper-representation (default: HYPERREP_MODEL, else data/hyperrep of the checkout or the current folder)")
+                        help="hyper-representation: ours, or a paper hyper_reps/<dataset>/ folder, which brings its zoo, "
+                             "samples/ and zoo_testsplit.pt (default: HYPERREP_MODEL, else data/hyperrep of the checkout "
+                             "or the current folder)")
     report.add_argument("--ablation", type=Path, default=None,
-                        help="hyper-rep trained without LWLN (default: data/hyperrep-no-lwln next to the default artifacts)")
+                        help="hyper-rep trained without LWLN (default: data/hyperrep-no-lwln next to the default artifacts; "
+                             "left out with a note when trained on another zoo)")
     report.add_argument("--out", type=Path, default=Path("docs/report"))
     report.add_argument("--models", type=int, default=100, help="models per method, all evaluated zero-shot (default 100)")
+    report.add_argument("--epochs", type=int, nargs="+", default=[0, 1, 5], help="fine-tuning epochs reported (default 0 1 5)")
     report.add_argument("--fine-tune-models", type=int, default=10, help="of those, fine-tuned per method (0: all; default 10)")
     report.add_argument("--frontier-models", type=int, default=40, help="models per frontier reference population")
     report.add_argument("--guided-steps", type=int, default=10, help="latent steps of the guided sampler")

@@ -33,12 +33,15 @@ TESTSPLIT_FILE = "zoo_testsplit.pt"
 IMAGE_FILE = "image_dataset.pt"
 SAMPLES_DIR = "samples"
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc")
-# The paper's names for its pre-sampled populations (the folder names under samples/, as in its plots).
+# The paper's names for its pre-sampled populations (the folder names under samples/, as its sampling code
+# writes them): `direct` holds zoo models at the dataset's last epoch (its B_F, no autoencoder), `train` and
+# `best` uniform draws in a 3-D UMAP of the train / top-30 % latents (S_Neigh), `kde_z_*` per-dimension KDEs.
 SAMPLE_NAMES = {
-    "direct": "reconstructed anchors (paper)", "uniform": "S_U (paper)", "train": "S_Dist train (paper)",
-    "best": "S_Dist top 30% (paper)", "kde_z_train": "S_KDE train (paper)", "kde_z_best": "S_KDE top 30% (paper)",
+    "direct": "B_F (paper's direct: zoo models, last epoch)", "uniform": "S_U (paper)", "train": "S_Neigh train (paper)",
+    "best": "S_Neigh top 30% (paper)", "kde_z_train": "S_KDE train (paper)", "kde_z_best": "S_KDE top 30% (paper)",
     "gan": "S_GAN (paper)", "gan_best": "S_GAN top 30% (paper)",
 }
+BASELINE_SAMPLES = ("direct",)  # folders that hold no samples of the autoencoder
 
 
 @dataclass
@@ -252,14 +255,15 @@ def paper_testsplit(folder: Path | str) -> pd.DataFrame:
     return table
 
 
-def paper_sample_populations(hyperrep_dir: Path | str, arch) -> dict[str, torch.Tensor]:
-    """The authors' sampled populations, `samples/<method>/checkpoint_<i>.pt`, as flat weights [n, P] per method."""
+def paper_sample_populations(hyperrep_dir: Path | str, arch, limit: int | None = None) -> dict[str, torch.Tensor]:
+    """The authors' sampled populations, `samples/<method>/checkpoint_<i>.pt`, as flat weights [n, P] per
+    method (the first `limit` checkpoints by number, or all)."""
     root = Path(hyperrep_dir) / SAMPLES_DIR
     if not root.is_dir():
         return {}
     out = {}
     for method in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = sorted(method.glob("checkpoint_*.pt"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
+        files = sorted(method.glob("checkpoint_*.pt"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))[:limit]
         if files:
             out[method.name] = torch.stack([arch.state_dict_to_vector(dict(read_state_dict(f)), source=str(f)) for f in files])
     return out

@@ -27,7 +27,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hyperrep.artifacts import PAPER, artifact_kind, compatibility, load_any_hyperrep, load_hyperrep_with_zoo
 from hyperrep.baselines import anchor_weights, noise_baseline, reconstruction_baseline, scratch_baseline
 from hyperrep.data import ImageSet, zoo_dataset_rule
 from hyperrep.device import pick_device
@@ -51,15 +52,18 @@ from hyperrep.frontier import (
     zoo_neighbour_distances,
 )
 from hyperrep.guided import GuidedSampler, guidance_batch, refine_weights
-from hyperrep.model import load_hyperrep
 from hyperrep.novelty import novelty_table
+from hyperrep.paper_import import (
+    BASELINE_SAMPLES, find_zoo_folder, paper_sample_populations, paper_testsplit, sample_label, testsplit_accuracy_at,
+)
 from hyperrep.sampling import SAMPLERS, Population, sample_population
 from hyperrep.zoo import Zoo
 
 ZOO_B_T = "B_T (zoo test split)"
+PAPER_B_T = "B_T (paper's zoo_testsplit, as recorded)"  # a paper folder's zoos/<dataset>/zoo_testsplit.pt
 RETRAINED_B_T = "B_T (re-trained)"
 BASELINE = "B_T"  # where fresh initialisations are the only B_T (hyperrep.transfer: trained on another dataset)
-BASELINES = (ZOO_B_T, RETRAINED_B_T, BASELINE)  # the first present is the reference of every p-value
+BASELINES = (ZOO_B_T, PAPER_B_T, RETRAINED_B_T, BASELINE)  # the first present is the reference of every p-value
 READINGS_START = "Readings, generated from the table"
 
 
@@ -225,8 +229,11 @@ def build_populations(
         population.label = sampler_label(name, config.anchor_fraction) + suffix
         out.append((population, "sampler", tag))
     if train is not None:
+        bases = [b for b in config.guided_bases if len(rows) >= SAMPLERS[b].min_anchors]
+        skipped += [f"S_guided ({b}){suffix} (needs {SAMPLERS[b].min_anchors} anchors, has {len(rows)})"
+                    for b in config.guided_bases if b not in bases]
         guided, refined = [], []
-        for population in guided_populations(hyperrep, zoo, anchors, train, config):
+        for population in guided_populations(hyperrep, zoo, anchors, train, replace(config, guided_bases=bases)):
             (guided if population.label.startswith("S_guided") else refined).append(population)
         out += [(p, "sampler", tag) for p in guided] + [(p, "baseline", "-") for p in refined]
     recon = reconstruction_baseline(hyperrep.model, weights, n, seed, anchor_info=info)
@@ -303,6 +310,42 @@ def zoo_test_trajectories(zoo: Zoo, test: ImageSet, config: ReportConfig, refere
                  for i, e in enumerate(config.epochs)}
     novelty = zero_shot_novelty(zoo, zoo.weights[rows, zoo.epoch_position(config.epochs[0])], evaluations[0], test, reference)
     return MethodResult(ZOO_B_T, "baseline", "-", config.epochs, accuracy, finite, ensembles, novelty)
+
+
+# -- a paper hyper-representation folder's own rows ---------------------------------------------
+
+
+def paper_populations(hyperrep_dir: Path | str, zoo: Zoo, config: ReportConfig) -> list[tuple[Population, str, str]]:
+    """The authors' pre-sampled populations (samples/<method>/checkpoint_<i>.pt, the first
+    `models_per_method` of each), evaluated and fine-tuned like the samplers; tagged "paper"."""
+    out = []
+    for method, weights in paper_sample_populations(hyperrep_dir, zoo.architecture, config.models_per_method).items():
+        members = pd.DataFrame({"member": np.arange(len(weights)), "checkpoint": np.arange(len(weights))})
+        kind = "baseline" if method in BASELINE_SAMPLES else "sampler"
+        out.append((Population(sample_label(method), weights, members), kind, "paper"))
+    return out
+
+
+def recorded_test_split(hyperrep_dir: Path | str, config: ReportConfig) -> tuple[MethodResult | None, str | None]:
+    """The paper's B_T as its zoo_testsplit.pt recorded it (zoos/<dataset>/ beside the folder): the
+    test models' accuracy at each report epoch, on the whole test set (the file has no weights, so
+    no novelty or ensembles). (None, why) when the file or one of the epochs is missing."""
+    folder = find_zoo_folder(hyperrep_dir)
+    if folder is None:
+        return None, f"{PAPER_B_T} (no zoos/<dataset>/zoo_testsplit.pt beside {hyperrep_dir})"
+    table = paper_testsplit(folder)
+    missing = sorted(set(config.epochs) - set(table["epoch"].astype(int)))
+    if missing:
+        return None, f"{PAPER_B_T} ({folder} records no accuracy at epochs {missing})"
+    columns = [testsplit_accuracy_at(table, epoch) for epoch in config.epochs]
+    accuracy = np.full((max(len(c) for c in columns), len(columns)), np.nan)
+    evaluated = np.zeros(accuracy.shape, dtype=bool)
+    for i, values in enumerate(columns):  # one column per epoch; rows need not be the same model
+        accuracy[: len(values), i], evaluated[: len(values), i] = values, True
+    novelty = pd.DataFrame({"distance": np.nan, "nearest_model_id": -1, "nearest_epoch": -1,
+                            "misclassification_iou": np.nan, "iou_max": np.nan}, index=range(len(accuracy)))
+    return MethodResult(PAPER_B_T, "baseline", "-", config.epochs, accuracy, np.isfinite(accuracy), {}, novelty,
+                        evaluated), None
 
 
 # -- statistics -------------------------------------------------------------------------------
@@ -463,7 +506,7 @@ def markdown_table(summary: pd.DataFrame) -> str:
         cells.append(" / ".join(_pct(group.loc[e, "ensemble_mean"]) for e in epochs))
         first = group.iloc[0]
         ratio = f" (×{first['distance_ratio']:.1f})" if np.isfinite(first.get("distance_ratio", np.nan)) else ""
-        cells.append(f"{first['distance_median']:.2f}{ratio}")
+        cells.append(f"{_number(first['distance_median'])}{ratio}")
         cells.append(f"{_number(first['iou_median'])} / {_number(first.get('iou_max_median', np.nan))}")
         cells.append(str(int(group["invalid"].max())))
         lines.append("| " + " | ".join(cells) + " |")
@@ -482,6 +525,8 @@ def readings(summary: pd.DataFrame, zoo_spacing: float) -> str:
     for method, group in summary[summary["kind"] != "frontier"].groupby("method", sort=False):
         group = group.set_index("epoch")
         zero, end = group.loc[epochs[0]], group.loc[last]
+        if not np.isfinite(zero["distance_median"]):  # recorded accuracies only (no weights): nothing to read
+            continue
         text = (f"- {method}: distance {zero['distance_median']:.2f} (×{zero['distance_ratio']:.1f}), largest mistake "
                 f"overlap {zero['iou_max_median']:.2f}; zero-shot Δ {_delta_cell(zero)}: {verdict(zero['frontier_delta_lo'], zero['frontier_delta_hi'])}")
         if last != epochs[0]:
@@ -630,7 +675,10 @@ def run_report(
     progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
     """Build, fine-tune and evaluate every population and the frontier's references; write the
-    report files; return the summary (frontier rows included, kind "frontier").
+    report files; return the summary (frontier rows included, kind "frontier"). `hyperrep_dir` is
+    ours or a paper folder: that brings its own zoo (dataset.pt), its pre-sampled populations and
+    its recorded B_T (`paper_populations`, `recorded_test_split`). An ablation trained on another
+    zoo is left out with a note.
 
     On a CPU the populations are spread over `workers` processes (default: one per core); on an
     accelerator (hyperrep.device.pick_device) they run here, one after another."""
@@ -638,13 +686,19 @@ def run_report(
     config.validate()
     started = time.time()
     device = pick_device()
-    hyperrep = load_hyperrep(hyperrep_dir)
-    zoo = Zoo.load(hyperrep.zoo_path)
+    hyperrep, zoo, notes = load_hyperrep_with_zoo(hyperrep_dir)
+    paper = artifact_kind(hyperrep_dir) == PAPER
     train = load_fine_tune_images(zoo, config.fine_tune_images, config.seed, data_dir)
     test = load_test_images(zoo, config.test_images, data_dir)
     populations, skipped = build_populations(hyperrep, zoo, config, train=train)
-    if ablation_dir is not None:
-        more, more_skipped = build_populations(load_hyperrep(ablation_dir), zoo, config, tag="no LWLN",
+    if paper:
+        populations += paper_populations(hyperrep_dir, zoo, config)
+    ablation = load_any_hyperrep(ablation_dir, zoo) if ablation_dir is not None else None
+    if ablation is not None and any(compatibility(zoo, ablation)):
+        skipped.append(f"the ablation {ablation_dir} (trained on {ablation.zoo_path}, not on the zoo in use {zoo.path})")
+        ablation_dir = ablation = None
+    if ablation is not None:
+        more, more_skipped = build_populations(ablation, zoo, config, tag="no LWLN",
                                                baselines=False, samplers=config.ablation_samplers)
         populations, skipped = populations + more, skipped + more_skipped
     references = frontier_references(hyperrep, zoo, config)
@@ -658,12 +712,15 @@ def run_report(
     aligned = zoo_test_trajectories(zoo, test, config, reference)
     if aligned is None:
         skipped.append(f"{ZOO_B_T} (the zoo has no test split saved at epochs {config.epochs})")
-    results = ([aligned] if aligned is not None else []) + results
+    recorded, why = recorded_test_split(hyperrep_dir, config) if paper else (None, None)
+    skipped += [why] if why else []
+    results = [r for r in (aligned, recorded) if r is not None] + results
     results.sort(key=lambda r: r.label not in BASELINES)  # B_T first: every p-value refers to it
     frontier = frontier_from_results(references, results)
     spacing = float(np.nanmedian(reference.spacing)) if np.isfinite(reference.spacing).any() else float("nan")
     summary = summarise(results, config, frontier=frontier, zoo_spacing=spacing)
-    header = report_header(hyperrep, ablation_dir, zoo, config, time.time() - started, skipped, reference)
+    header = report_header(hyperrep, ablation_dir, zoo, config, time.time() - started, skipped, reference,
+                           paper_note(notes, config) if paper else None)
     write_report(results, summary, Path(out), header, frontier, spacing)
     write_json(Path(out) / "report_config.json", {**asdict(config), "hyperrep": str(hyperrep_dir),
                                                   "ablation": str(ablation_dir) if ablation_dir else None,
@@ -672,8 +729,18 @@ def run_report(
     return summary
 
 
+def paper_note(notes: tuple[str, ...], config: ReportConfig) -> str:
+    """What the header says about a paper folder's zoo and its own rows."""
+    imported = notes[0] if notes else "its dataset.pt"
+    return (f"A paper hyper-representation folder: its zoo is {imported}. Rows tagged 'paper' are the authors' "
+            f"pre-sampled populations (samples/<method>/, the first {config.models_per_method} checkpoints of each; "
+            f"its direct/ folder holds zoo models, its B_F), evaluated and fine-tuned like the samplers; {PAPER_B_T} = the test-split accuracies recorded in "
+            "zoos/<dataset>/zoo_testsplit.pt at the same epochs, on the whole test set and not re-evaluated "
+            "(the file holds no weights: no distances, ensembles or IoU).")
+
+
 def report_header(hyperrep, ablation_dir, zoo: Zoo, config: ReportConfig, seconds: float, skipped: list[str],
-                  reference: ZooReference) -> str:
+                  reference: ZooReference, paper: str | None = None) -> str:
     epochs = "/".join(map(str, config.epochs))
     settings = zoo_training_settings(zoo)
     tuned = "all" if config.fine_tune_models is None else f"the first {config.fine_tune_models}"
@@ -685,6 +752,7 @@ def report_header(hyperrep, ablation_dir, zoo: Zoo, config: ReportConfig, second
         f"Hyper-representation `{hyperrep.path}` (latent dim {hyperrep.model.latent_dim}) of zoo `{zoo.name}` "
         f"({zoo.n_models} {zoo.architecture.name} models, {zoo.activation})"
         + (f"; ablation without LWLN `{ablation_dir}`." if ablation_dir else "."),
+        *([paper] if paper else []),
         f"{config.models_per_method} models per method, seed {config.seed}; anchors: top "
         f"{config.anchor_fraction:.0%} of the hyper-representation's train rows by test accuracy. Every member is "
         f"evaluated zero-shot; {tuned} of each method are fine-tuned on {config.fine_tune_images} training images "
@@ -707,7 +775,7 @@ def report_header(hyperrep, ablation_dir, zoo: Zoo, config: ReportConfig, second
         "95 % CI is a percentile bootstrap over the members of the method and of every reference (frontier.csv, "
         "frontier.png).",
         "Cells: mean ± std [bootstrap 95 % CI of the mean] of test accuracy in %. p: two-sided Mann-Whitney U against "
-        "B_T (the zoo's test split; the re-trained one where the zoo has none) at the same epoch, Holm-corrected over "
+        "B_T (the zoo's test split; else a paper folder's recorded one; else the re-trained one) at the same epoch, Holm-corrected over "
         "every test in the table; 'sep.' = complete separation: every member on one side of every B_T member, where p sits at the "
         "smallest value the sample sizes allow and says nothing more (report.csv: p_vs_B_T, p_floor, p_holm, "
         f"separated, above_B_T). Ensembles: mean accuracy of disjoint {config.ensemble_size}-member ensembles "

@@ -224,7 +224,7 @@ def test_paper_folder_adds_its_samples_and_b_t_as_comparison_rows(app_env, tmp_p
     sample(at, 3, strategy="kde_legacy")  # the fixture's top 30 % is a single anchor
     assert not at.error, texts(at.error)
     baselines = at.session_state["population"].baselines
-    assert len(baselines["S_KDE train (paper)"]) == 2 and len(baselines["reconstructed anchors (paper)"]) == 2
+    assert len(baselines["S_KDE train (paper)"]) == 2 and len(baselines["B_F (paper's direct: zoo models, last epoch)"]) == 2
     assert baselines["B_T (paper's zoo_testsplit, epoch 0, as recorded)"].tolist() == [0.1]
     assert baselines["B_T (paper's zoo_testsplit, epoch 2, as recorded)"].tolist() == [0.5]
     summary = at.dataframe[0].value
