@@ -140,22 +140,49 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"hyper-representation written to {out}")
 
 
+GUIDED_FLAGS = {"base": "--guided-base", "steps": "--guided-steps", "images": "--guided-images",
+                "step_size": "--guided-step-size"}  # the guided sampler's parameters -> `hyperrep sample` flags
+
+
+def sampler_params(args: argparse.Namespace) -> dict:
+    """The sampler parameters given on the command line: the --guided-* flags, for --method guided only."""
+    from hyperrep.experiment import GUIDED
+
+    given = {name: getattr(args, name_of(flag)) for name, flag in GUIDED_FLAGS.items()
+             if getattr(args, name_of(flag)) is not None}
+    if given and args.method != GUIDED:
+        flags = ", ".join(GUIDED_FLAGS[name] for name in given)
+        raise ValueError(f"{flags}: parameters of --method {GUIDED}, not of --method {args.method}")
+    return given
+
+
+def name_of(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
 def cmd_sample(args: argparse.Namespace) -> None:
     from hyperrep.data import zoo_dataset_rule
-    from hyperrep.experiment import choose_anchors, run_sampling
+    from hyperrep.experiment import choose_anchors, guidance_images_needed, run_sampling
     from hyperrep.export import write_population, write_population_zoo
     from hyperrep.model import load_hyperrep
     from hyperrep.zoo import Zoo
 
+    params = sampler_params(args)
     hyperrep = load_hyperrep(args.hyperrep)
     zoo = Zoo.load(hyperrep.zoo_path)
     spec = args.anchors[0] if len(args.anchors) == 1 and not args.anchors[0].isdigit() else [int(a) for a in args.anchors]
     rows, label = choose_anchors(hyperrep.latent_table, spec, args.anchor_epochs)
+    rule = zoo_dataset_rule(zoo.manifest, args.data_dir)
+    needed = guidance_images_needed(args.method, params)
+    train = rule.training_images(needed, 0, args.data_dir) if needed else None  # the app's guidance images too
     evaluate = not args.no_evaluate or args.format == "zoo" or args.compare
-    test = zoo_dataset_rule(zoo.manifest, args.data_dir).first_images(args.test_images, args.data_dir) if evaluate else None
+    test = rule.first_images(args.test_images, args.data_dir) if evaluate else None
+    steps = TqdmProgress("guided latent steps")
+    steps.unit = "step"
     progress = TqdmProgress("evaluating")
-    run = run_sampling(hyperrep, zoo, args.method, {}, rows, label, args.n, args.seed, test, comparisons=args.compare,
-                       progress=progress, log=tqdm.write)
+    run = run_sampling(hyperrep, zoo, args.method, params, rows, label, args.n, args.seed, test, comparisons=args.compare,
+                       train=train, sample_progress=steps, progress=progress, log=tqdm.write)
+    steps.close()
     progress.close()
     table = run.members_table()
     if args.format == "zoo":
@@ -284,7 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
     sample = commands.add_parser("sample", help="sample a hyper-representation, decode and export a population")
     sample.add_argument("hyperrep", type=Path, metavar="HYPERREP_DIR")
     sample.add_argument("out", type=Path)
-    sample.add_argument("--method", default="kde", help="sampler name (see hyperrep.sampling.SAMPLERS; default kde)")
+    sample.add_argument("--method", default="kde",
+                        help="sampler name (see hyperrep.sampling.SAMPLERS), or guided (hyperrep.guided); default kde")
+    sample.add_argument("--guided-base", default=None, help="with --method guided: the sampler whose latents are refined (default kde)")
+    sample.add_argument("--guided-steps", type=int, default=None, help="with --method guided: Adam steps on the latents (default 10)")
+    sample.add_argument("--guided-images", type=int, default=None,
+                        help="with --method guided: training images every step uses (default 256)")
+    sample.add_argument("--guided-step-size", type=float, default=None,
+                        help="with --method guided: Adam step size of the latent steps (default 0.1)")
     sample.add_argument("-n", type=int, default=100, help="models to generate (default 100)")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--anchors", nargs="+", default=["top30"], help="top30 (any topNN), all, or model ids")

@@ -34,11 +34,22 @@ from hyperrep.evaluate import (
     zoo_training_settings,
 )
 from hyperrep.frontier import Frontier, FrontierSettings, zero_shot_frontier
+from hyperrep.guided import GuidedSampler, guided_cost, guided_parameters
 from hyperrep.model import HyperRep
 from hyperrep.novelty import novelty_table
 from hyperrep.paper_import import paper_comparison_rows
 from hyperrep.projection import place_on_map
-from hyperrep.sampling import Population, make_sampler, sample_population, select_rows, top_fraction
+from hyperrep.sampling import (
+    SAMPLERS,
+    LatentSampler,
+    Population,
+    SamplerParameter,
+    make_sampler,
+    sample_population,
+    sampler_parameters,
+    select_rows,
+    top_fraction,
+)
 from hyperrep.zoo import Zoo
 
 Progress = Callable[[int, int], None]
@@ -179,28 +190,92 @@ class SampleRun:
         }
 
 
-def draw_population(hyperrep: HyperRep, strategy: str, params: dict, anchor_rows, n: int, seed: int) -> Population:
-    """Fit the named sampler on the anchors' latents, draw `n` latents and decode them.
+GUIDED = GuidedSampler.name  # the guided sampler: a strategy beside the registry's, it needs the decoder and images
+
+
+def strategy_names() -> list[str]:
+    """Every strategy the app and `hyperrep sample` offer: the registry's samplers and the guided one."""
+    return [*SAMPLERS, GUIDED]
+
+
+def strategy_title(name: str) -> str:
+    """'S_Dist (gaussian)': the paper's name and the strategy's name."""
+    paper = GuidedSampler.paper_name if name == GUIDED else SAMPLERS[name].paper_name
+    return f"{paper} ({name})"
+
+
+def strategy_description(name: str) -> str:
+    return GuidedSampler.description if name == GUIDED else SAMPLERS[name].description
+
+
+def strategy_parameters(name: str) -> list[SamplerParameter]:
+    """The parameters a user may set for a strategy (the app's widgets)."""
+    return guided_parameters() if name == GUIDED else sampler_parameters(name)
+
+
+def _guided_value(params: dict, name: str):
+    """A guided-sampler parameter as given, else its constructor default."""
+    return params[name] if name in params else next(p.default for p in guided_parameters() if p.name == name)
+
+
+def guidance_images_needed(strategy: str, params: dict) -> int:
+    """How many training images a strategy needs (the guided sampler's `images`; 0 for the others)."""
+    if strategy != GUIDED:
+        return 0
+    images = int(_guided_value(params, "images"))
+    if images < 1:
+        raise ValueError(f"sampler 'guided': images must be at least 1, got {images}")
+    return images
+
+
+def strategy_cost(strategy: str, params: dict, n: int) -> str | None:
+    """The extra cost of a strategy in words (the guided sampler's steps × images × models); None when it has none."""
+    if strategy != GUIDED:
+        return None
+    return guided_cost(int(_guided_value(params, "steps")), int(_guided_value(params, "images")), n)
+
+
+def build_sampler(hyperrep: HyperRep, strategy: str, params: dict, *, activation: str | None = None,
+                  train: ImageSet | None = None, progress: Progress | None = None) -> LatentSampler:
+    """The named strategy with `params`; the guided one also takes the zoo's `activation`, its
+    training images `train` and a `progress(step, steps)` callback. Bad parameters are a ValueError."""
+    if strategy not in strategy_names():
+        raise ValueError(f"unknown sampler {strategy!r}; known: {', '.join(strategy_names())}")
+    try:
+        if strategy != GUIDED:
+            return make_sampler(strategy, **params)
+        if activation is None or train is None:
+            raise ValueError("sampler 'guided' needs the zoo's activation and training images")
+        return GuidedSampler(hyperrep.model, activation, train, **params, progress=progress)
+    except TypeError as err:
+        raise ValueError(f"sampler {strategy!r}: {err}") from err
+
+
+def draw_population(hyperrep: HyperRep, strategy: str, params: dict, anchor_rows, n: int, seed: int, *,
+                    activation: str | None = None, train: ImageSet | None = None,
+                    progress: Progress | None = None) -> Population:
+    """Fit the named strategy on the anchors' latents, draw `n` latents and decode them (the guided
+    sampler: with `activation`, `train` and `progress` as in `build_sampler`).
 
     Too few anchors for the sampler, or bad parameters, is a ValueError saying so."""
     rows = np.asarray(anchor_rows, dtype=np.int64)
     if rows.size == 0:
         raise ValueError("no anchors: choose a region on the latent map or use the top-k % anchors")
-    try:
-        sampler = make_sampler(strategy, **params)
-    except TypeError as err:
-        raise ValueError(f"sampler {strategy!r}: {err}") from err
+    sampler = build_sampler(hyperrep, strategy, params, activation=activation, train=train, progress=progress)
     anchors = hyperrep.latents[torch.as_tensor(rows)].cpu()
     return sample_population(hyperrep.model, sampler, anchors, n, seed)
 
 
 def start_run(hyperrep: HyperRep, strategy: str, params: dict, anchor_rows, anchor_label: str, n: int, seed: int,
-              model_key: tuple = ()) -> SampleRun:
-    """Step 2: a SampleRun holding `n` decoded samples (timed from now)."""
+              model_key: tuple = (), *, activation: str | None = None, train: ImageSet | None = None,
+              progress: Progress | None = None) -> SampleRun:
+    """Step 2: a SampleRun holding `n` decoded samples (timed from now) and every parameter of the
+    strategy (defaults filled in); the guided sampler's extra arguments as in `draw_population`."""
     start = time.perf_counter()
-    population = draw_population(hyperrep, strategy, params, anchor_rows, n, seed)
-    run = SampleRun(model_key, strategy, dict(params), seed, np.asarray(anchor_rows), anchor_label, population,
-                    started=start)
+    population = draw_population(hyperrep, strategy, params, anchor_rows, n, seed, activation=activation, train=train,
+                                 progress=progress)
+    used = {p.name: p.default for p in strategy_parameters(strategy)} | dict(params)  # recorded in full
+    run = SampleRun(model_key, strategy, used, seed, np.asarray(anchor_rows), anchor_label, population, started=start)
     run.timings["decode"] = time.perf_counter() - start
     return run
 
@@ -302,11 +377,14 @@ def finish_comparisons(run: SampleRun, comparisons: Comparisons) -> None:
 
 def run_sampling(hyperrep: HyperRep, zoo: Zoo, strategy: str, params: dict, anchor_rows, anchor_label: str, n: int,
                  seed: int, test: ImageSet | None, *, comparisons: bool = False, table: pd.DataFrame | None = None,
+                 train: ImageSet | None = None, sample_progress: Progress | None = None,
                  progress: Progress | None = None, log: Callable[[str], None] | None = None) -> SampleRun:
-    """Every step in a row (the command line): sample, then with `test` the first estimate and the
-    full evaluation, then with `comparisons` the comparisons (on the first-estimate images)."""
+    """Every step in a row (the command line): sample (the guided sampler on `train`, with
+    `sample_progress`), then with `test` the first estimate and the full evaluation (`progress`),
+    then with `comparisons` the comparisons (on the first-estimate images)."""
     say = log or (lambda _text: None)
-    run = start_run(hyperrep, strategy, params, anchor_rows, anchor_label, n, seed)
+    run = start_run(hyperrep, strategy, params, anchor_rows, anchor_label, n, seed, activation=zoo.activation,
+                    train=train, progress=sample_progress)
     say(f"decoded {n} models from {strategy} on {len(run.anchor_rows)} anchors")
     if test is None:
         if comparisons:

@@ -6,13 +6,18 @@ steps on the same images applied to the decoded weights directly.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from hyperrep.cnn import Architecture, population_forward
 from hyperrep.data import ImageSet
-from hyperrep.sampling import LatentSampler, decode_latents, make_sampler
+from hyperrep.sampling import SAMPLERS, LatentSampler, SamplerParameter, constructor_parameters, decode_latents, make_sampler
+
+Progress = Callable[[int, int], None]
 
 
 def guidance_batch(data: ImageSet, images: int, seed: int) -> ImageSet:
@@ -40,25 +45,23 @@ def _check_steps(steps: int, step_size: float) -> None:
 
 
 def refine_latents(model, activation: str, latents: torch.Tensor, batch: ImageSet, *, steps: int,
-                   step_size: float) -> torch.Tensor:
+                   step_size: float, progress: Progress | None = None) -> torch.Tensor:
     """Latents [n, L] after `steps` Adam steps (learning rate `step_size`) on the task loss of
-    their decoded models on `batch`; the decoder's parameters are not changed."""
+    their decoded models on `batch`; the decoder's parameters are not changed. `progress(done,
+    steps)` is called after each step."""
     _check_steps(steps, step_size)
     device = next(model.parameters()).device
-    frozen = [p for p in model.parameters() if p.requires_grad]
-    for p in frozen:
-        p.requires_grad_(False)
-    try:
-        z = latents.detach().to(device).float().clone().requires_grad_(True)
-        optimiser = torch.optim.Adam([z], lr=step_size)
-        for _ in range(steps):
+    z = latents.detach().to(device).float().clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([z], lr=step_size)
+    for step in range(steps):
+        with torch.enable_grad():  # also when called under no_grad
             loss = _task_loss(model.arch, activation, model.decode(z), batch)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
+            # the gradient of the latents only: the decoder (shared by the app's sessions) is
+            # neither changed nor given .grad, and its requires_grad flags are left as they are
+            (z.grad,) = torch.autograd.grad(loss, [z])
+        optimiser.step()
+        if progress is not None:
+            progress(step + 1, steps)
     return z.detach().cpu()
 
 
@@ -80,12 +83,16 @@ def refine_weights(arch: Architecture, activation: str, weights: torch.Tensor, b
 class GuidedSampler(LatentSampler):
     """Latents of `base` (a sampler of hyperrep.sampling.SAMPLERS) refined by `refine_latents`
     on `images` training images (a seeded draw from `data`) for `steps` Adam steps of size
-    `step_size`. Needs the hyper-representation (`model`), the zoo's activation and the images."""
+    `step_size`. Needs the hyper-representation (`model`), the zoo's activation and the images;
+    `progress(done, steps)` follows the latent steps of each `sample` call."""
 
     name = "guided"
+    paper_name = "S_guided"
+    description = ("latents of a base sampler refined by Adam steps of the task loss through the frozen decoder, "
+                   "on a batch of training images")
 
     def __init__(self, model, activation: str, data: ImageSet, base: str = "kde", steps: int = 10,
-                 images: int = 256, step_size: float = 0.05):
+                 images: int = 256, step_size: float = 0.1, progress: Progress | None = None):
         _check_steps(steps, step_size)
         self.model = model
         self.activation = activation
@@ -94,6 +101,7 @@ class GuidedSampler(LatentSampler):
         self.steps = steps
         self.images = images
         self.step_size = step_size
+        self.progress = progress
 
     @property
     def min_anchors(self) -> int:
@@ -106,8 +114,22 @@ class GuidedSampler(LatentSampler):
         start = self.base_.sample(n, seed)
         batch = guidance_batch(self.data, self.images, seed)
         return refine_latents(self.model, self.activation, start, batch, steps=self.steps,
-                              step_size=self.step_size).double().numpy()
+                              step_size=self.step_size, progress=self.progress).double().numpy()
 
     def start_weights(self, n: int, seed: int) -> torch.Tensor:
         """The decoded base latents the guided ones start from (the same seed gives the same start)."""
         return decode_latents(self.model, self.base_.sample(n, seed))
+
+
+def guided_parameters() -> list[SamplerParameter]:
+    """The guided sampler's tunable parameters (the app's widgets): its base sampler (a choice of
+    the registry), steps, images and step size, with the constructor's defaults."""
+    found = constructor_parameters(GuidedSampler, fixed=("progress",))
+    return [replace(p, kind="choice", options=tuple(SAMPLERS)) if p.name == "base" else p for p in found]
+
+
+def guided_cost(steps: int, images: int, n: int) -> str:
+    """The guided sampler's extra cost in words: each step decodes the `n` latents and runs the
+    decoded models forward and backward on the `images` images."""
+    return (f"{steps} steps × {images:,} images × {n:,} models = {steps * images * n:,} forward and backward "
+            "passes of a decoded model (plus one decode per step)")

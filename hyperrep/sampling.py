@@ -481,19 +481,26 @@ def sample_population(model, sampler: LatentSampler, anchors: torch.Tensor, n: i
 
 @dataclass(frozen=True)
 class SamplerParameter:
-    """One constructor parameter of a registered sampler that a user may set (the app shows a widget)."""
+    """One constructor parameter of a sampler that a user may set (the app shows a widget)."""
 
     name: str
     default: object
-    kind: str  # "bool" | "int" | "float" | "optional_float" | "text"
+    kind: str  # "bool" | "int" | "float" | "optional_float" | "text" | "choice"
+    options: tuple = ()  # the allowed values of a "choice"
 
 
 def sampler_parameters(name: str) -> list[SamplerParameter]:
     """The tunable parameters of a registered sampler: its constructor's, minus those the registry fixes."""
     spec = SAMPLERS[name]
+    return constructor_parameters(spec.factory, fixed=spec.params)
+
+
+def constructor_parameters(factory: Callable, fixed=()) -> list[SamplerParameter]:
+    """The parameters of `factory` that have a default and are not in `fixed`, with a widget kind
+    read from the default (and the annotation where the default is None)."""
     found = []
-    for parameter in inspect.signature(spec.factory).parameters.values():
-        if parameter.name in spec.params or parameter.default is inspect.Parameter.empty:
+    for parameter in inspect.signature(factory).parameters.values():
+        if parameter.name in fixed or parameter.default is inspect.Parameter.empty:
             continue
         annotation, default = str(parameter.annotation), parameter.default
         if isinstance(default, bool):

@@ -9,7 +9,6 @@ from hyperrep import experiment, settings, summaries
 from hyperrep.experiment import SampleRun
 from hyperrep.frontier import verdict
 from hyperrep.progress import ThrottledProgress
-from hyperrep.sampling import SAMPLERS, sampler_parameters
 from pages import shared
 
 REGION = "Region from the latent map"
@@ -33,17 +32,17 @@ st.caption(
 # -- controls --------------------------------------------------------------------------------------
 strategy_column, anchor_column = st.columns(2)
 with strategy_column:
-    names = list(SAMPLERS)
-    strategy = st.selectbox(
-        "Strategy", names, key=shared.kept("sample_strategy", "kde", names),
-        format_func=lambda name: f"{SAMPLERS[name].paper_name} ({name})",
-    )
-    st.caption(SAMPLERS[strategy].description)
+    names = experiment.strategy_names()
+    strategy = st.selectbox("Strategy", names, key=shared.kept("sample_strategy", "kde", names),
+                            format_func=experiment.strategy_title)
+    st.caption(experiment.strategy_description(strategy))
     params = {}
-    for parameter in sampler_parameters(strategy):
-        key = shared.kept(f"param_{strategy}_{parameter.name}", parameter.default)
+    for parameter in experiment.strategy_parameters(strategy):
+        key = shared.kept(f"param_{strategy}_{parameter.name}", parameter.default, parameter.options or None)
         label = parameter.name.replace("_", " ")
-        if parameter.kind == "bool":
+        if parameter.kind == "choice":
+            params[parameter.name] = st.selectbox(label, parameter.options, key=key)
+        elif parameter.kind == "bool":
             params[parameter.name] = st.checkbox(label, key=key)
         elif parameter.kind == "int":
             params[parameter.name] = int(st.number_input(label, step=1, key=key))
@@ -73,6 +72,9 @@ with anchor_column:
     requested = st.number_input("Number of models", min_value=1, max_value=1_000_000, step=10,
                                 key=shared.kept("sample_n", 100))
     seed = int(st.number_input("Seed", min_value=0, step=1, key=shared.kept("sample_seed", 0)))
+    cost = experiment.strategy_cost(strategy, params, int(requested))
+    if cost:
+        st.caption(f"cost of the guidance: {cost}")
     clicked = st.button("Sample", type="primary", key="sample_button", icon=":material/casino:")
 
 status_area = st.container()
@@ -223,8 +225,15 @@ def run_request() -> SampleRun | None:
         return None
     with status_area.status(f"Sampling {n} models with {strategy}…", expanded=True) as status:
         try:
-            run = experiment.start_run(model, strategy, params, anchor_rows, anchor_label, n, seed, found.model_key)
-        except (ValueError, RuntimeError) as err:
+            needed = experiment.guidance_images_needed(strategy, params)
+            train, steps = None, None
+            if needed:
+                train = shared.training_images(zoo, needed, str(found.device))
+                st.write(f"Guided latent steps on {len(train):,} training images…")
+                steps = ThrottledProgress(st.progress(0.0).progress, "steps")
+            run = experiment.start_run(model, strategy, params, anchor_rows, anchor_label, n, seed, found.model_key,
+                                       activation=zoo.activation, train=train, progress=steps)
+        except (ValueError, RuntimeError) as err:  # ArtifactError (no training images) is a ValueError
             status.update(label="Sampling failed", state="error")
             st.error(f"Could not sample: {err}")
             return None

@@ -24,7 +24,7 @@ from streamlit.testing.v1 import AppTest
 
 from hyperrep import artifacts, baselines, experiment, export, progress, regions, sampling, settings, summaries
 from hyperrep.cnn import CNN_S
-from hyperrep.data import load_split
+from hyperrep.data import load_split, zoo_dataset_rule
 from hyperrep.evaluate import evaluate_weights
 from hyperrep.files import ArtifactError, read_tensors, write_tensors
 from hyperrep.frontier import anchors_population
@@ -260,6 +260,52 @@ def test_new_or_copies_draws_the_frontier_of_the_anchors_in_use(app_env):
         assert f"Δ = {100 * delta['delta']:+.1f} pp [95 % CI {100 * delta['delta_lo']:+.1f}, {100 * delta['delta_hi']:+.1f}]" in statement
     else:
         assert "no Δ to state" in statement
+
+
+def test_guided_sampler_on_the_sample_page(app_env):
+    """The guided sampler is a strategy of the Sample page: its parameters and cost are shown, its
+    samples are the package's (experiment.draw_population on the same training images) and they
+    get the same comparisons and frontier Δ as every other sampler."""
+    at = start("pages/sample.py")
+    at.selectbox(key="sample_strategy").set_value("guided").run()
+    assert at.selectbox(key="param_guided_base").value == "kde" and "gaussian" in at.selectbox(key="param_guided_base").options
+    assert at.number_input(key="param_guided_step_size").value == pytest.approx(0.1)
+    at.number_input(key="param_guided_steps").set_value(3)
+    at.number_input(key="param_guided_images").set_value(64)
+    at.number_input(key="sample_n").set_value(5).run()
+    assert "cost of the guidance: 3 steps × 64 images × 5 models = 960 " in texts(at.caption)
+    sample(at, 5)
+    assert not at.error, texts(at.error)
+    run = at.session_state["population"]
+    assert run.strategy == "guided" and run.params == {"base": "kde", "steps": 3, "images": 64, "step_size": 0.1}
+    assert metric(at, "models") == "5 / 5 finite"
+    assert {"results_plot", "samples_map", "novelty_plot"} <= set(chart_keys(at))
+    zoo, hyperrep = Zoo.load(app_env["zoo"]), load_hyperrep(app_env["model"])
+    train = zoo_dataset_rule(zoo.manifest, app_env["data"]).training_images(64, 0, app_env["data"])
+    direct = experiment.draw_population(hyperrep, "guided", run.params, run.anchor_rows, 5, run.seed,
+                                        activation=zoo.activation, train=train)
+    torch.testing.assert_close(run.population.latents, direct.latents, atol=1e-5, rtol=1e-5)
+    start_only = experiment.draw_population(hyperrep, "kde", {}, run.anchor_rows, 5, run.seed)
+    assert not torch.allclose(run.population.latents, start_only.latents, atol=1e-4)  # the steps moved them
+    delta = run.frontier_delta
+    assert delta is not None and delta["distance"] == pytest.approx(
+        np.median(run.novelty.loc[run.novelty["group"] == "samples", "distance"]))
+    figure = json.loads(next(c for c in at.get("plotly_chart") if c.proto.id.endswith("novelty_plot")).proto.spec)
+    assert {"frontier", "samples (median distance, mean accuracy)"} <= {trace["name"] for trace in figure["data"]}
+    statement = texts(at.markdown)
+    if np.isfinite(delta["delta"]):
+        assert f"Δ = {100 * delta['delta']:+.1f} pp [95 % CI {100 * delta['delta_lo']:+.1f}, {100 * delta['delta_hi']:+.1f}]" in statement
+    else:
+        assert "no Δ to state" in statement
+
+
+def test_guided_sampler_with_bad_parameters_is_a_clear_error(app_env):
+    at = start("pages/sample.py")
+    at.selectbox(key="sample_strategy").set_value("guided").run()
+    at.number_input(key="param_guided_images").set_value(0)
+    sample(at, 3, wait=False)
+    assert "images must be at least 1" in texts(at.error)
+    assert "population" not in at.session_state
 
 
 def test_sample_uses_the_region_from_the_map_page(app_env):

@@ -6,8 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hyperrep.data import load_split
-from hyperrep.guided import GuidedSampler, _task_loss, guidance_batch, refine_latents, refine_weights
+from hyperrep import experiment
+from hyperrep.cli import GUIDED_FLAGS, build_parser, main
+from hyperrep.data import load_split, zoo_dataset_rule
+from hyperrep.evaluate import evaluate_weights
+from hyperrep.export import read_population
+from hyperrep.guided import GuidedSampler, _task_loss, guidance_batch, guided_parameters, refine_latents, refine_weights
 from hyperrep.model import HyperRepresentation, ModelConfig
 from hyperrep.sampling import decode_latents, encode_weights, make_sampler
 
@@ -32,8 +36,13 @@ def test_refining_latents_lowers_the_loss_and_keeps_the_decoder(setting, tiny_zo
         loss = [float(_task_loss(model.arch, tiny_zoo.activation, model.decode(z), batch)) for z in (start, refined)]
     assert loss[1] < loss[0]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the decoder is frozen
-    assert all(p.requires_grad for p in model.parameters())  # and handed back as it was
+    assert all(p.requires_grad and p.grad is None for p in model.parameters())  # no flag changed, no .grad left
+    with torch.no_grad():  # the steps take their gradient also inside no_grad
+        assert torch.allclose(refine_latents(model, tiny_zoo.activation, start, batch, steps=5, step_size=0.05), refined)
     assert torch.equal(refine_latents(model, tiny_zoo.activation, start, batch, steps=0, step_size=0.05), start)
+    calls = []
+    refine_latents(model, tiny_zoo.activation, start, batch, steps=3, step_size=0.05, progress=lambda *a: calls.append(a))
+    assert calls == [(1, 3), (2, 3), (3, 3)]
 
 
 def test_refining_weights_lowers_the_loss(setting, tiny_zoo):
@@ -67,3 +76,56 @@ def test_guided_sampler_bad_parameters(setting, tiny_zoo):
         guidance_batch(train, len(train) + 1, seed=0)
     with pytest.raises(ValueError, match="unknown sampler"):
         GuidedSampler(model, tiny_zoo.activation, train, base="nope").fit(anchors)
+
+
+def test_guided_parameters_are_the_constructor_defaults():
+    params = {p.name: p for p in guided_parameters()}
+    assert list(params) == ["base", "steps", "images", "step_size"]  # no progress callback among them
+    assert params["base"].kind == "choice" and params["base"].default == "kde" and "gaussian" in params["base"].options
+    assert (params["steps"].kind, params["images"].kind, params["step_size"].kind) == ("int", "int", "float")
+    assert experiment.strategy_parameters(experiment.GUIDED) == guided_parameters()
+    assert experiment.strategy_names()[-1] == "guided" and experiment.strategy_title("guided") == "S_guided (guided)"
+    assert experiment.guidance_images_needed("kde", {}) == 0
+    assert experiment.guidance_images_needed("guided", {}) == params["images"].default
+    assert experiment.strategy_cost("guided", {"steps": 3, "images": 10}, 4).startswith("3 steps × 10 images × 4 models = 120 ")
+    assert experiment.strategy_cost("kde", {}, 4) is None
+    help_text = build_parser()._subparsers._group_actions[0].choices["sample"].format_help()
+    for name, flag in GUIDED_FLAGS.items():  # the CLI's help states the constructor's defaults
+        assert f"{flag}" in help_text and f"(default {params[name].default})" in " ".join(help_text.split())
+
+
+def test_cli_samples_with_the_guided_sampler(tiny_hyperrep_path, tiny_zoo, idx_dir, tmp_path, capsys):
+    """`hyperrep sample --method guided` writes the population; its models do better on the guide
+    images than the unguided draw of its base sampler with the same seed, which it starts from."""
+    common = [str(tiny_hyperrep_path), "-n", "6", "--seed", "3", "--test-images", "100", "--data-dir", str(idx_dir)]
+    guide = ["--guided-steps", "20", "--guided-images", "64"]
+    assert main(["sample", common[0], str(tmp_path / "guided"), *common[1:], "--method", "guided", *guide]) == 0
+    assert "6 models from guided" in capsys.readouterr().out
+    assert main(["sample", common[0], str(tmp_path / "kde"), *common[1:], "--method", "kde"]) == 0
+    assert main(["sample", common[0], str(tmp_path / "start"), *common[1:], "--method", "guided", "--guided-steps", "0",
+                 "--guided-images", "64"]) == 0
+    guided, unguided, start = (read_population(tmp_path / name) for name in ("guided", "kde", "start"))
+    assert guided.weights.shape == unguided.weights.shape == (6, tiny_zoo.architecture.n_params)
+    assert guided.metadata["strategy"] == "guided" and guided.metadata["params"] == {"base": "kde", "steps": 20, "images": 64,
+                                                                                 "step_size": 0.1}
+    assert len(guided.table) == 6 and guided.table["test_acc"].notna().all()
+    assert torch.allclose(start.weights, unguided.weights, atol=1e-6)  # 0 steps: the base sampler's draw
+    assert not torch.allclose(guided.weights, unguided.weights, atol=1e-3)
+    images = zoo_dataset_rule(tiny_zoo.manifest, idx_dir).training_images(64, 0, idx_dir)  # the guide images
+    accuracy = {name: evaluate_weights(tiny_zoo.architecture, tiny_zoo.activation, population.weights, images).accuracy
+                for name, population in (("guided", guided), ("kde", unguided))}
+    assert accuracy["guided"].mean() > accuracy["kde"].mean() + 0.03, accuracy
+
+
+def test_cli_guided_flags_are_checked(tiny_hyperrep_path, idx_dir, tmp_path, capsys):
+    common = [str(tiny_hyperrep_path), str(tmp_path / "x"), "-n", "2", "--no-evaluate", "--data-dir", str(idx_dir)]
+    assert main(["sample", *common, "--method", "kde", "--guided-steps", "3"]) == 2
+    assert "--guided-steps: parameters of --method guided, not of --method kde" in capsys.readouterr().err
+    assert main(["sample", *common, "--method", "guided", "--guided-base", "nope"]) == 2
+    assert "unknown sampler 'nope'" in capsys.readouterr().err
+    assert main(["sample", *common, "--method", "guided", "--guided-images", "0"]) == 2
+    assert "images must be at least 1" in capsys.readouterr().err
+    assert main(["sample", *common, "--method", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown sampler 'nope'; known:" in err and "guided" in err
+    assert not (tmp_path / "x").exists()
