@@ -134,3 +134,68 @@ def test_app_samples_and_evaluates_colour_models(colour_artifacts, monkeypatch, 
     test = load_test_images(zoo, 10_000, colour_artifacts["data"])
     direct = evaluate_weights(zoo.architecture, zoo.activation, run.population.weights, test)
     np.testing.assert_allclose(run.full.accuracy, direct.accuracy, atol=1e-6)
+
+
+def public_layout(folder) -> None:
+    """Leave only what the public Model Zoos' params.json carry (no dataset or hyperrep keys; the
+    type "CNN"), so that the import detects the architecture from the checkpoint shapes and the
+    dataset from the directory name, as for a downloaded zoo."""
+    import json
+
+    for path in [folder / "config.json", *folder.glob("*/params.json")]:
+        params = {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith(("dataset::", "hyperrep::"))}
+        path.write_text(json.dumps({**params, "model::type": "CNN"}))
+
+
+def test_an_imported_colour_model_zoo_goes_through_the_app_and_the_report(colour_artifacts, tmp_path, monkeypatch):
+    """zoo export --modelzoo -> public layout -> zoo import -> train -> the app (on the Model Zoo
+    directory itself) -> report, with the recorded accuracies kept at every step."""
+    from test_app import metric, sample, start, texts
+
+    from hyperrep.report import ZOO_B_T
+
+    arch, data, original = colour_artifacts["arch"], colour_artifacts["data"], Zoo.load(colour_artifacts["zoo_path"])
+    source, imported = tmp_path / "tune_zoo_cifar10_colour", tmp_path / "imported"
+    assert main(["zoo", "export", str(colour_artifacts["zoo_path"]), str(source), "--modelzoo"]) == 0
+    public_layout(source)
+    assert main(["zoo", "import", str(source), str(imported)]) == 0
+    zoo = Zoo.load(imported)
+    assert zoo.architecture.name == arch and zoo.manifest["dataset"] == {"name": "cifar10", "normalisation": [0.5, 0.5]}
+    assert torch.equal(zoo.weights, original.weights) and zoo.splits == original.splits
+    recorded = zoo.properties.set_index(["model_id", "epoch"])["test_acc"].sort_index()
+    assert recorded.equals(original.properties.set_index(["model_id", "epoch"])["test_acc"].sort_index())
+
+    hyperrep = train_hyperrep(imported, tmp_path / "hyperrep", tiny_training(arch), data_dir=data, device="cpu")
+    for name, value in {"HYPERREP_ZOO": source, "HYPERREP_MODEL": hyperrep, "HYPERREP_DATA": data, "HYPERREP_DEVICE": "cpu",
+                        "HYPERREP_THREADS": "1", "HYPERREP_IMPORT_CACHE": tmp_path / "imports"}.items():
+        monkeypatch.setenv(name, str(value))
+    from streamlit.runtime.pages_manager import PagesManager
+
+    original_init = PagesManager.__init__
+
+    def init(self, *args, **kwargs):  # as in test_app.app_env: stay out of the legacy router
+        original_init(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+    at = start()
+    assert not at.sidebar.error, texts(at.sidebar.error)
+    assert metric(at, "models") == "8"
+    at.switch_page("pages/sample.py").run()
+    sample(at, 3, strategy="gaussian")
+    assert not at.error, texts(at.error)
+    run = at.session_state["population"]
+    test = load_test_images(zoo, 10_000, data)
+    direct = evaluate_weights(zoo.architecture, zoo.activation, run.population.weights, test)
+    np.testing.assert_allclose(run.full.accuracy, direct.accuracy, atol=1e-6)
+
+    config = ReportConfig(models_per_method=3, test_images=300, fine_tune_images=200, fine_tune_epochs=[0, 1],
+                          samplers=["gaussian"], ablation_samplers=[], guided_bases=[], ensemble_size=2,
+                          bootstrap_resamples=100, frontier_models=3)
+    summary = run_report(hyperrep, tmp_path / "report", config=config, data_dir=data, workers=1)
+    rows = summary.set_index(["method", "epoch"])
+    test_split = zoo.properties[zoo.properties["model_id"].isin(zoo.splits["test"])]
+    for epoch in (0, 1):  # B_T: the imported test-split models, re-evaluated on the whole test set
+        expected = test_split.loc[test_split["epoch"] == epoch, "test_acc"].mean()
+        assert rows.loc[(ZOO_B_T, epoch), "mean"] == pytest.approx(expected, abs=1e-6)
+    assert any(m.startswith("S_Dist") for m in summary["method"]) and (tmp_path / "report" / "report.md").is_file()
