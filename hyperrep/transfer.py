@@ -24,8 +24,10 @@ from hyperrep.data import DatasetRule, ImageSet, build_dataset_rule
 from hyperrep.device import pick_device
 from hyperrep.evaluate import zoo_training_settings
 from hyperrep.files import write_json
-from hyperrep.model import load_hyperrep
-from hyperrep.report import BASELINE, RETRAINED_B_T, ReportConfig, build_populations, evaluate_all, summarise, write_report
+from hyperrep.artifacts import PAPER, artifact_kind, load_hyperrep_with_zoo
+from hyperrep.report import (
+    BASELINE, RETRAINED_B_T, ReportConfig, build_populations, evaluate_all, paper_populations, summarise, write_report,
+)
 from hyperrep.zoo import Zoo
 
 DEFAULT_SAMPLERS = ["kde", "gaussian"]
@@ -56,16 +58,18 @@ def run_transfer(
     progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
     """Samples of `hyperrep_dir` vs B_T and B_F, all fine-tuned on the dataset in `data_dir`; writes
-    transfer.md (+ the report's csv/png files) to `out` and returns the summary table."""
+    transfer.md (+ the report's csv/png files) to `out` and returns the summary table. A paper
+    hyper-representation folder brings its zoo (dataset.pt) and adds its pre-sampled populations."""
     config = config or ReportConfig(samplers=list(DEFAULT_SAMPLERS), ablation_samplers=[], noise_sigmas=[],
                                     fine_tune_models=None)
     config.validate()
     started = time.time()
-    hyperrep = load_hyperrep(hyperrep_dir)
-    zoo = Zoo.load(hyperrep.zoo_path)
+    hyperrep, zoo, _ = load_hyperrep_with_zoo(hyperrep_dir)
     rule = target_rule(zoo, data_dir, dataset)
     train, test = target_images(rule, data_dir, config)
     populations, skipped = build_populations(hyperrep, zoo, config)
+    if artifact_kind(hyperrep_dir) == PAPER:  # the authors' samples; their direct/ (B_F) is zoo_baseline's
+        populations += [item for item in paper_populations(hyperrep_dir, zoo, config) if item[1] == "sampler"]
     populations = [item for item in populations if not item[0].label.startswith(("reconstructed", "B_F"))]
     for population, _, _ in populations:  # on another dataset fresh initialisations are the only B_T
         population.label = BASELINE if population.label == RETRAINED_B_T else population.label

@@ -188,3 +188,32 @@ def test_recorded_b_t_names_what_is_missing(paper_root, tmp_path):
     assert result is None and "no zoos/<dataset>/zoo_testsplit.pt beside" in why
     result, why = recorded_test_split(folder, ReportConfig(fine_tune_epochs=[2, 1]))
     assert why is None and result.epochs == [0, 1, 2] and result.accuracy.tolist() == [[0.1, 0.3, 0.5]]
+
+
+def test_transfer_from_a_paper_folder_fine_tunes_its_samples_on_another_dataset(paper_root, tmp_path, monkeypatch):
+    from hyperrep.data import write_digits_idx
+    from hyperrep.transfer import run_transfer
+
+    monkeypatch.setenv("HYPERREP_IMPORT_CACHE", str(tmp_path / "imports"))
+    digits = tmp_path / "digits"
+    write_digits_idx(digits)
+    config = ReportConfig(models_per_method=3, test_images=200, fine_tune_images=300, fine_tune_epochs=[0, 1],
+                          samplers=["kde_legacy"], ablation_samplers=[], noise_sigmas=[], fine_tune_models=None,
+                          ensemble_size=2, bootstrap_resamples=100)
+    summary = run_transfer(paper_root / "hyper_reps" / "mnist", digits, tmp_path / "t", config=config, workers=1)
+    rows = summary.set_index(["method", "epoch"])
+    assert list(dict.fromkeys(summary["method"]))[0] == "B_T" and "B_F" in set(summary["method"])
+    assert rows.loc[(KDE, 0), "models"] == 2 and rows.loc[(KDE, 0), "hyperrep"] == "paper"
+    assert DIRECT not in set(summary["method"])  # B_F is the zoo's models, once
+    assert rows.loc[("B_T", 1), "mean"] > 0.2  # one epoch on 300 digits learns (chance: 0.1)
+    assert "Transfer learning: zoo `paper-mnist` (mnist) -> `digits`" in (tmp_path / "t" / "transfer.md").read_text()
+
+
+def test_a_paper_autoencoder_without_its_dataset_is_named(tmp_path, capsys):
+    folder = tmp_path / "ae-only"
+    folder.mkdir()
+    for name in ("config_ae.json", "checkpoint_ae.pt"):
+        shutil.copy(HYPER / name, folder / name)
+    assert main(["report", "--hyperrep", str(folder), "--out", str(tmp_path / "r"), "--ablation", "none"]) == 2
+    assert "a paper hyper-representation without its dataset.pt" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
