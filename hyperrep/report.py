@@ -317,7 +317,8 @@ def zoo_test_trajectories(zoo: Zoo, test: ImageSet, config: ReportConfig, refere
 
 def paper_populations(hyperrep_dir: Path | str, zoo: Zoo, config: ReportConfig) -> list[tuple[Population, str, str]]:
     """The authors' pre-sampled populations (samples/<method>/checkpoint_<i>.pt, the first
-    `models_per_method` of each), evaluated and fine-tuned like the samplers; tagged "paper"."""
+    `models_per_method` of each), evaluated and fine-tuned like the samplers; tagged "paper" (its
+    `direct` folder holds zoo models, the paper's B_F: a baseline)."""
     out = []
     for method, weights in paper_sample_populations(hyperrep_dir, zoo.architecture, config.models_per_method).items():
         members = pd.DataFrame({"member": np.arange(len(weights)), "checkpoint": np.arange(len(weights))})
@@ -734,9 +735,10 @@ def paper_note(notes: tuple[str, ...], config: ReportConfig) -> str:
     imported = notes[0] if notes else "its dataset.pt"
     return (f"A paper hyper-representation folder: its zoo is {imported}. Rows tagged 'paper' are the authors' "
             f"pre-sampled populations (samples/<method>/, the first {config.models_per_method} checkpoints of each; "
-            f"its direct/ folder holds zoo models, its B_F), evaluated and fine-tuned like the samplers; {PAPER_B_T} = the test-split accuracies recorded in "
-            "zoos/<dataset>/zoo_testsplit.pt at the same epochs, on the whole test set and not re-evaluated "
-            "(the file holds no weights: no distances, ensembles or IoU).")
+            f"its direct/ folder holds zoo models, its B_F), evaluated and fine-tuned like the samplers; {PAPER_B_T} = "
+            "the test-split accuracies recorded in zoos/<dataset>/zoo_testsplit.pt at the same epochs, on the whole "
+            "test set and not re-evaluated (the file holds no weights: no distances, ensembles or IoU); its epochs are "
+            "passes over the paper's whole training split, not over the fine-tuning images here.")
 
 
 def report_header(hyperrep, ablation_dir, zoo: Zoo, config: ReportConfig, seconds: float, skipped: list[str],
@@ -775,8 +777,8 @@ def report_header(hyperrep, ablation_dir, zoo: Zoo, config: ReportConfig, second
         "95 % CI is a percentile bootstrap over the members of the method and of every reference (frontier.csv, "
         "frontier.png).",
         "Cells: mean ± std [bootstrap 95 % CI of the mean] of test accuracy in %. p: two-sided Mann-Whitney U against "
-        "B_T (the zoo's test split; else a paper folder's recorded one; else the re-trained one) at the same epoch, Holm-corrected over "
-        "every test in the table; 'sep.' = complete separation: every member on one side of every B_T member, where p sits at the "
+        "B_T (the zoo's test split; else a paper folder's recorded one; else the re-trained one) at the same epoch, "
+        "Holm-corrected over every test in the table; 'sep.' = complete separation: every member on one side of every B_T member, where p sits at the "
         "smallest value the sample sizes allow and says nothing more (report.csv: p_vs_B_T, p_floor, p_holm, "
         f"separated, above_B_T). Ensembles: mean accuracy of disjoint {config.ensemble_size}-member ensembles "
         "(averaged softmax) of the fine-tuned members.",
