@@ -344,7 +344,7 @@ def _compare(run: SampleRun, zoo: Zoo, hyperrep: HyperRep, table: pd.DataFrame, 
     scratch = scratch_baseline(zoo, n_baseline, run.seed)
     baselines["B_T (random init)"] = evaluate_weights(arch, activation, scratch.weights, data).accuracy
     if hyperrep.path is not None:  # a paper folder adds its pre-sampled populations and its B_T
-        baselines.update(paper_comparison_rows(hyperrep.path, arch, activation, data))
+        baselines.update(paper_comparison_rows(hyperrep.path, arch, activation, data, MAX_BASELINE_MODELS))
     ensembles = ensemble_figures(run, arch, activation, data)
     placed = place_on_map(population.latents, hyperrep.latents.cpu(), hyperrep.map_coords.cpu(), k=5)
     return Comparisons(pd.concat(frames, ignore_index=True), baselines, ensembles, placed.numpy().astype(float), messages,

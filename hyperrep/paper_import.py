@@ -288,12 +288,14 @@ def testsplit_accuracy_at(table: pd.DataFrame, epoch: int) -> np.ndarray:
     return table.loc[table["epoch"] == epoch, "test_acc"].to_numpy(dtype=float)
 
 
-def paper_comparison_rows(hyperrep_dir: Path | str, arch, activation: str, data) -> dict[str, np.ndarray]:
+def paper_comparison_rows(hyperrep_dir: Path | str, arch, activation: str, data,
+                          limit: int | None = None) -> dict[str, np.ndarray]:
     """Extra comparison rows of a paper hyper-representation folder: each pre-sampled population's
-    accuracy on `data`, and the paper's B_T (zoo_testsplit.pt beside it) at its first and last epoch
-    as the paper recorded it (on the whole test split). Empty for any other folder."""
+    accuracy on `data` (its first `limit` checkpoints, or all), and the
+    paper's B_T (zoo_testsplit.pt beside it) at its first and last epoch as the paper recorded it
+    (on the whole test split). Empty for any other folder."""
     rows: dict[str, np.ndarray] = {}
-    for method, weights in paper_sample_populations(hyperrep_dir, arch).items():
+    for method, weights in paper_sample_populations(hyperrep_dir, arch, limit).items():
         rows[sample_label(method)] = evaluate_weights(arch, activation, weights, data).accuracy
     zoo_folder = find_zoo_folder(hyperrep_dir)
     if zoo_folder is not None:
