@@ -226,7 +226,8 @@ def cmd_report(args: argparse.Namespace) -> None:
                           fine_tune_images=args.fine_tune_images, seed=args.seed, fine_tune_epochs=args.epochs,
                           fine_tune_models=None if args.fine_tune_models == 0 else args.fine_tune_models,
                           frontier_models=args.frontier_models, guided_steps=args.guided_steps,
-                          guided_images=args.guided_images, guided_step_size=args.guided_step_size)
+                          guided_images=args.guided_images, guided_step_size=args.guided_step_size,
+                          guided_weight_step_sizes=args.guided_weight_step_sizes)
     ablation = args.ablation if args.ablation is not None and args.ablation.exists() else None
     if args.ablation is not None and ablation is None:
         print(f"note: no ablation hyper-representation at {args.ablation}; the report has no no-LWLN rows", file=sys.stderr)
@@ -348,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--guided-steps", type=int, default=10, help="latent steps of the guided sampler")
     report.add_argument("--guided-images", type=int, default=256, help="training images the guided steps use")
     report.add_argument("--guided-step-size", type=float, default=0.1, help="Adam step size of the guided latent steps")
+    report.add_argument("--guided-weight-step-sizes", type=float, nargs="+", default=[],
+                        help="more learning rates of the equal-cost weight steps, a row each (the zoo's is always one)")
     report.add_argument("--test-images", type=int, default=2_000)
     report.add_argument("--fine-tune-images", type=int, default=2_000)
     report.add_argument("--seed", type=int, default=42)

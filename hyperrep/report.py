@@ -85,6 +85,7 @@ class ReportConfig:
     guided_steps: int = 10
     guided_images: int = 256
     guided_step_size: float = 0.1
+    guided_weight_step_sizes: list[float] = field(default_factory=list)  # more learning rates of the weight steps
     noise_sigmas: list[float] = field(default_factory=list)  # extra noise rows in the table (the frontier has its own)
     frontier_sigmas: list[float] = field(default_factory=lambda: FrontierSettings().sigmas)
     frontier_average_sizes: list[int] = field(default_factory=lambda: FrontierSettings().average_sizes)
@@ -100,6 +101,8 @@ class ReportConfig:
             raise ValueError(f"unknown samplers {unknown}; known: {', '.join(SAMPLERS)}")
         if self.models_per_method < 2 or min(self.fine_tune_epochs) < 0:
             raise ValueError("models_per_method must be >= 2 and fine_tune_epochs >= 0")
+        if any(not lr > 0 for lr in self.guided_weight_step_sizes):
+            raise ValueError(f"guided weight step sizes must be > 0, got {self.guided_weight_step_sizes}")
         if self.fine_tune_models is not None and self.fine_tune_models < 2:
             raise ValueError(f"fine_tune_models must be >= 2 (or None for all), got {self.fine_tune_models}")
         self.frontier_settings().validate()
@@ -183,18 +186,22 @@ def sampler_label(name: str, fraction: float) -> str:
 
 def guided_populations(hyperrep, zoo: Zoo, anchors: torch.Tensor, train: ImageSet, config: ReportConfig) -> list[Population]:
     """For each guided base: the guided samples, and the same steps on the same images taken on the
-    decoded start weights directly (learning rate: the zoo's), the equal-cost comparison."""
+    decoded start weights directly, the equal-cost comparison: at the zoo's learning rate, and at
+    each of `guided_weight_step_sizes` (the latent step size is a free choice too)."""
     n, seed, out = config.models_per_method, config.seed, []
     steps, images, size = config.guided_steps, min(config.guided_images, len(train)), config.guided_step_size
+    rates = [(zoo_training_settings(zoo).lr, "")] + [(lr, f", lr {lr:g}") for lr in config.guided_weight_step_sizes]
     for base in config.guided_bases:
         sampler = GuidedSampler(hyperrep.model, zoo.activation, train, base=base, steps=steps, images=images,
                                 step_size=size).fit(anchors)
         guided = sample_population(hyperrep.model, sampler, anchors, n, seed)
         guided.label = f"S_guided ({base} + {steps} latent steps, {images} images, top {config.anchor_fraction:.0%})"
-        refined = refine_weights(zoo.architecture, zoo.activation, sampler.start_weights(n, seed),
-                                 guidance_batch(train, images, seed), steps=steps, step_size=zoo_training_settings(zoo).lr)
-        members = pd.DataFrame({"member": np.arange(n), "base": base, "steps": steps})
-        out += [guided, Population(f"{base} + {steps} weight steps (equal cost)", refined, members)]
+        out.append(guided)
+        start, batch = sampler.start_weights(n, seed), guidance_batch(train, images, seed)
+        for lr, note in rates:
+            refined = refine_weights(zoo.architecture, zoo.activation, start, batch, steps=steps, step_size=lr)
+            members = pd.DataFrame({"member": np.arange(n), "base": base, "steps": steps, "lr": lr})
+            out.append(Population(f"{base} + {steps} weight steps (equal cost{note})", refined, members))
     return out
 
 
@@ -766,7 +773,9 @@ def report_header(hyperrep, ablation_dir, zoo: Zoo, config: ReportConfig, second
         "0); reconstructed = decode(encode(anchor)). S_guided = latents of its base sampler refined by "
         f"{config.guided_steps} Adam steps (size {config.guided_step_size:g}) of the task loss through the frozen decoder on "
         f"{config.guided_images} training images; '+ weight steps (equal cost)' = the same steps on the same images taken "
-        f"on the decoded start weights (lr {settings.lr:.2g}). Samplers are named by the paper's name and the registry "
+        f"on the decoded start weights (lr {settings.lr:.2g}"
+        + ("; a row marked 'lr x': at learning rate x" if config.guided_weight_step_sizes else "")
+        + "). Samplers are named by the paper's name and the registry "
         "name (`hyperrep.sampling.SAMPLERS`); kde_legacy is the published S_KDE (near-copies of anchors).",
         f"Frontier (`hyperrep.frontier`, {frontier.models} models per reference): noise on the anchors at σ = "
         f"{', '.join(f'{s:g}' for s in frontier.sigmas)}; averages of k = {', '.join(map(str, frontier.average_sizes))} "

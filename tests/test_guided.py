@@ -12,7 +12,8 @@ from hyperrep.data import load_split, zoo_dataset_rule
 from hyperrep.evaluate import evaluate_weights
 from hyperrep.export import read_population
 from hyperrep.guided import GuidedSampler, _task_loss, guidance_batch, guided_parameters, refine_latents, refine_weights
-from hyperrep.model import HyperRepresentation, ModelConfig
+from hyperrep.model import HyperRepresentation, ModelConfig, load_hyperrep
+from hyperrep.report import ReportConfig, guided_populations
 from hyperrep.sampling import decode_latents, encode_weights, make_sampler
 
 
@@ -129,3 +130,19 @@ def test_cli_guided_flags_are_checked(tiny_hyperrep_path, idx_dir, tmp_path, cap
     err = capsys.readouterr().err
     assert "unknown sampler 'nope'; known:" in err and "guided" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_report_compares_the_guided_sampler_with_weight_steps_at_each_learning_rate(tiny_hyperrep_path, tiny_zoo, idx_dir):
+    hyperrep = load_hyperrep(tiny_hyperrep_path)
+    train = zoo_dataset_rule(tiny_zoo.manifest, idx_dir).training_images(64, 0, idx_dir)
+    anchors = hyperrep.latents[torch.as_tensor(experiment.top_train_anchors(hyperrep.latent_table))]
+    config = ReportConfig(models_per_method=4, guided_steps=3, guided_images=32, guided_weight_step_sizes=[0.05])
+    guided, zoo_lr, tuned = guided_populations(hyperrep, tiny_zoo, anchors, train, config)
+    assert guided.label.startswith("S_guided (kde + 3 latent steps, 32 images")
+    assert zoo_lr.label == "kde + 3 weight steps (equal cost)" and tuned.label == "kde + 3 weight steps (equal cost, lr 0.05)"
+    sampler = GuidedSampler(hyperrep.model, tiny_zoo.activation, train, steps=3, images=32).fit(anchors)
+    start = sampler.start_weights(4, config.seed)
+    moved = [float((p.weights - start).norm(dim=1).median()) for p in (zoo_lr, tuned)]
+    assert 0 < moved[0] < moved[1]  # the zoo's learning rate (0.0032 here) moves them less than 0.05
+    with pytest.raises(ValueError, match="weight step sizes"):
+        ReportConfig(guided_weight_step_sizes=[0.0]).validate()
