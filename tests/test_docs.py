@@ -1,5 +1,6 @@
 """The docs a user reads stay complete: every module in the README's table, every cited note in
-the repository, the app-latency block between its markers."""
+the repository, the app-latency block between its markers, the README's summary quoting only
+numbers of its report table."""
 
 from __future__ import annotations
 
@@ -45,3 +46,21 @@ def test_the_app_latency_block_is_generated_between_its_markers():
     assert text.count(start) == 1 and text.count(end) == 1 and text.index(start) < text.index(end)
     block = text[text.index(start): text.index(end)]
     assert "`bench/app_latency.py" in block and re.search(r"sessions \d+ x \d+ models: slowest results", block)
+
+
+def test_the_readme_summary_cites_only_numbers_of_the_report_table():
+    """The hand-written "In short" readings under the README's report block quote numbers with a
+    CI; each must be in the table above it (a Δ as its cell shows it, an accuracy as `mean ± std
+    [low, high]`), so a regenerated report that moves a number makes this fail until the reading
+    is rewritten."""
+    text = (ROOT / "README.md").read_text().replace("−", "-")
+    block = text[text.index("<!-- report:start"): text.index("<!-- report:end -->")]
+    start = text.index("In short (every number from the table above")
+    summary = text[start: text.index("\n\n", start)]
+    deltas = re.findall(r"[+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\]", summary)
+    accuracies = re.findall(r"(\d+\.\d) % \[(\d+\.\d), (\d+\.\d)\]", summary)
+    assert len(deltas) >= 10 and len(accuracies) >= 5, "the summary's cited numbers were not found"
+    missing = [d for d in deltas if d not in block]
+    missing += [f"{m} % [{lo}, {hi}]" for m, lo, hi in accuracies
+                if not re.search(rf"\| {re.escape(m)} ± \d+\.\d \[{re.escape(lo)}, {re.escape(hi)}\] \|", block)]
+    assert not missing, f"README summary numbers not in the report table: {missing}"
