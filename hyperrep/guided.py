@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hyperrep import cores
 from hyperrep.cnn import Architecture, population_forward
 from hyperrep.data import ImageSet
 from hyperrep.sampling import SAMPLERS, LatentSampler, SamplerParameter, constructor_parameters, decode_latents, make_sampler
@@ -54,7 +55,7 @@ def refine_latents(model, activation: str, latents: torch.Tensor, batch: ImageSe
     z = latents.detach().to(device).float().clone().requires_grad_(True)
     optimiser = torch.optim.Adam([z], lr=step_size)
     for step in range(steps):
-        with torch.enable_grad():  # also when called under no_grad
+        with cores.turn(), torch.enable_grad():  # one step per turn (hyperrep.cores); also under no_grad
             loss = _task_loss(model.arch, activation, model.decode(z), batch)
             # the gradient of the latents only: the decoder (shared by the app's sessions) is
             # neither changed nor given .grad, and its requires_grad flags are left as they are
@@ -73,10 +74,11 @@ def refine_weights(arch: Architecture, activation: str, weights: torch.Tensor, b
     w = weights.detach().float().clone().to(batch.images.device).requires_grad_(True)
     optimiser = torch.optim.Adam([w], lr=step_size)
     for _ in range(steps):
-        loss = _task_loss(arch, activation, w, batch)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
+        with cores.turn():  # one step per turn (hyperrep.cores)
+            loss = _task_loss(arch, activation, w, batch)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
     return w.detach().cpu()
 
 
