@@ -769,8 +769,8 @@ def report_header(hyperrep, ablation_dir, zoo: Zoo, config: ReportConfig, second
         f"{config.test_images} test images at epochs {epochs}.",
         f"Baselines: {ZOO_B_T} = the zoo's test-split models trained from scratch, read at the same epochs (the paper's "
         f"B_T); {RETRAINED_B_T} = fresh initialisations drawn as the zoo's build drew them, fine-tuned like the samples; "
-        "B_F = models drawn from the anchors' pool, fine-tuned; anchors = the anchors themselves (the frontier at distance "
-        "0); reconstructed = decode(encode(anchor)). S_guided = latents of its base sampler refined by "
+        "B_F = models drawn from the anchors' pool (at epoch 0 the anchors themselves, the samplers' fair reference), "
+        "fine-tuned; the anchors are also the frontier's point at distance 0 (frontier.csv); reconstructed = decode(encode(anchor)). S_guided = latents of its base sampler refined by "
         f"{config.guided_steps} Adam steps (size {config.guided_step_size:g}) of the task loss through the frozen decoder on "
         f"{config.guided_images} training images; '+ weight steps (equal cost)' = the same steps on the same images taken "
         f"on the decoded start weights (lr {settings.lr:.2g}"
