@@ -209,6 +209,10 @@ def print_comparisons(run) -> None:
     for group, part in run.novelty.groupby("group", sort=False):
         print(f"    {group}: median distance to the nearest zoo model {finite_median(part['distance']):.3g}, "
               f"median mistake overlap (IoU) {finite_median(part['misclassification_iou']):.2f}")
+    if run.frontier_delta is not None:
+        from hyperrep.frontier import delta_statement
+
+        print(f"    frontier of the anchors: {delta_statement(run.frontier_delta, run.quick_images)}")
     for label, value in run.ensembles.items():
         print(f"    {label}: {value:.3f}")
     for level, message in run.messages:
@@ -327,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--format", choices=["safetensors", "zoo"], default="safetensors",
                         help="a population folder (weights.safetensors + samples.csv, docs/formats.md), or a zoo directory")
     sample.add_argument("--compare", action="store_true",
-                        help="also compare with the zoo (novelty), a distance-matched noise baseline, B_T and ensembles")
+                        help="also compare with the zoo (novelty), a distance-matched noise baseline, the frontier (Δ), B_T and ensembles")
     sample.add_argument("--no-evaluate", action="store_true", help="skip the test accuracy (safetensors format only)")
     sample.add_argument("--test-images", type=int, default=10_000)
     sample.add_argument("--data-dir", type=Path, default=None, help="folder of IDX files")

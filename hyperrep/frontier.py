@@ -243,6 +243,19 @@ def verdict(low: float, high: float) -> str:
     return "not distinguishable from the frontier (the CI holds 0)"
 
 
+def delta_statement(delta, images: int) -> str:
+    """A sample's Δ (a row of `Frontier.delta`) with its CI in words that claim no more than the
+    CI carries, zero-shot on the first `images` test images (the app's panel, `hyperrep sample --compare`)."""
+    if not np.isfinite(delta["delta"]):
+        return "No frontier reference reaches the samples' distance, so there is no Δ to state."
+    low, high = 100 * delta["delta_lo"], 100 * delta["delta_hi"]
+    return (f"Δ = {100 * delta['delta']:+.1f} pp [95 % CI {low:+.1f}, {high:+.1f}]: the samples' mean accuracy minus "
+            f"the frontier's ({delta['frontier_accuracy']:.1%}) at their median distance {delta['distance']:.3g}, "
+            f"zero-shot on the first {images:,} images: {verdict(delta['delta_lo'], delta['delta_hi'])}. The frontier "
+            "is the best of noise on these anchors, averages of k of them and a Gaussian fitted to their weights, at "
+            "the same distance from the zoo.")
+
+
 def _nanmean(values: np.ndarray) -> float:
     values = np.asarray(values, dtype=np.float64)
     return float(values[np.isfinite(values)].mean()) if np.isfinite(values).any() else float("nan")

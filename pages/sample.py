@@ -7,7 +7,7 @@ import streamlit as st
 
 from hyperrep import experiment, settings, summaries
 from hyperrep.experiment import SampleRun
-from hyperrep.frontier import verdict
+from hyperrep.frontier import delta_statement
 from hyperrep.progress import ThrottledProgress
 from pages import shared
 
@@ -152,17 +152,6 @@ def add_frontier(figure, run: SampleRun) -> None:
                                 marker=dict(color="crimson", size=14, symbol="star")))
 
 
-def frontier_statement(delta, images: int) -> str:
-    """Δ with its CI in words that claim no more than the CI carries."""
-    if not np.isfinite(delta["delta"]):
-        return "No frontier reference reaches the samples' distance, so there is no Δ to state."
-    low, high = 100 * delta["delta_lo"], 100 * delta["delta_hi"]
-    return (f"**Δ = {100 * delta['delta']:+.1f} pp [95 % CI {low:+.1f}, {high:+.1f}]**: the samples' mean accuracy minus "
-            f"the frontier's ({delta['frontier_accuracy']:.1%}) at their median distance {delta['distance']:.3g}, "
-            f"zero-shot on the first {images:,} images: {verdict(delta['delta_lo'], delta['delta_hi'])}. The frontier is the best of noise on these anchors, "
-            "averages of k of them and a Gaussian fitted to their weights, at the same distance from the zoo.")
-
-
 def show_comparisons(run: SampleRun, area) -> None:
     with area:
         map_column, novelty_column = st.columns(2)
@@ -203,7 +192,7 @@ def show_comparisons(run: SampleRun, area) -> None:
                     "anchors at the samples' median distance."
                 )
                 if run.frontier_delta is not None:
-                    st.markdown(frontier_statement(run.frontier_delta, run.quick_images))
+                    st.markdown(delta_statement(run.frontier_delta, run.quick_images))
         if run.ensembles:
             st.subheader("Ensembles")
             columns = st.columns(len(run.ensembles))

@@ -3,6 +3,8 @@ equal-cost reference, the same steps on the decoded weights."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -100,8 +102,10 @@ def test_cli_samples_with_the_guided_sampler(tiny_hyperrep_path, tiny_zoo, idx_d
     images than the unguided draw of its base sampler with the same seed, which it starts from."""
     common = [str(tiny_hyperrep_path), "-n", "6", "--seed", "3", "--test-images", "100", "--data-dir", str(idx_dir)]
     guide = ["--guided-steps", "20", "--guided-images", "64"]
-    assert main(["sample", common[0], str(tmp_path / "guided"), *common[1:], "--method", "guided", *guide]) == 0
-    assert "6 models from guided" in capsys.readouterr().out
+    assert main(["sample", common[0], str(tmp_path / "guided"), *common[1:], "--method", "guided", *guide, "--compare"]) == 0
+    out = capsys.readouterr().out
+    assert "6 models from guided" in out
+    assert re.search(r"frontier of the anchors: (Δ = [+-]\d+\.\d pp \[95 % CI [+-]\d+\.\d, [+-]\d+\.\d\]|No frontier)", out), out
     assert main(["sample", common[0], str(tmp_path / "kde"), *common[1:], "--method", "kde"]) == 0
     assert main(["sample", common[0], str(tmp_path / "start"), *common[1:], "--method", "guided", "--guided-steps", "0",
                  "--guided-images", "64"]) == 0
@@ -109,7 +113,8 @@ def test_cli_samples_with_the_guided_sampler(tiny_hyperrep_path, tiny_zoo, idx_d
     assert guided.weights.shape == unguided.weights.shape == (6, tiny_zoo.architecture.n_params)
     assert guided.metadata["strategy"] == "guided" and guided.metadata["params"] == {"base": "kde", "steps": 20, "images": 64,
                                                                                  "step_size": 0.1}
-    assert len(guided.table) == 6 and guided.table["test_acc"].notna().all()
+    assert len(guided.table) == 6 and guided.table["test_acc"].notna().all() and guided.metadata["compared"] is True
+    assert {"distance", "misclassification_iou", "map_x"} <= set(guided.table.columns)
     assert torch.allclose(start.weights, unguided.weights, atol=1e-6)  # 0 steps: the base sampler's draw
     assert not torch.allclose(guided.weights, unguided.weights, atol=1e-3)
     images = zoo_dataset_rule(tiny_zoo.manifest, idx_dir).training_images(64, 0, idx_dir)  # the guide images
