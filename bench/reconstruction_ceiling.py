@@ -5,11 +5,11 @@ docs/benchmarks.md's "Autoencoder" section:
    noisy weights and the kept accuracy (rebuilt / original, models above 50 %); and the same
    figures for two references that use no latent: the train split's mean model, and the nearest
    train-split state of each held-out model.
-2. PCA ceiling: fit PCA on the train split's σ-scaled weights (epochs 1-5), in plain and in
+2. PCA ceiling: fit PCA on the train split's σ-scaled weights (epochs 1-5, or --epochs), in plain and in
    canonical neuron order, and rebuild the test split with 8..256 components. Run it on a seed
    zoo and on a shared-init zoo to see why the default zoo shares its initial state.
 
-Usage: python bench/reconstruction_ceiling.py [--zoo data/zoo] [--images 1000]
+Usage: python bench/reconstruction_ceiling.py [--zoo data/zoo] [--images 1000] [--epochs 1 2 3 4 5]
 """
 
 from __future__ import annotations
@@ -36,13 +36,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--zoo", default="data/zoo")
     parser.add_argument("--images", type=int, default=1000, help="first N test images")
+    parser.add_argument("--epochs", type=int, nargs="+", default=[1, 2, 3, 4, 5],
+                        help="saved epochs to fit and rebuild (the seed zoo: 21 22 23 24 25)")
     args = parser.parse_args()
     torch.manual_seed(0)
     zoo = Zoo.load(args.zoo)
     arch = zoo.architecture
     data = load_split("test").subset(torch.arange(args.images))
-    train, _ = zoo.samples("train", epochs=[1, 2, 3, 4, 5])
-    test, _ = zoo.samples("test", epochs=[1, 2, 3, 4, 5])
+    train, _ = zoo.samples("train", epochs=args.epochs)
+    test, _ = zoo.samples("test", epochs=args.epochs)
     mean = train.mean(dim=0)
     original = evaluate_population(arch, zoo.activation, test, data).accuracy
     print(f"zoo {zoo.name}: {len(train)} train / {len(test)} test states, first {args.images} test images, "
