@@ -231,7 +231,8 @@ def cmd_report(args: argparse.Namespace) -> None:
                           fine_tune_models=None if args.fine_tune_models == 0 else args.fine_tune_models,
                           frontier_models=args.frontier_models, guided_steps=args.guided_steps,
                           guided_images=args.guided_images, guided_step_size=args.guided_step_size,
-                          guided_weight_step_sizes=args.guided_weight_step_sizes)
+                          guided_weight_step_sizes=args.guided_weight_step_sizes,
+                          **({"frontier_sigmas": args.frontier_sigmas} if args.frontier_sigmas else {}))
     ablation = args.ablation if args.ablation is not None and args.ablation.exists() else None
     if args.ablation is not None and ablation is None:
         print(f"note: no ablation hyper-representation at {args.ablation}; the report has no no-LWLN rows", file=sys.stderr)
@@ -350,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--epochs", type=int, nargs="+", default=[0, 1, 5], help="fine-tuning epochs reported (default 0 1 5)")
     report.add_argument("--fine-tune-models", type=int, default=10, help="of those, fine-tuned per method (0: all; default 10)")
     report.add_argument("--frontier-models", type=int, default=40, help="models per frontier reference population")
+    report.add_argument("--frontier-sigmas", type=float, nargs="+", default=None,
+                        help="σ of the noise references (default 0.01 to 0.32, distances up to about 16 on CNN-s; "
+                             "a seed zoo's samples lie farther, so extend it there)")
     report.add_argument("--guided-steps", type=int, default=10, help="latent steps of the guided sampler")
     report.add_argument("--guided-images", type=int, default=256, help="training images the guided steps use")
     report.add_argument("--guided-step-size", type=float, default=0.1, help="Adam step size of the guided latent steps")

@@ -3,6 +3,8 @@ on a tiny real zoo and tiny hyper-representations."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -220,9 +222,12 @@ def test_cli_sample_and_report(tiny_hyperreps, idx_dir, tmp_path, capsys):
     assert "sampler 'gmm' needs at least 8 anchors, got 1" in capsys.readouterr().err
     assert main(["report", "--hyperrep", str(with_lwln), "--ablation", str(tmp_path / "missing"), "--out",
                  str(tmp_path / "r"), "--models", "3", "--test-images", "100", "--fine-tune-images", "100",
-                 "--data-dir", str(idx_dir), "--workers", "1"]) == 0
+                 "--data-dir", str(idx_dir), "--workers", "1", "--frontier-sigmas", "0.05", "0.6"]) == 0
     assert "no ablation hyper-representation" in capsys.readouterr().err
     assert (tmp_path / "r" / "report.md").is_file()
+    assert json.loads((tmp_path / "r" / "report_config.json").read_text())["frontier_sigmas"] == [0.05, 0.6]
+    noise = pd.read_csv(tmp_path / "r" / "frontier.csv").query("family == 'noise' and level > 0")
+    assert sorted(set(noise["level"])) == [0.05, 0.6]
 
 
 def test_update_readme_replaces_only_the_marked_table(tmp_path):
