@@ -30,6 +30,31 @@ def write_idx(path: Path, array: np.ndarray) -> None:
         path.write_bytes(payload)
 
 
+def point_app_at(monkeypatch, tmp_path: Path, *, model: Path, data: Path, zoo: Path | None = None) -> None:
+    """Point the app at these artifacts (one CPU thread, imports cached in tmp_path); zoo None: the
+    hyper-representation's own. AppTest re-detects the pages/ folder before every run, so each run
+    would start in Streamlit's legacy router and be rerun by shared.leave_legacy_router(), losing
+    a button click; the real server leaves that router for good at its first run, so do the same."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if zoo is None:
+        monkeypatch.delenv("HYPERREP_ZOO", raising=False)
+    else:
+        monkeypatch.setenv("HYPERREP_ZOO", str(zoo))
+    monkeypatch.setenv("HYPERREP_MODEL", str(model))
+    monkeypatch.setenv("HYPERREP_DATA", str(data))
+    monkeypatch.setenv("HYPERREP_DEVICE", "cpu")
+    monkeypatch.setenv("HYPERREP_THREADS", "1")  # the test process keeps its single thread
+    monkeypatch.setenv("HYPERREP_IMPORT_CACHE", str(tmp_path / "imports"))
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
 @pytest.fixture(scope="session")
 def idx_dir(tmp_path_factory) -> Path:
     """An IDX folder in the Debian layout: 'train' = first 8,000 shipped test images, 't10k' = the rest."""

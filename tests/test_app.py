@@ -32,6 +32,7 @@ from hyperrep.model import load_hyperrep
 from hyperrep.baselines import anchor_weights
 from hyperrep.weights import index_dict
 from hyperrep.zoo import Zoo
+from conftest import point_app_at
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 PAGES = ["pages/overview.py", "pages/zoo.py", "pages/latent_map.py", "pages/sample.py", "pages/finetune.py", "pages/export.py",
@@ -41,22 +42,7 @@ PAGES = ["pages/overview.py", "pages/zoo.py", "pages/latent_map.py", "pages/samp
 @pytest.fixture()
 def app_env(monkeypatch, tiny_zoo_path, tiny_hyperrep_path, idx_dir, tmp_path):
     """Point the app at the tiny artifacts (2,000 test images) and keep imports in tmp_path."""
-    monkeypatch.setenv("HYPERREP_ZOO", str(tiny_zoo_path))
-    monkeypatch.setenv("HYPERREP_MODEL", str(tiny_hyperrep_path))
-    monkeypatch.setenv("HYPERREP_DATA", str(idx_dir))
-    monkeypatch.setenv("HYPERREP_DEVICE", "cpu")
-    monkeypatch.setenv("HYPERREP_THREADS", "1")  # the test process keeps its single thread
-    monkeypatch.setenv("HYPERREP_IMPORT_CACHE", str(tmp_path / "imports"))
-    # AppTest re-detects the pages/ folder before every run, so each run would start in
-    # Streamlit's legacy router and be rerun by shared.leave_legacy_router(), losing a button
-    # click. The real server leaves that router for good at its first run; do the same here.
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
+    point_app_at(monkeypatch, tmp_path, zoo=tiny_zoo_path, model=tiny_hyperrep_path, data=idx_dir)
     return {"zoo": tiny_zoo_path, "model": tiny_hyperrep_path, "data": idx_dir}
 
 

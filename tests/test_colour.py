@@ -15,6 +15,7 @@ from hyperrep.report import ReportConfig, load_test_images, run_report
 from hyperrep.train import TrainConfig, train_hyperrep
 from hyperrep.zoo import Zoo
 from hyperrep.zoo_build import BuildConfig, build_zoo
+from conftest import point_app_at
 
 CLASS_COLOURS = np.random.default_rng(5).integers(30, 226, size=(10, 3))
 
@@ -106,22 +107,10 @@ def test_report_fine_tunes_and_compares_colour_populations(colour_artifacts, tmp
 
 
 def test_app_samples_and_evaluates_colour_models(colour_artifacts, monkeypatch, tmp_path):
-    from streamlit.runtime.pages_manager import PagesManager
     from test_app import PAGES, metric, sample, start, texts
 
-    monkeypatch.setenv("HYPERREP_ZOO", str(colour_artifacts["zoo_path"]))
-    monkeypatch.setenv("HYPERREP_MODEL", str(colour_artifacts["hyperrep"]))
-    monkeypatch.setenv("HYPERREP_DATA", str(colour_artifacts["data"]))
-    monkeypatch.setenv("HYPERREP_DEVICE", "cpu")
-    monkeypatch.setenv("HYPERREP_THREADS", "1")
-    monkeypatch.setenv("HYPERREP_IMPORT_CACHE", str(tmp_path / "imports"))
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):  # as in test_app.app_env: stay out of the legacy router
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
+    point_app_at(monkeypatch, tmp_path, zoo=colour_artifacts["zoo_path"], model=colour_artifacts["hyperrep"],
+                 data=colour_artifacts["data"])
     for page in PAGES:  # every page renders on CNN-s3 / CNN-l artifacts
         assert not start(page).error, page
     at = start("pages/sample.py")
@@ -166,18 +155,7 @@ def test_an_imported_colour_model_zoo_goes_through_the_app_and_the_report(colour
     assert recorded.equals(original.properties.set_index(["model_id", "epoch"])["test_acc"].sort_index())
 
     hyperrep = train_hyperrep(imported, tmp_path / "hyperrep", tiny_training(arch), data_dir=data, device="cpu")
-    for name, value in {"HYPERREP_ZOO": source, "HYPERREP_MODEL": hyperrep, "HYPERREP_DATA": data, "HYPERREP_DEVICE": "cpu",
-                        "HYPERREP_THREADS": "1", "HYPERREP_IMPORT_CACHE": tmp_path / "imports"}.items():
-        monkeypatch.setenv(name, str(value))
-    from streamlit.runtime.pages_manager import PagesManager
-
-    original_init = PagesManager.__init__
-
-    def init(self, *args, **kwargs):  # as in test_app.app_env: stay out of the legacy router
-        original_init(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
+    point_app_at(monkeypatch, tmp_path, zoo=source, model=hyperrep, data=data)
     at = start()
     assert not at.sidebar.error, texts(at.sidebar.error)
     assert metric(at, "models") == "8"

@@ -28,6 +28,7 @@ from hyperrep.paper_files import read_model_dataset, seed_from_path
 from hyperrep.paper_import import paper_sample_populations
 from hyperrep.report import PAPER_B_T, RETRAINED_B_T, ZOO_B_T, ReportConfig, load_test_images, recorded_test_split
 from hyperrep.zoo import Zoo
+from conftest import point_app_at
 
 FIXTURES = Path(__file__).parent / "fixtures" / "paper"
 HYPER = FIXTURES / "hyper_reps" / "mnist"
@@ -48,21 +49,7 @@ def paper_root(tmp_path) -> Path:
 @pytest.fixture()
 def paper_env(monkeypatch, paper_root, tmp_path):
     """The app pointed at the paper folder, with the paper's own images (zoos/mnist/image_dataset.pt)."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    monkeypatch.delenv("HYPERREP_ZOO", raising=False)
-    monkeypatch.setenv("HYPERREP_MODEL", str(paper_root / "hyper_reps" / "mnist"))
-    monkeypatch.setenv("HYPERREP_DATA", str(paper_root / "zoos" / "mnist"))
-    monkeypatch.setenv("HYPERREP_DEVICE", "cpu")
-    monkeypatch.setenv("HYPERREP_THREADS", "1")
-    monkeypatch.setenv("HYPERREP_IMPORT_CACHE", str(tmp_path / "imports"))
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):  # as in test_app.app_env: stay out of the legacy router
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
+    point_app_at(monkeypatch, tmp_path, model=paper_root / "hyper_reps" / "mnist", data=paper_root / "zoos" / "mnist")
     return paper_root
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from hyperrep.artifacts import HYPERREP, ZOO, dataset_source
@@ -17,6 +16,7 @@ from hyperrep.train import TrainConfig, train_hyperrep
 from hyperrep.zoo import Zoo
 from hyperrep.zoo_build import BuildConfig, build_zoo
 from hyperrep.zoo_references import zoo_references
+from conftest import point_app_at
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 TINY = dict(n_models=8, epochs=1, train_images=600, train_metric_images=200, test_images=300, batch_size=32,
@@ -56,19 +56,7 @@ def stop_after(models: int):
 @pytest.fixture()
 def app_env(monkeypatch, shelf, idx_dir, tmp_path):
     monkeypatch.setenv("HYPERREP_ARTIFACTS", str(shelf))
-    monkeypatch.setenv("HYPERREP_ZOO", str(shelf / "shared"))
-    monkeypatch.setenv("HYPERREP_MODEL", str(shelf / "shared-hyperrep"))
-    monkeypatch.setenv("HYPERREP_DATA", str(idx_dir))
-    monkeypatch.setenv("HYPERREP_DEVICE", "cpu")
-    monkeypatch.setenv("HYPERREP_THREADS", "1")
-    monkeypatch.setenv("HYPERREP_IMPORT_CACHE", str(tmp_path / "imports"))
-    original = PagesManager.__init__  # leave Streamlit's legacy pages/ router as the real server does
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
+    point_app_at(monkeypatch, tmp_path, zoo=shelf / "shared", model=shelf / "shared-hyperrep", data=idx_dir)
 
 
 def test_shipped_artifacts_are_the_zoos_and_hyperreps_with_their_zoo(shelf):
