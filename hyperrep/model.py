@@ -539,19 +539,20 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def decode_latents(model, latents: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Weights [n, P] (float32, CPU) decoded from latents [n, L] in batches, without gradients."""
+def _in_batches(step, model, rows: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """step(rows of a batch on the model's device) for every batch, without gradients, as float32 on the CPU."""
     device, out = _model_device(model), []
     with torch.no_grad():
-        for start in range(0, len(latents), batch_size):
-            out.append(model.decode(latents[start: start + batch_size].to(device).float()).float().cpu())
+        for start in range(0, len(rows), batch_size):
+            out.append(step(rows[start: start + batch_size].to(device).float()).float().cpu())
     return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def decode_latents(model, latents: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Weights [n, P] (float32, CPU) decoded from latents [n, L] in batches, without gradients."""
+    return _in_batches(model.decode, model, latents, batch_size)
 
 
 def encode_weights(model, weights: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Latents [n, L] (float32, CPU) of weights [n, P] in batches, without gradients."""
-    device, out = _model_device(model), []
-    with torch.no_grad():
-        for start in range(0, len(weights), batch_size):
-            out.append(model.encode(weights[start: start + batch_size].to(device).float()).float().cpu())
-    return torch.cat(out) if out else torch.empty(0, 0)
+    return _in_batches(model.encode, model, weights, batch_size)
