@@ -241,6 +241,11 @@ def test_new_or_copies_draws_the_frontier_of_the_anchors_in_use(app_env):
     assert delta["delta"] == pytest.approx(np.nanmean(run.quick.accuracy) - frontier.accuracy_at(delta["distance"], 0))
     star = traces["samples (median distance, mean accuracy)"]
     assert star["y"][0] == pytest.approx(np.nanmean(run.quick.accuracy))
+    assert_delta_statement(at, delta)
+
+
+def assert_delta_statement(at: AppTest, delta: dict) -> None:
+    """The page states the samples' Δ with its CI, in the words of frontier.delta_statement."""
     statement = texts(at.markdown)
     if np.isfinite(delta["delta"]):
         assert f"Δ = {100 * delta['delta']:+.1f} pp [95 % CI {100 * delta['delta_lo']:+.1f}, {100 * delta['delta_hi']:+.1f}]" in statement
@@ -278,11 +283,7 @@ def test_guided_sampler_on_the_sample_page(app_env):
         np.median(run.novelty.loc[run.novelty["group"] == "samples", "distance"]))
     figure = json.loads(next(c for c in at.get("plotly_chart") if c.proto.id.endswith("novelty_plot")).proto.spec)
     assert {"frontier", "samples (median distance, mean accuracy)"} <= {trace["name"] for trace in figure["data"]}
-    statement = texts(at.markdown)
-    if np.isfinite(delta["delta"]):
-        assert f"Δ = {100 * delta['delta']:+.1f} pp [95 % CI {100 * delta['delta_lo']:+.1f}, {100 * delta['delta_hi']:+.1f}]" in statement
-    else:
-        assert "no Δ to state" in statement
+    assert_delta_statement(at, delta)
 
 
 def test_guided_sampler_with_bad_parameters_is_a_clear_error(app_env):
