@@ -30,6 +30,7 @@ Public API (other modules rely on these names):
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -101,20 +102,33 @@ class ModelConfig:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         if min(self.d_model, self.d_ff, self.latent_dim, self.n_heads, self.n_blocks) < 1:
             raise ValueError("d_model, d_ff, latent_dim, n_heads and n_blocks must be positive")
+        width = self.d_model * sequence_length(get_architecture(self.architecture)) if self.compression == "linear" \
+            else self.d_model
+        if self.latent_dim > width:
+            raise ValueError(f"latent_dim {self.latent_dim} is larger than what the encoder compresses "
+                             f"({self.compression} compression of d_model {self.d_model}: {width} numbers); "
+                             f"choose latent_dim <= {width}")
 
 
 # -- transformer parts (names as in the paper's def_transformers.py) ---------------------------
 class Norm(nn.Module):
-    """The paper's normalisation: alpha * (x - mean) / (unbiased std + eps) + bias (not LayerNorm)."""
+    """The paper's normalisation: alpha * (x - mean) / (unbiased std + eps) + bias (not LayerNorm).
+
+    Computed by one fused F.layer_norm call (forward and backward are each one kernel instead of
+    seven elementwise passes): with weight alpha * sqrt((n-1)/n) and epsilon eps^2 (n-1)/n it gives
+    alpha * (x - mean) / sqrt(std^2 + eps^2) + bias, which differs from the paper's denominator
+    std + eps by less than eps (1e-6): equal to fp32 rounding wherever std is not ~eps."""
 
     def __init__(self, d_model: int, eps: float = 1e-6):
         super().__init__()
         self.alpha = nn.Parameter(torch.ones(d_model))
         self.bias = nn.Parameter(torch.zeros(d_model))
         self.eps = eps
+        self.unbiased = math.sqrt((d_model - 1) / d_model) if d_model > 1 else 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.alpha * (x - x.mean(dim=-1, keepdim=True)) / (x.std(dim=-1, keepdim=True) + self.eps) + self.bias
+        n = x.shape[-1]
+        return F.layer_norm(x, (n,), self.alpha * self.unbiased, self.bias, eps=self.eps**2 * self.unbiased**2)
 
 
 class MultiHeadAttention(nn.Module):
@@ -331,18 +345,23 @@ class HyperRepresentation(nn.Module):
         self.layer_scales.copy_(torch.stack(scales).clamp_min(1e-4))
 
     def losses(
-        self, inputs: torch.Tensor, targets: torch.Tensor, *, gamma: float, temperature: float, lwln: bool
+        self, inputs: torch.Tensor, targets: torch.Tensor, *, gamma: float, temperature: float, lwln: bool,
+        identical_views: bool = False,
     ) -> dict[str, torch.Tensor]:
-        """Loss parts of a batch of 2N views (first N and last N are the two views of N models)."""
+        """Loss parts of a batch of 2N views (first N and last N are the two views of N models).
+
+        `identical_views` says the two halves are equal (an augmentation that does nothing): one pass
+        over the first half then gives the same losses at half the cost. The caller knows this from
+        the augmentation settings, so the step never compares tensors (a host sync on a GPU)."""
         inputs, targets = self.comparable(inputs), self.comparable(targets)
-        half = len(inputs) // 2
-        if torch.equal(inputs[:half], inputs[half:]) and torch.equal(targets[:half], targets[half:]):
-            # identical views (no augmentation survives): one pass gives the same losses at half the cost
+        if identical_views:
+            half = len(inputs) // 2
             latents, output = self(inputs[:half])
             latents, targets = torch.cat([latents, latents]), targets[:half]
         else:
             latents, output = self(inputs)
-        recon, per_layer = reconstruction_loss(self.arch, output, targets, self.layer_scales if lwln else None)
+        recon, per_layer = reconstruction_loss(self.arch, output, targets, self.layer_scales if lwln else None,
+                                               self.parameter_layer)
         parts = {"loss_recon": recon, "loss_recon_layers": per_layer}
         if gamma > 0 and self.projection_head is not None:
             view_1, view_2 = self.projection_head(latents).chunk(2)
@@ -355,16 +374,20 @@ class HyperRepresentation(nn.Module):
 
 # -- losses --------------------------------------------------------------------------------------
 def reconstruction_loss(
-    arch: Architecture, output: torch.Tensor, target: torch.Tensor, layer_scales: torch.Tensor | None
+    arch: Architecture, output: torch.Tensor, target: torch.Tensor, layer_scales: torch.Tensor | None,
+    parameter_layer: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Squared error summed over parameters / (B * P), each layer's error divided by sigma_l^2
-    (LWLN, the paper's Eq. for layer-wise loss normalisation) or plain when `layer_scales` is None. Also each layer's term [layers]."""
-    error = (output - target).square()
-    terms = []
-    for i, part in enumerate(arch.layer_slices()):
-        term = error[:, part].sum() / error.numel()
-        terms.append(term / layer_scales[i].square() if layer_scales is not None else term)
-    terms = torch.stack(terms)
+    (LWLN, the paper's Eq. for layer-wise loss normalisation) or plain when `layer_scales` is None.
+    Also each layer's term [layers]. `parameter_layer` [P] (each entry's layer) is derived from
+    `arch` when not given."""
+    if parameter_layer is None:
+        parameter_layer = parameter_layers(arch).to(output.device)
+    per_entry = (output - target).square().sum(dim=0)  # [P]
+    terms = torch.zeros(len(arch.layers), dtype=per_entry.dtype, device=per_entry.device)
+    terms = terms.index_add(0, parameter_layer, per_entry) / output.numel()
+    if layer_scales is not None:
+        terms = terms / layer_scales.square()
     return terms.sum(), terms
 
 
@@ -388,6 +411,29 @@ def r_squared_per_layer(arch: Architecture, output: torch.Tensor, target: torch.
     return torch.stack(values)
 
 
+def matmul_flops(config: ModelConfig) -> int:
+    """FLOPs (2 per multiply-add) of the matrix products in one view's forward pass: token
+    embedders and debedders, q/k/v/out and feed-forward of every block, the attention products
+    q k^T and (softmax) v, compression, decompression and the projection head. Bias adds, norms,
+    softmax and activations are not counted (they are O(d) per token, not O(d^2)). A training step
+    costs about 3x this per view (backward = gradients of inputs and of weights)."""
+    arch, d = get_architecture(config.architecture), config.d_model
+    seq = sequence_length(arch)
+    embed = sum(n * size * d for n, size in zip(tokens_per_layer(arch), token_dims(arch)))  # one way
+    encoder_seq = seq + 1 if config.compression == "token" else seq
+    block = lambda s: s * (4 * d * d + 2 * d * config.d_ff) + 2 * s * s * d  # noqa: E731
+    neck_in = d * seq if config.compression == "linear" else d
+    neck_out = d * seq if config.decompression == "linear" else d
+    head = 0
+    if config.projection_layers > 0:
+        hidden = config.projection_dim or config.latent_dim
+        out = config.projection_out or max(1, config.latent_dim // 2)
+        head = config.latent_dim * hidden + (config.projection_layers - 1) * hidden * hidden + hidden * out
+    multiply_adds = (2 * embed + config.n_blocks * (block(encoder_seq) + block(seq))
+                     + config.latent_dim * (neck_in + neck_out) + head)
+    return 2 * multiply_adds
+
+
 # -- augmentation --------------------------------------------------------------------------------
 @dataclass
 class Augmentation:
@@ -398,6 +444,10 @@ class Augmentation:
     erase_p: float = 0.5  # probability of erasing one contiguous block of the flat vector
     erase_scale: list[float] = field(default_factory=lambda: [0.02, 0.33])  # block length / P
     target: str = "augmented"  # reconstruct the augmented view (paper) or the clean, permuted one
+
+    def is_identity(self) -> bool:
+        """True when both views are the model itself (nothing permutes, adds noise or erases)."""
+        return not self.permute and self.noise == 0 and self.erase_p == 0
 
     def validate(self) -> None:
         if self.target not in ("augmented", "clean"):

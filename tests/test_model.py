@@ -12,8 +12,10 @@ from hyperrep.model import (
     Augmentation,
     HyperRepresentation,
     ModelConfig,
+    Norm,
     erase_mask,
     make_views,
+    matmul_flops,
     nt_xent,
     reconstruction_loss,
 )
@@ -167,9 +169,50 @@ def test_identical_views_take_the_one_pass_shortcut_with_the_same_losses():
     model = HyperRepresentation(ModelConfig(**SMALL)).eval()
     weights = population(3)
     same = torch.cat([weights, weights])
-    shortcut = model.losses(same, same, gamma=0.5, temperature=0.1, lwln=True)
+    shortcut = model.losses(same, same, gamma=0.5, temperature=0.1, lwln=True, identical_views=True)
     latents, output = model(same)  # the full computation on both copies
     recon, _ = reconstruction_loss(CNN_S, output, same, model.layer_scales)
     view_1, view_2 = model.projection_head(latents).chunk(2)
     torch.testing.assert_close(shortcut["loss_recon"], recon)
     torch.testing.assert_close(shortcut["loss_contrast"], nt_xent(view_1, view_2, 0.1))
+
+
+def test_norm_is_the_papers_formula():
+    norm = Norm(24)
+    with torch.no_grad():
+        norm.alpha.uniform_(0.5, 2)
+        norm.bias.uniform_(-1, 1)
+    x = torch.randn(7, 5, 24) * 3 + 1
+    paper = norm.alpha * (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + 1e-6) + norm.bias
+    torch.testing.assert_close(norm(x), paper, rtol=1e-5, atol=1e-5)
+    flat = torch.ones(2, 24)  # std 0: the paper's formula gives the bias, not a division by zero
+    torch.testing.assert_close(norm(flat), norm.bias.expand(2, -1).detach())
+
+
+@pytest.mark.parametrize("settings", [
+    dict(d_model=32, n_heads=4, n_blocks=2, d_ff=48, latent_dim=16),
+    dict(d_model=32, n_heads=2, n_blocks=1, d_ff=40, latent_dim=8, compression="token", decompression="repeat",
+         projection_layers=3, projection_dim=20),
+])
+def test_matmul_flops_is_what_torch_counts_and_a_step_is_three_forwards(settings):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    config = ModelConfig(**settings)
+    model = HyperRepresentation(config).train()
+    weights = population(4)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as forward_count:  # MATH: attention as bmm
+        with torch.no_grad():
+            latents = model.encode(weights)
+            model.decode(latents), model.projection_head(latents)
+    assert forward_count.get_total_flops() == 4 * matmul_flops(config)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as step_count:
+        model.losses(weights, weights, gamma=0.05, temperature=0.1, lwln=True)["loss"].backward()
+    # backward = input and weight gradients; the embedders' input gradient is never needed
+    assert 2.9 < step_count.get_total_flops() / (4 * matmul_flops(config)) <= 3.0
+
+
+def test_only_a_no_op_augmentation_counts_as_identical_views():
+    assert Augmentation(permute=False, noise=0.0, erase_p=0.0).is_identity()
+    for changed in (dict(permute=True), dict(noise=0.01), dict(erase_p=0.1)):
+        assert not Augmentation(**{"permute": False, "noise": 0.0, "erase_p": 0.0, **changed}).is_identity()

@@ -115,6 +115,20 @@ def test_configs_for_another_architecture_are_refused(tiny_zoo_path, tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "d").exists()
 
 
+@pytest.mark.parametrize("change,named", [
+    ({"model": {**TINY["model"], "latent_dim": 16 * 48 + 1}}, "latent_dim 769 is larger"),
+    ({"model": {**TINY["model"], "d_model": 18, "n_heads": 4}}, "d_model 18 is not divisible by n_heads 4"),
+    ({"batch_size": 10_000}, "fewer than batch_size 10000"),
+])
+def test_a_bad_config_stops_with_one_line_before_training(tiny_zoo_path, tmp_path, capsys, change, named):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**TINY, **change}))
+    assert main(["train", str(tiny_zoo_path), str(tmp_path / "out"), "--config", str(path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert named in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_loading_refuses_foreign_or_incomplete_directories(tmp_path):
     from hyperrep.files import ArtifactError
 
