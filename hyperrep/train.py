@@ -335,7 +335,7 @@ def train_hyperrep(
         row.update({f"val_{key}": value for key, value in val.items() if not isinstance(value, dict)})
         row["seconds"] = time.time() - began
         history.append(row)
-        log(_epoch_line(row))
+        log(_epoch_line(row, history[start:], config.epochs))
         if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
             save_checkpoint(checkpoint, epoch + 1, model, optimizer, history, stored_config["training"])
 
@@ -415,13 +415,16 @@ def train_step(model: HyperRepresentation, optimizer: torch.optim.Optimizer, con
                       parts["loss_recon_layers"]]).detach()
 
 
-def _epoch_line(row: dict) -> str:
-    text = f"epoch {row['epoch']}: loss {row['loss']:.4f} recon {row['loss_recon']:.4f} " \
+def _epoch_line(row: dict, this_session: list[dict], epochs: int) -> str:
+    """One log line per epoch: losses, validation figures, seconds per epoch and the ETA."""
+    text = f"epoch {row['epoch']}/{epochs}: loss {row['loss']:.4f} recon {row['loss_recon']:.4f} " \
            f"contrast {row['loss_contrast']:.3f} | val recon {row['val_loss_recon']:.4f} R2 {row['val_rsq']:.3f}"
     if "val_acc_ratio_above_threshold" in row:
         text += f" acc {row['val_acc_original']:.3f}->{row['val_acc_reconstructed']:.3f}" \
                 f" ratio(>50%) {row['val_acc_ratio_above_threshold']:.3f}"
-    return text + f" ({row['seconds']:.1f} s)"
+    per_epoch = sum(r["seconds"] for r in this_session) / len(this_session)
+    remaining = round(per_epoch * (epochs - row["epoch"]))
+    return text + f" ({row['seconds']:.1f} s; ETA {remaining // 3600}:{remaining // 60 % 60:02d}:{remaining % 60:02d})"
 
 
 def _artifact_config(config: TrainConfig, zoo: Zoo, zoo_path: Path, out: Path, epochs_used: list[int], device) -> dict:

@@ -96,6 +96,38 @@ def test_resume_continues_exactly_where_it_stopped(tiny_zoo_path, idx_dir, tmp_p
     assert [row["loss"] for row in history_a] == [row["loss"] for row in history_b]
 
 
+def test_a_killed_training_leaves_no_artifact_and_resumes_to_the_same_weights(tiny_zoo_path, idx_dir, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps({**TINY, "epochs": 40}))
+    command = [sys.executable, "-m", "hyperrep.cli", "train", str(tiny_zoo_path), "", "--config", str(config_path),
+               "--data-dir", str(idx_dir), "--threads", "1"]
+    straight = tmp_path / "straight"
+    done = subprocess.run(command[:5] + [str(straight)] + command[6:], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    printed = done.stdout + done.stderr
+    assert "epoch 40/40:" in printed and "ETA 0:00:00" in printed and "step/s" in printed  # epoch, s/epoch, ETA, bar
+    killed = tmp_path / "killed"
+    run = subprocess.Popen(command[:5] + [str(killed)] + command[6:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = killed / "checkpoint" / "state.json"
+    while run.poll() is None and not (state.is_file() and json.loads(state.read_text())["epoch"] >= 3):
+        time.sleep(0.05)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    assert run.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / "model.safetensors").exists() and not (killed / "metrics.json").exists()
+    resumed = subprocess.run(command[:5] + [str(killed)] + command[6:] + ["--resume"], capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch" in resumed.stdout + resumed.stderr
+    a, b = read_tensors(straight / "model.safetensors"), read_tensors(killed / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_configs_for_another_architecture_are_refused(tiny_zoo_path, tmp_path):
     wrong = tiny_config(model={**TINY["model"], "architecture": "cnn_l"})
     with pytest.raises(ValueError, match="cnn_l .*cnn_s"):

@@ -1,0 +1,194 @@
+"""The seed-zoo autoencoder scaling study: capacity, epochs, augmentation and data, run by run.
+
+    .venv/bin/python bench/seed_ae_scaling.py                  # every run not yet in the CSV, in order
+    .venv/bin/python bench/seed_ae_scaling.py --only base-e40 latent256-e40
+    .venv/bin/python bench/seed_ae_scaling.py --list           # the runs and whether they are done
+    .venv/bin/python bench/seed_ae_scaling.py --figure         # redraw the figure from the CSV
+
+Every run is configs/paper_seed_hyperrep.json with the changes in RUNS, trained with
+hyperrep.train.train_hyperrep on data/seed-zoo (epochs 21-25). Its row in
+docs/seed-ae-scaling/runs.csv holds the train, val and test figures of metrics.json (R^2,
+accuracy ratio and prediction agreement of the reconstructions on 1,000 test images), the
+held-out references (the nearest train model; PCA with latent_dim components), parameters,
+counted training FLOPs and the wall and CPU seconds. Rows are appended as runs finish, so an
+interrupted study continues where it stopped; a run is resumed from its own checkpoint.
+Validation figures choose between runs; test figures are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import time
+from pathlib import Path
+
+from hyperrep.model import matmul_flops
+from hyperrep.train import TrainConfig, train_hyperrep
+from hyperrep.zoo import Zoo
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "docs" / "seed-ae-scaling"
+WORK = REPO / ".scaling-runs"  # checkpoints of unfinished runs (git-ignored)
+BASE = REPO / "configs" / "paper_seed_hyperrep.json"
+
+D256 = {"d_model": 256, "d_ff": 512, "latent_dim": 256}
+D400 = {"d_model": 400, "d_ff": 800, "latent_dim": 448}
+# name: (model changes, training changes, train models kept (None: all), note)
+RUNS: dict[str, tuple[dict, dict, int | None, str]] = {
+    "base-e40": ({}, {"epochs": 40}, None, "the shipped recipe (1.8 M), 40 epochs"),
+    "latent256-e40": ({"latent_dim": 256}, {"epochs": 40}, None, "latent 96 -> 256"),
+    "latent700-e40": ({"latent_dim": 700}, {"epochs": 40}, None, "latent 96 -> 700"),
+    "nopermute-e40": ({}, {"epochs": 40, "augmentation": {"permute": False}}, None, "no permutation augmentation"),
+    "center-e40": ({"center_inputs": True}, {"epochs": 40}, None, "encode the difference to the train mean"),
+    "overfit20-e40": ({}, {"epochs": 40}, 20, "20 train models: can it memorise?"),
+    "d256-e40": (D256, {"epochs": 40}, None, "d_model 256, latent 256 (8.5 M)"),
+    "d400-e40": (D400, {"epochs": 40}, None, "d_model 400, latent 448 (22 M)"),
+    "d256-center-e40": ({**D256, "center_inputs": True}, {"epochs": 40}, None, "8.5 M, centred"),
+    "base-e120": ({}, {"epochs": 120}, None, "the shipped recipe, 120 epochs"),
+    "d256-e120": (D256, {"epochs": 120}, None, "8.5 M, 120 epochs"),
+    "d256-half-e40": (D256, {"epochs": 40}, 105, "8.5 M, half the train models"),
+}
+COLUMNS = ["run", "note", "parameters", "train_models", "epochs", "batch_size", "latent_dim", "d_model",
+           "train_pflop", "wall_s", "cpu_s"]
+FIGURES = ["rsq", "acc_ratio_above_threshold", "prediction_agreement"]
+
+
+def run_config(name: str) -> TrainConfig:
+    model, training, _, _ = RUNS[name]
+    raw = TrainConfig.from_file(BASE).to_dict()
+    raw["model"].update(model)
+    for key, value in training.items():
+        if isinstance(value, dict):
+            raw[key].update(value)
+        else:
+            raw[key] = value
+    raw["map_method"] = "pca"  # the study reads metrics, not the map
+    return TrainConfig.from_dict(raw)
+
+
+def study_zoo(train_models: int | None) -> Path:
+    """data/seed-zoo, or a copy whose train split keeps its first `train_models` models (val and test unchanged)."""
+    source = REPO / "data" / "seed-zoo"
+    if train_models is None:
+        return source
+    target = WORK / f"seed-zoo-train{train_models}"
+    if (target / "zoo.json").is_file():
+        return target
+    zoo = Zoo.load(source)
+    kept = zoo.splits["train"][:train_models]
+    dropped = set(zoo.splits["train"]) - set(kept)
+    ids = [int(m) for m in zoo.model_ids if int(m) not in dropped]
+    rows = zoo.rows_of(ids)
+    manifest = {**zoo.manifest, "splits": {**zoo.manifest["splits"], "train": kept},
+                "name": f"{zoo.name}-train{train_models}"}
+    properties = zoo.properties[zoo.properties["model_id"].isin(ids)].reset_index(drop=True)
+    Zoo(manifest, zoo.weights[rows].clone(), zoo.model_ids[rows].clone(), properties).save(target)
+    return target
+
+
+def done_runs(csv_path: Path) -> set[str]:
+    if not csv_path.is_file():
+        return set()
+    with csv_path.open() as handle:
+        return {row["run"] for row in csv.DictReader(handle)}
+
+
+def result_row(name: str, config: TrainConfig, folder: Path, wall: float, cpu: float) -> dict:
+    metrics = json.loads((folder / "metrics.json").read_text())
+    quality, train_models = metrics["quality"], RUNS[name][2]
+    n_train = quality["train"]["models"]
+    row = {"run": name, "note": RUNS[name][3], "parameters": metrics["model_parameters"],
+           "train_models": train_models or n_train // 5, "epochs": config.epochs, "batch_size": config.batch_size,
+           "latent_dim": config.model.latent_dim, "d_model": config.model.d_model,
+           "train_pflop": round(3 * matmul_flops(config.model) * 2 * n_train * config.epochs / 1e15, 4),
+           "wall_s": round(wall), "cpu_s": round(cpu)}
+    for split in ("train", "val", "test"):
+        for key in FIGURES:
+            row[f"{split}_{key}"] = round(quality[split][key], 4)
+    for split in ("val", "test"):
+        for reference in ("nearest_train", "pca"):
+            for key in FIGURES:
+                row[f"{split}_{reference}_{key}"] = round(quality[split][reference][key], 4)
+    return row
+
+
+def append_row(csv_path: Path, row: dict) -> None:
+    new = not csv_path.is_file()
+    with csv_path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def train_run(name: str, csv_path: Path) -> dict:
+    config = run_config(name)
+    folder = WORK / name
+    resume = (folder / "checkpoint").is_dir()
+    if (folder / "model.safetensors").is_file() and not resume:
+        shutil.rmtree(folder)  # finished but not recorded (killed between the two): retrain is cheaper than trust
+    wall, cpu = time.time(), time.process_time()
+    print(f"== {name}: {RUNS[name][3]}", flush=True)
+    train_hyperrep(study_zoo(RUNS[name][2]), folder, config, resume=resume, device="cpu",
+                   log=lambda line: print(f"   {line}", flush=True))
+    row = result_row(name, config, folder, time.time() - wall, time.process_time() - cpu)
+    append_row(csv_path, row)
+    shutil.rmtree(folder)
+    return row
+
+
+def draw_figure(csv_path: Path, figure_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    table = pd.read_csv(csv_path)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, label in ((axes[0], "rsq", "R$^2$ of the reconstruction"),
+                           (axes[1], "prediction_agreement", "prediction agreement with the original")):
+        ax.scatter(table["parameters"] / 1e6, table[f"train_{key}"], marker="o", label="train models")
+        ax.scatter(table["parameters"] / 1e6, table[f"test_{key}"], marker="s", label="test models")
+        for _, row in table.iterrows():
+            ax.annotate(row["run"], (row["parameters"] / 1e6, row[f"test_{key}"]), fontsize=7, alpha=0.7)
+        ax.axhline(table[f"test_nearest_train_{key}"].median(), color="grey", ls="--", label="nearest train model (test)")
+        ax.set_xscale("log")
+        ax.set_xlabel("autoencoder parameters (M)")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=8)
+    fig.suptitle("Seed-zoo autoencoder: bench/seed_ae_scaling.py")
+    fig.tight_layout()
+    fig.savefig(figure_path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    parser.add_argument("--only", nargs="+", choices=sorted(RUNS), help="these runs (in this order), if not done")
+    parser.add_argument("--list", action="store_true", help="list the runs and whether the CSV has them")
+    parser.add_argument("--figure", action="store_true", help="only redraw the figure from the CSV")
+    parser.add_argument("--out", type=Path, default=OUT, help="folder of runs.csv and scaling.png")
+    args = parser.parse_args()
+    csv_path, figure_path = args.out / "runs.csv", args.out / "scaling.png"
+    done = done_runs(csv_path)
+    if args.list:
+        for name, (_, _, _, note) in RUNS.items():
+            print(f"{'done' if name in done else 'todo'}  {name:18s} {note}")
+        return
+    if not args.figure:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name in args.only or list(RUNS):
+            if name not in done:
+                row = train_run(name, csv_path)
+                print(f"   -> train R2 {row['train_rsq']:.3f}, val R2 {row['val_rsq']:.3f}, val agreement "
+                      f"{row['val_prediction_agreement']:.3f} (nearest train {row['val_nearest_train_prediction_agreement']:.3f})",
+                      flush=True)
+    if csv_path.is_file():
+        draw_figure(csv_path, figure_path)
+
+
+if __name__ == "__main__":
+    main()
