@@ -140,6 +140,34 @@ def train_run(name: str, csv_path: Path) -> dict:
     return row
 
 
+SIZE_RUNS = ["base-e40", "latent256-e40", "latent700-e40", "d256-e40", "d400-e40"]  # one recipe, 40 epochs
+AUTHORS_PARAMETERS = 71.2e6  # d_model 800, latent 700, d_ff 900, 2+2 blocks, projection 4 x 400 -> 50
+
+
+def size_fit(csv_path: Path) -> list[str]:
+    """Test agreement and R^2 against log10(parameters) over SIZE_RUNS, least squares, extrapolated to
+    the authors' size, with a leave-one-out range (how much one run moves the extrapolation)."""
+    import numpy as np
+    import pandas as pd
+
+    table = pd.read_csv(csv_path).set_index("run")
+    runs = [r for r in SIZE_RUNS if r in table.index]
+    if len(runs) < 3:
+        return [f"size fit: needs >= 3 of {SIZE_RUNS}, has {runs}"]
+    x = np.log10(table.loc[runs, "parameters"].to_numpy(float))
+    lines = [f"size fit over {', '.join(runs)} (40 epochs, batch 16, all 210 train models): y = a + b log10(parameters)"]
+    for key in ("test_prediction_agreement", "test_rsq", "train_rsq"):
+        y = table.loc[runs, key].to_numpy(float)
+        b, a = np.polyfit(x, y, 1)
+        at = a + b * np.log10(AUTHORS_PARAMETERS)
+        loo = [np.polyval(np.polyfit(np.delete(x, i), np.delete(y, i), 1), np.log10(AUTHORS_PARAMETERS))
+               for i in range(len(x))]
+        residual = y - (a + b * x)
+        lines.append(f"  {key}: a {a:+.3f}, b {b:+.3f} per decade, residual sd {residual.std(ddof=2) if len(x) > 2 else 0:.3f}; "
+                     f"at {AUTHORS_PARAMETERS / 1e6:.1f} M: {at:.3f} (leave-one-out {min(loo):.3f}..{max(loo):.3f})")
+    return lines
+
+
 def draw_figure(csv_path: Path, figure_path: Path) -> None:
     import matplotlib
 
@@ -189,6 +217,9 @@ def main() -> None:
                       flush=True)
     if csv_path.is_file():
         draw_figure(csv_path, figure_path)
+        fit = size_fit(csv_path)
+        (args.out / "size_fit.txt").write_text("\n".join(fit) + "\n")
+        print("\n".join(fit))
 
 
 if __name__ == "__main__":
