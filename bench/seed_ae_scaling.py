@@ -3,7 +3,7 @@
     .venv/bin/python bench/seed_ae_scaling.py                  # every run not yet in the CSV, in order
     .venv/bin/python bench/seed_ae_scaling.py --only base-e40 latent256-e40
     .venv/bin/python bench/seed_ae_scaling.py --list           # the runs and whether they are done
-    .venv/bin/python bench/seed_ae_scaling.py --figure         # redraw the figure from the CSV
+    .venv/bin/python bench/seed_ae_scaling.py --figure         # redraw the figure, PCA table and fit from the CSV
 
 Every run is configs/paper_seed_hyperrep.json with the changes in RUNS, trained with
 hyperrep.train.train_hyperrep on data/seed-zoo (epochs 21-25). Its row in
@@ -46,8 +46,9 @@ RUNS: dict[str, tuple[dict, dict, int | None, str]] = {
     "overfit20-e40": ({}, {"epochs": 40}, 20, "20 train models: can it memorise?"),
     "d256-e40": (D256, {"epochs": 40}, None, "d_model 256, latent 256 (8.8 M)"),
     "d400-e40": (D400, {"epochs": 40}, None, "d_model 400, latent 448 (23 M)"),
-    "d256-center-e40": ({**D256, "center_inputs": True}, {"epochs": 40}, None, "8.8 M, centred"),
+    "overfit20-steps": ({}, {"epochs": 433}, 20, "20 train models at base-e40's 2,600 steps"),
     "base-e120": ({}, {"epochs": 120}, None, "the shipped recipe, 120 epochs"),
+    "d256-center-e40": ({**D256, "center_inputs": True}, {"epochs": 40}, None, "8.8 M, centred"),
     "d256-half-e40": (D256, {"epochs": 40}, 105, "8.8 M, half the train models"),
     "d256-e120": (D256, {"epochs": 120}, None, "8.8 M, 120 epochs"),
 }
@@ -140,6 +141,26 @@ def train_run(name: str, csv_path: Path) -> dict:
     return row
 
 
+def pca_rows(components: list[int]) -> list[dict]:
+    """PCA of the train states (epochs 21-25) with k components: R^2 of each split around the train
+    mean, the same figure as the autoencoder's (a reconstruction without a network)."""
+    import torch
+
+    zoo = Zoo.load(REPO / "data" / "seed-zoo")
+    splits = {name: zoo.samples(name, [21, 22, 23, 24, 25])[0] for name in ("train", "val", "test")}
+    mean = splits["train"].mean(dim=0)
+    _, _, basis = torch.linalg.svd(splits["train"] - mean, full_matrices=False)
+    rows = []
+    for k in components:
+        row = {"components": k}
+        for name, weights in splits.items():
+            centred = weights - mean
+            rebuilt = centred @ basis[:k].T @ basis[:k]
+            row[f"{name}_rsq"] = round(float(1 - (centred - rebuilt).square().sum() / centred.square().sum()), 4)
+        rows.append(row)
+    return rows
+
+
 SIZE_RUNS = ["base-e40", "latent256-e40", "latent700-e40", "d256-e40", "d400-e40"]  # one recipe, 40 epochs
 AUTHORS_PARAMETERS = 71.2e6  # d_model 800, latent 700, d_ff 900, 2+2 blocks, projection 4 x 400 -> 50
 
@@ -172,6 +193,7 @@ def draw_figure(csv_path: Path, figure_path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.ticker
     import matplotlib.pyplot as plt
     import pandas as pd
 
@@ -181,10 +203,13 @@ def draw_figure(csv_path: Path, figure_path: Path) -> None:
                            (axes[1], "prediction_agreement", "prediction agreement with the original")):
         ax.scatter(table["parameters"] / 1e6, table[f"train_{key}"], marker="o", label="train models")
         ax.scatter(table["parameters"] / 1e6, table[f"test_{key}"], marker="s", label="test models")
+        ax.scatter(table["parameters"] / 1e6, table[f"test_pca_{key}"], marker="x", color="grey",
+                   label="PCA, latent_dim components (test)")
         for _, row in table.iterrows():
             ax.annotate(row["run"], (row["parameters"] / 1e6, row[f"test_{key}"]), fontsize=7, alpha=0.7)
         ax.axhline(table[f"test_nearest_train_{key}"].median(), color="grey", ls="--", label="nearest train model (test)")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel("autoencoder parameters (M)")
         ax.set_ylabel(label)
         ax.legend(fontsize=8)
@@ -217,6 +242,11 @@ def main() -> None:
                       flush=True)
     if csv_path.is_file():
         draw_figure(csv_path, figure_path)
+        pca = pca_rows([96, 256, 448, 700, 1049])
+        with (args.out / "pca.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(pca[0]))
+            writer.writeheader()
+            writer.writerows(pca)
         fit = size_fit(csv_path)
         (args.out / "size_fit.txt").write_text("\n".join(fit) + "\n")
         print("\n".join(fit))
