@@ -70,12 +70,11 @@ def run_config(name: str) -> TrainConfig:
     return TrainConfig.from_dict(raw)
 
 
-def study_zoo(train_models: int | None) -> Path:
-    """data/seed-zoo, or a copy whose train split keeps its first `train_models` models (val and test unchanged)."""
-    source = REPO / "data" / "seed-zoo"
+def study_zoo(train_models: int | None, source: Path = REPO / "data" / "seed-zoo", work: Path = WORK) -> Path:
+    """`source`, or a copy whose train split keeps its first `train_models` models (val and test unchanged)."""
     if train_models is None:
         return source
-    target = WORK / f"seed-zoo-train{train_models}"
+    target = work / f"{source.name}-train{train_models}"
     if (target / "zoo.json").is_file():
         return target
     zoo = Zoo.load(source)
@@ -189,6 +188,23 @@ def size_fit(csv_path: Path) -> list[str]:
     return lines
 
 
+def markdown_table(csv_path: Path) -> list[str]:
+    """runs.csv as the table of docs/seed-ae-scaling/README.md (test figures; val chose nothing here)."""
+    import pandas as pd
+
+    table = pd.read_csv(csv_path)
+    lines = ["| run | what changed | parameters | train models | epochs | train s | train R² | test R² | "
+             "train agreement | test agreement | test ratio | test PCA R² / agreement | test nearest-train agreement |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        lines.append(f"| {r['run']} | {r['note']} | {r['parameters'] / 1e6:.1f} M | {r['train_models']} | {r['epochs']} | "
+                     f"{r['train_s']} | {r['train_rsq']:.3f} | {r['test_rsq']:.3f} | {r['train_prediction_agreement']:.3f} | "
+                     f"{r['test_prediction_agreement']:.3f} | {r['test_acc_ratio_above_threshold']:.3f} | "
+                     f"{r['test_pca_rsq']:.3f} / {r['test_pca_prediction_agreement']:.3f} | "
+                     f"{r['test_nearest_train_prediction_agreement']:.3f} |")
+    return lines
+
+
 def draw_figure(csv_path: Path, figure_path: Path) -> None:
     import matplotlib
 
@@ -247,6 +263,7 @@ def main() -> None:
             writer = csv.DictWriter(handle, fieldnames=list(pca[0]))
             writer.writeheader()
             writer.writerows(pca)
+        (args.out / "table.md").write_text("\n".join(markdown_table(csv_path)) + "\n")
         fit = size_fit(csv_path)
         (args.out / "size_fit.txt").write_text("\n".join(fit) + "\n")
         print("\n".join(fit))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHES = sorted(p.name for p in (ROOT / "bench").glob("*.py"))
@@ -76,3 +78,37 @@ def test_zoo_train_bench_ends_with_the_two_goal_lines(idx_dir):
     assert last[0].startswith("stacked, batch 10: ") and " x the plain loop" in last[0]
     assert last[1].startswith("stacked, batch 32: ") and " x the plain loop" in last[1]
     assert "max abs weight difference" in done.stdout
+
+
+def load_bench(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_scaling_study_shrinks_only_the_train_split(tiny_zoo_path, tmp_path):
+    from hyperrep.zoo import Zoo
+
+    study = load_bench("seed_ae_scaling")
+    whole = Zoo.load(tiny_zoo_path)
+    fewer = Zoo.load(study.study_zoo(3, source=tiny_zoo_path, work=tmp_path))
+    assert fewer.splits["train"] == whole.splits["train"][:3]
+    assert fewer.splits["val"] == whole.splits["val"] and fewer.splits["test"] == whole.splits["test"]
+    for model_id in fewer.splits["val"] + fewer.splits["train"]:
+        row, source_row = fewer.rows_of([model_id])[0], whole.rows_of([model_id])[0]
+        assert torch.equal(fewer.weights[row], whole.weights[source_row])
+    assert study.study_zoo(None, source=tiny_zoo_path) == tiny_zoo_path
+
+
+def test_the_size_fit_extrapolates_a_straight_line_in_log_parameters(tmp_path):
+    study = load_bench("seed_ae_scaling")
+    rows = ["run,parameters,test_prediction_agreement,test_rsq,train_rsq"]
+    for run, params in zip(study.SIZE_RUNS, (1e6, 1e7, 1e8)):
+        decades = math.log10(params) - 6
+        rows.append(f"{run},{params},{0.3 + 0.1 * decades},{0.2 + 0.2 * decades},{0.5}")
+    (tmp_path / "runs.csv").write_text("\n".join(rows) + "\n")
+    lines = study.size_fit(tmp_path / "runs.csv")
+    at = math.log10(study.AUTHORS_PARAMETERS) - 6
+    assert f"at 71.2 M: {0.3 + 0.1 * at:.3f}" in lines[1] and f"b +0.100 per decade" in lines[1]
+    assert f"at 71.2 M: {0.2 + 0.2 * at:.3f}" in lines[2]
