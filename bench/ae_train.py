@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/ae_train.py [--configs seed,paper] [--batches 16,128] [--steps 4] [--threads N]
     .venv/bin/python bench/ae_train.py --profile paper --batches 128
+    .venv/bin/python bench/ae_train.py --parts                     # the two replaced parts, old vs new
 
 Each (config, batch) times hyperrep.train.train_step, the step the trainer runs (two augmented
 views per model, LWLN reconstruction + NT-Xent, backward, gradient clipping, the optimiser), on
@@ -117,6 +118,46 @@ def profile(name: str, batch: int, rows: int = 16) -> None:
         print(f"  {event.key:48s} {event.self_cpu_time_total / 2 / 1e6:7.3f} s  {100 * event.self_cpu_time_total / total:5.1f} %")
 
 
+def best_ms(run, repeats: int = 5) -> float:
+    run()
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - began)
+    return 1000 * min(times)
+
+
+def compare_parts(batch: int = 128) -> None:
+    """The two parts this bench's profile pointed at, the formulation the step had before next to the
+    one it has now, on the paper-sized config's shapes: the Norm's forward + backward on one
+    [2B x 48, 800] activation, and one AdamW step over the paper-sized model's parameters."""
+    from hyperrep.model import Norm
+
+    d = PAPER_SIZES["d_model"]
+    x = torch.randn(2 * batch * 48, d, requires_grad=True)
+    grad = torch.randn_like(x)
+    norm = Norm(d)
+
+    def elementwise() -> None:  # the paper's formula as written: seven elementwise passes
+        y = norm.alpha * (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + norm.eps) + norm.bias
+        y.backward(grad)
+
+    old, new = best_ms(elementwise), best_ms(lambda: norm(x).backward(grad))
+    print(f"Norm forward+backward on [{x.shape[0]}, {d}]: elementwise {old:.0f} ms, fused layer_norm {new:.0f} ms "
+          f"({old / new:.1f}x)")
+    model = HyperRepresentation(bench_config("paper", batch).model)
+    for param in model.parameters():
+        param.grad = torch.randn_like(param)
+    timings = {}
+    for label, options in (("per-tensor loop", {"foreach": False}), ("foreach", {"foreach": True}), ("fused", {"fused": True})):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, **options)
+        timings[label] = best_ms(optimizer.step)
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    print(f"AdamW step over {params:.1f} M parameters: " + ", ".join(f"{k} {v:.0f} ms" for k, v in timings.items())
+          + f" (fused {timings['per-tensor loop'] / timings['fused']:.1f}x the loop)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)
@@ -125,9 +166,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="timed steps per (config, batch) after 2 warm-up steps")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--profile", metavar="CONFIG", default=None, help="print a per-operator profile of CONFIG instead")
+    parser.add_argument("--parts", action="store_true", help="time the Norm and the optimiser step, old vs new, instead")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.parts:
+        compare_parts()
+        return
     batches = [int(b) for b in args.batches.split(",")]
     if args.profile:
         for batch in batches:

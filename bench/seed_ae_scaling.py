@@ -52,8 +52,6 @@ RUNS: dict[str, tuple[dict, dict, int | None, str]] = {
     "d256-half-e40": (D256, {"epochs": 40}, 105, "8.8 M, half the train models"),
     "d256-e120": (D256, {"epochs": 120}, None, "8.8 M, 120 epochs"),
 }
-COLUMNS = ["run", "note", "parameters", "train_models", "epochs", "batch_size", "latent_dim", "d_model",
-           "train_pflop", "train_s", "wall_s"]
 FIGURES = ["rsq", "acc_ratio_above_threshold", "prediction_agreement"]
 
 
@@ -101,7 +99,7 @@ def result_row(name: str, config: TrainConfig, folder: Path, wall: float) -> dic
     quality, train_models = metrics["quality"], RUNS[name][2]
     n_train = quality["train"]["models"]
     row = {"run": name, "note": RUNS[name][3], "parameters": metrics["model_parameters"],
-           "train_models": train_models or n_train // 5, "epochs": config.epochs, "batch_size": config.batch_size,
+           "train_models": train_models or n_train // len(config.zoo_epochs), "epochs": config.epochs, "batch_size": config.batch_size,
            "latent_dim": config.model.latent_dim, "d_model": config.model.d_model,
            "train_pflop": round(3 * matmul_flops(config.model) * 2 * n_train * config.epochs / 1e15, 4),
            "train_s": round(metrics["train_seconds"]), "wall_s": round(wall)}

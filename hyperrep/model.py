@@ -123,12 +123,11 @@ class Norm(nn.Module):
         super().__init__()
         self.alpha = nn.Parameter(torch.ones(d_model))
         self.bias = nn.Parameter(torch.zeros(d_model))
-        self.eps = eps
+        self.eps, self.d_model = eps, d_model
         self.unbiased = math.sqrt((d_model - 1) / d_model) if d_model > 1 else 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[-1]
-        return F.layer_norm(x, (n,), self.alpha * self.unbiased, self.bias, eps=self.eps**2 * self.unbiased**2)
+        return F.layer_norm(x, (self.d_model,), self.alpha * self.unbiased, self.bias, eps=self.eps**2 * self.unbiased**2)
 
 
 class MultiHeadAttention(nn.Module):

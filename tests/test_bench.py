@@ -15,11 +15,15 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCHES = sorted(p.name for p in (ROOT / "bench").glob("*.py"))
 
 
-def load_app_latency():
-    spec = importlib.util.spec_from_file_location("app_latency", ROOT / "bench" / "app_latency.py")
+def load_bench(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_app_latency():
+    return load_bench("app_latency")
 
 
 @pytest.mark.parametrize("name", BENCHES)
@@ -78,13 +82,6 @@ def test_zoo_train_bench_ends_with_the_two_goal_lines(idx_dir):
     assert last[0].startswith("stacked, batch 10: ") and " x the plain loop" in last[0]
     assert last[1].startswith("stacked, batch 32: ") and " x the plain loop" in last[1]
     assert "max abs weight difference" in done.stdout
-
-
-def load_bench(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_scaling_study_shrinks_only_the_train_split(tiny_zoo_path, tmp_path):
