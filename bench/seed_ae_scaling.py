@@ -4,8 +4,9 @@
     .venv/bin/python bench/seed_ae_scaling.py --only base-e40 latent256-e40
     .venv/bin/python bench/seed_ae_scaling.py --list           # the runs and whether they are done
     .venv/bin/python bench/seed_ae_scaling.py --figure         # redraw the figure, PCA table and fit from the CSV
+    .venv/bin/python bench/seed_ae_scaling.py --record shipped-e150 data/seed-hyperrep  # a row from a trained folder
 
-Every run is configs/paper_seed_hyperrep.json with the changes in RUNS, trained with
+Every run is configs/seed_ae_study_base.json (the 1.8 M recipe shipped before this study) with the changes in RUNS, trained with
 hyperrep.train.train_hyperrep on data/seed-zoo (epochs 21-25). Its row in
 docs/seed-ae-scaling/runs.csv holds the train, val and test figures of metrics.json (R^2,
 accuracy ratio and prediction agreement of the reconstructions on 1,000 test images), the
@@ -32,10 +33,11 @@ from hyperrep.zoo import Zoo
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "docs" / "seed-ae-scaling"
 WORK = REPO / ".scaling-runs"  # checkpoints of unfinished runs (git-ignored)
-BASE = REPO / "configs" / "paper_seed_hyperrep.json"
+BASE = REPO / "configs" / "seed_ae_study_base.json"
 
 D256 = {"d_model": 256, "d_ff": 512, "latent_dim": 256}
 D400 = {"d_model": 400, "d_ff": 800, "latent_dim": 448}
+L700 = {"latent_dim": 700}
 # name: (model changes, training changes, train models kept (None: all), note)
 RUNS: dict[str, tuple[dict, dict, int | None, str]] = {
     "base-e40": ({}, {"epochs": 40}, None, "the shipped recipe (1.8 M), 40 epochs"),
@@ -48,10 +50,21 @@ RUNS: dict[str, tuple[dict, dict, int | None, str]] = {
     "d400-e40": (D400, {"epochs": 40}, None, "d_model 400, latent 448 (23 M)"),
     "overfit20-steps": ({}, {"epochs": 433}, 20, "20 train models at base-e40's 2,600 steps"),
     "base-e120": ({}, {"epochs": 120}, None, "the shipped recipe, 120 epochs"),
-    "d256-center-e40": ({**D256, "center_inputs": True}, {"epochs": 40}, None, "8.8 M, centred"),
-    "d256-half-e40": (D256, {"epochs": 40}, 105, "8.8 M, half the train models"),
-    "d256-e120": (D256, {"epochs": 120}, None, "8.8 M, 120 epochs"),
+    # the LWLN ablation at the shipped size, three training seeds per arm (seed 42's LWLN arm is latent700-e40)
+    "latent700-nolwln-e40": (L700, {"epochs": 40, "lwln": False}, None, "latent 700, plain MSE"),
+    "latent700-s1-e40": (L700, {"epochs": 40, "seed": 1}, None, "latent 700, seed 1"),
+    "latent700-nolwln-s1-e40": (L700, {"epochs": 40, "seed": 1, "lwln": False}, None, "latent 700, plain MSE, seed 1"),
+    "latent700-s2-e40": (L700, {"epochs": 40, "seed": 2}, None, "latent 700, seed 2"),
+    "latent700-nolwln-s2-e40": (L700, {"epochs": 40, "seed": 2, "lwln": False}, None, "latent 700, plain MSE, seed 2"),
+    "latent700-half-e40": (L700, {"epochs": 40}, 105, "latent 700, half the train models"),
+    # the shipped pair (configs/paper_seed_hyperrep*.json), recorded from data/ with --record
+    "shipped-e150": (L700, {"epochs": 150}, None, "shipped: latent 700, 150 epochs"),
+    "shipped-nolwln-e150": (L700, {"epochs": 150, "lwln": False}, None, "shipped: latent 700, 150 epochs, plain MSE"),
 }
+# the two arms of the LWLN ablation, one row per training seed
+ABLATION = {"LWLN": ["latent700-e40", "latent700-s1-e40", "latent700-s2-e40"],
+            "plain MSE": ["latent700-nolwln-e40", "latent700-nolwln-s1-e40", "latent700-nolwln-s2-e40"]}
+RECORDED = ("shipped-e150", "shipped-nolwln-e150")  # trained by `hyperrep train`, not by this script
 FIGURES = ["rsq", "acc_ratio_above_threshold", "prediction_agreement"]
 
 
@@ -136,6 +149,50 @@ def train_run(name: str, csv_path: Path) -> dict:
     append_row(csv_path, row)
     shutil.rmtree(folder)
     return row
+
+
+def record_run(name: str, folder: Path, csv_path: Path) -> dict:
+    """The row of a RECORDED run from the folder `hyperrep train` wrote; its settings must be the run's."""
+    from hyperrep.files import read_json
+
+    expected = run_config(name).to_dict()
+    trained = TrainConfig.from_dict(read_json(folder / "config.json")["training"]).to_dict()
+    ignored = {"map_method", "storage_dtype"}  # the map and the file dtype do not change the metrics' model
+    differ = sorted(k for k in expected if k not in ignored and expected[k] != trained[k])
+    if differ:
+        raise SystemExit(f"{folder}: trained with other settings than run {name} ({', '.join(differ)})")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    row = result_row(name, run_config(name), folder, metrics["train_seconds"])
+    append_row(csv_path, row)
+    return row
+
+
+def ablation_table(csv_path: Path) -> list[str]:
+    """Mean over training seeds of each ABLATION arm, with a t 95 % interval, and the LWLN - MSE difference."""
+    import numpy as np
+    import pandas as pd
+    from scipy import stats
+
+    table = pd.read_csv(csv_path).set_index("run")
+    if not all(run in table.index for runs in ABLATION.values() for run in runs):
+        return [f"ablation: needs every run of {ABLATION}"]
+    keys = {"train_rsq": "train R²", "test_rsq": "test R²", "test_prediction_agreement": "test agreement",
+            "test_acc_ratio_above_threshold": "test ratio"}
+
+    def interval(values: np.ndarray) -> str:
+        half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+        return f"{values.mean():.3f} [{values.mean() - half:.3f}, {values.mean() + half:.3f}]"
+
+    seeds = len(next(iter(ABLATION.values())))
+    lines = [f"| arm ({seeds} seeds, latent 700, 40 epochs) | " + " | ".join(keys.values()) + " |",
+             "|---|" + "---|" * len(keys)]
+    arms = {arm: table.loc[runs] for arm, runs in ABLATION.items()}
+    for arm, rows in arms.items():
+        lines.append(f"| {arm} | " + " | ".join(interval(rows[k].to_numpy(float)) for k in keys) + " |")
+    first, second = arms.values()  # paired by training seed
+    lines.append("| LWLN − MSE (paired by seed) | " + " | ".join(
+        interval(first[k].to_numpy(float) - second[k].to_numpy(float)) for k in keys) + " |")
+    return lines
 
 
 def pca_rows(components: list[int]) -> list[dict]:
@@ -240,17 +297,29 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=sorted(RUNS), help="these runs (in this order), if not done")
     parser.add_argument("--list", action="store_true", help="list the runs and whether the CSV has them")
     parser.add_argument("--figure", action="store_true", help="only redraw the figure from the CSV")
+    parser.add_argument("--record", nargs=2, metavar=("RUN", "FOLDER"),
+                        help=f"append the row of RUN (one of {', '.join(RECORDED)}) from a folder `hyperrep train` wrote")
     parser.add_argument("--out", type=Path, default=OUT, help="folder of runs.csv and scaling.png")
     args = parser.parse_args()
     csv_path, figure_path = args.out / "runs.csv", args.out / "scaling.png"
     done = done_runs(csv_path)
+    if args.record:
+        name, folder = args.record
+        if name not in RECORDED:
+            parser.error(f"--record: {name} is not one of {', '.join(RECORDED)}")
+        if name in done:
+            parser.error(f"--record: {csv_path} has {name} already")
+        record_run(name, Path(folder), csv_path)
+        args.figure = True
     if args.list:
         for name, (_, _, _, note) in RUNS.items():
             print(f"{'done' if name in done else 'todo'}  {name:18s} {note}")
         return
     if not args.figure:
         args.out.mkdir(parents=True, exist_ok=True)
-        for name in args.only or list(RUNS):
+        for name in args.only or [run for run in RUNS if run not in RECORDED]:
+            if name in RECORDED:
+                parser.error(f"{name} is trained by `hyperrep train` (README); add its row with --record")
             if name not in done:
                 row = train_run(name, csv_path)
                 print(f"   -> train R2 {row['train_rsq']:.3f}, val R2 {row['val_rsq']:.3f}, val agreement "
@@ -266,6 +335,7 @@ def main() -> None:
         (args.out / "table.md").write_text("\n".join(markdown_table(csv_path)) + "\n")
         fit = size_fit(csv_path)
         (args.out / "size_fit.txt").write_text("\n".join(fit) + "\n")
+        (args.out / "ablation.md").write_text("\n".join(ablation_table(csv_path)) + "\n")
         print("\n".join(fit))
 
 

@@ -52,6 +52,7 @@ from hyperrep.zoo_references import QUALITY_THRESHOLD, accuracy_figures, mean_mo
 
 VERSION = 1
 OPTIMIZERS = ("adamw", "adam", "sgd")
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}  # weights in 16 bits: docs/formats.md
 
 
 @dataclass
@@ -80,6 +81,7 @@ class TrainConfig:
     final_eval_images: int = 2000  # test images for the final quality figures
     checkpoint_every: int = 1
     map_method: str = "umap"
+    storage_dtype: str = "float32"  # of model.safetensors and latents.safetensors; "float16" halves them
 
     @classmethod
     def from_dict(cls, raw: dict) -> "TrainConfig":
@@ -123,6 +125,8 @@ class TrainConfig:
         if self.augmentation.permute and self.model.canonical_inputs:
             raise ValueError("augmentation.permute with model.canonical_inputs: canonical sorting undoes every "
                              "permutation, so the permutation augmentation would never act; choose one of the two")
+        if self.storage_dtype not in STORAGE_DTYPES:
+            raise ValueError(f"storage_dtype {self.storage_dtype!r} unknown; known: {', '.join(STORAGE_DTYPES)}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer {self.optimizer!r} unknown; known: {', '.join(OPTIMIZERS)}")
         if self.grad_clip_mode not in ("norm", "value") or (self.grad_clip is not None and self.grad_clip < 0):
@@ -131,6 +135,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def stored_as(tensor: torch.Tensor, dtype: str) -> torch.Tensor:
+    """A floating tensor in the storage dtype (loading casts back to float32); other tensors unchanged."""
+    return tensor.to(STORAGE_DTYPES[dtype]) if tensor.is_floating_point() else tensor
 
 
 # -- checks ----------------------------------------------------------------------------------------
@@ -468,8 +477,10 @@ def finish_artifact(model, zoo, out, config, history, epochs_used, train_mean, d
         "train_seconds": sum(row["seconds"] for row in history),
         "model_parameters": sum(p.numel() for p in model.parameters()),
     }
-    write_tensors(out / "latents.safetensors", {"latents": latents, "model_id": model_ids, "epoch": epochs})
+    write_tensors(out / "latents.safetensors",
+                  {"latents": stored_as(latents, config.storage_dtype), "model_id": model_ids, "epoch": epochs})
     write_tensors(out / "projection.safetensors", {"coords": coords},
                   {"method": config.map_method, "seed": str(config.seed), "n_neighbors": "15", "min_dist": "0.1"})
     write_json(out / "metrics.json", metrics)
-    write_tensors(out / "model.safetensors", model.state_dict())  # last: its presence marks a finished run
+    # last: its presence marks a finished run
+    write_tensors(out / "model.safetensors", {k: stored_as(v, config.storage_dtype) for k, v in model.state_dict().items()})

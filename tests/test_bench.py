@@ -109,3 +109,25 @@ def test_the_size_fit_extrapolates_a_straight_line_in_log_parameters(tmp_path):
     at = math.log10(study.AUTHORS_PARAMETERS) - 6
     assert f"at 71.2 M: {0.3 + 0.1 * at:.3f}" in lines[1] and f"b +0.100 per decade" in lines[1]
     assert f"at 71.2 M: {0.2 + 0.2 * at:.3f}" in lines[2]
+
+
+def test_the_ablation_table_pairs_the_arms_by_seed(tmp_path):
+    study = load_bench("seed_ae_scaling")
+    keys = ["train_rsq", "test_rsq", "test_prediction_agreement", "test_acc_ratio_above_threshold"]
+    rows = ["run," + ",".join(keys)]
+    for offset, runs in zip((0.1, 0.0), study.ABLATION.values()):  # LWLN 0.1 above MSE at every seed
+        for seed, run in enumerate(runs):
+            rows.append(f"{run}," + ",".join(str(0.5 + 0.05 * seed + offset) for _ in keys))
+    (tmp_path / "runs.csv").write_text("\n".join(rows) + "\n")
+    lines = study.ablation_table(tmp_path / "runs.csv")
+    assert lines[2].startswith("| LWLN | 0.650 [") and lines[3].startswith("| plain MSE | 0.550 [")
+    assert lines[4] == "| LWLN − MSE (paired by seed) | " + " | ".join(["0.100 [0.100, 0.100]"] * 4) + " |"
+    (tmp_path / "runs.csv").write_text("\n".join(rows[:-1]) + "\n")
+    assert study.ablation_table(tmp_path / "runs.csv")[0].startswith("ablation: needs every run")
+
+
+def test_a_recorded_row_must_come_from_the_runs_settings(tiny_hyperrep_path, tmp_path):
+    study = load_bench("seed_ae_scaling")
+    with pytest.raises(SystemExit, match="other settings than run shipped-e150 .*epochs.*model"):
+        study.record_run("shipped-e150", tiny_hyperrep_path, tmp_path / "runs.csv")
+    assert not (tmp_path / "runs.csv").exists()

@@ -200,3 +200,34 @@ def test_a_zoo_without_validation_models_is_refused_before_training(tiny_zoo, tm
     with pytest.raises(ValueError, match="no val models .*models per split"):
         train_hyperrep(tmp_path / "no-val", tmp_path / "out", tiny_config(), device="cpu")
     assert not (tmp_path / "out").exists()
+
+
+def test_float16_storage_halves_the_files_and_decodes_what_float32_decodes(tiny_zoo_path, idx_dir, tmp_path):
+    import importlib.util
+
+    full, half = tmp_path / "full", tmp_path / "half"
+    train_hyperrep(tiny_zoo_path, full, tiny_config(), data_dir=idx_dir, device="cpu")
+    train_hyperrep(tiny_zoo_path, half, tiny_config(storage_dtype="float16"), data_dir=idx_dir, device="cpu")
+    assert {v.dtype for v in read_tensors(half / "model.safetensors").values() if v.is_floating_point()} == {torch.float16}
+    assert read_tensors(half / "latents.safetensors")["latents"].dtype == torch.float16
+    assert read_tensors(half / "latents.safetensors")["model_id"].dtype == read_tensors(full / "latents.safetensors")["model_id"].dtype
+    size = lambda folder: (folder / "model.safetensors").stat().st_size  # noqa: E731
+    assert size(half) < 0.55 * size(full)
+    a, b = load_hyperrep(full), load_hyperrep(half)
+    assert next(b.model.parameters()).dtype == torch.float32  # loading casts back
+    weights = Zoo.load(tiny_zoo_path).weights[:4, -1]
+    with torch.no_grad():
+        decoded_a, decoded_b = (h.model.decode(h.model.encode(weights)) for h in (a, b))
+    assert 0 < (decoded_a - decoded_b).abs().max() < 1e-2  # the same run, rounded once
+    assert torch.allclose(a.latents, b.latents, atol=1e-2)
+    # bench/weights_16bit.py --write turns the float32 artifact into the float16 one, file for file
+    spec = importlib.util.spec_from_file_location("weights_16bit", "bench/weights_16bit.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.write_16bit(full)
+    for name in ("model.safetensors", "latents.safetensors"):
+        converted, trained = read_tensors(full / name), read_tensors(half / name)
+        assert all(torch.equal(converted[k], trained[k]) for k in trained)
+    assert json.loads((full / "config.json").read_text())["training"]["storage_dtype"] == "float16"
+    with pytest.raises(ValueError, match="storage_dtype"):
+        tiny_config(storage_dtype="int8")

@@ -113,3 +113,15 @@ def test_the_two_zoo_page_shows_both_zoos_references_and_the_map(app_env, shelf,
         "\n".join(c.value for c in at.caption)
     assert [c.proto.id.rsplit("-", 1)[-1] for c in at.get("plotly_chart")] == ["two_zoos_map_left"]
     assert any("No shipped hyper-representation of this zoo yet" in i.value for i in at.info)
+
+
+def test_the_committed_data_folder_stays_within_100_mb():
+    """data/ may hold 100 MB (10^8 bytes) in all: the files git tracks there, checkpoints excluded."""
+    import subprocess
+
+    root = APP.parent
+    listed = subprocess.run(["git", "ls-files", "-z", "data"], cwd=root, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    sizes = {name: (root / name).stat().st_size for name in listed.stdout.split("\0") if (root / name).is_file()}
+    assert sizes and sum(sizes.values()) <= 100_000_000, f"data/ holds {sum(sizes.values()) / 1e6:.1f} MB"

@@ -1,0 +1,79 @@
+"""How much storing a hyper-representation in 16 bits moves what it decodes, and the conversion.
+
+    .venv/bin/python bench/weights_16bit.py data/seed-hyperrep [--images 1000] [--write]
+
+Decodes every val and test model of the zoo (encode, decode) with the float32 weights and with
+the same weights rounded to float16, evaluates both reconstructions on the zoo's first test
+images, and prints per split the mean and largest change of accuracy (points) and how many
+predictions change. `--write` then stores model.safetensors and latents.safetensors in float16
+(training.storage_dtype in config.json says so), as `hyperrep train` does with storage_dtype
+"float16"; metrics.json keeps the float32 figures it was trained with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+import torch
+
+from hyperrep.files import read_json, read_tensors, write_json, write_tensors
+from hyperrep.model import load_hyperrep
+from hyperrep.population import evaluate_population
+from hyperrep.train import load_eval_images, reconstruct, stored_as
+from hyperrep.zoo import Zoo
+
+
+def rounded_to_16bit(model: torch.nn.Module) -> torch.nn.Module:
+    """A float32 copy of `model` whose floating weights went through float16 once."""
+    model = copy.deepcopy(model)
+    model.load_state_dict({k: stored_as(v, "float16").to(v.dtype) for k, v in model.state_dict().items()})
+    return model
+
+
+def compare(folder: Path, images: int) -> list[str]:
+    hyperrep = load_hyperrep(folder)
+    zoo = Zoo.load(hyperrep.zoo_path)
+    image_set = load_eval_images(zoo, images, None, torch.device("cpu"))
+    epochs = hyperrep.config["zoo_epochs"]
+    half = rounded_to_16bit(hyperrep.model)
+    stored = hyperrep.config.get("training", {}).get("storage_dtype", "float32")
+    lines = [f"{folder}: {sum(p.numel() for p in hyperrep.model.parameters()):,} parameters stored as {stored}, "
+             f"{images} test images"]
+    for split in ("val", "test"):
+        weights, _ = zoo.samples(split, epochs)
+        full_eval, half_eval = (evaluate_population(zoo.architecture, zoo.activation, reconstruct(m, weights), image_set,
+                                                    keep_predictions=True) for m in (hyperrep.model, half))
+        change = (half_eval.accuracy - full_eval.accuracy).abs() * 100
+        flipped = (half_eval.predictions != full_eval.predictions).float().mean() * 100
+        lines.append(f"  {split}: {len(weights)} decoded models, accuracy change mean {change.mean():.3f} points, "
+                     f"largest {change.max():.3f} points; predictions changed {flipped:.3f} %")
+    return lines
+
+
+def write_16bit(folder: Path) -> None:
+    """Store the model and latents of `folder` in float16 (each file replaced atomically)."""
+    for name in ("latents.safetensors", "model.safetensors"):
+        tensors = read_tensors(folder / name)
+        write_tensors(folder / name, {k: stored_as(v, "float16") for k, v in tensors.items()})
+    config = read_json(folder / "config.json")
+    config["training"]["storage_dtype"] = "float16"
+    write_json(folder / "config.json", config)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    parser.add_argument("folder", type=Path, help="a hyper-representation trained in float32")
+    parser.add_argument("--images", type=int, default=1000, help="test images per evaluation")
+    parser.add_argument("--write", action="store_true", help="then store its weights and latents in float16")
+    args = parser.parse_args()
+    print("\n".join(compare(args.folder, args.images)), flush=True)
+    if args.write:
+        write_16bit(args.folder)
+        print(f"{args.folder}: model.safetensors and latents.safetensors now float16")
+
+
+if __name__ == "__main__":
+    main()
