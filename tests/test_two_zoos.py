@@ -113,6 +113,17 @@ def test_the_two_zoo_page_shows_both_zoos_references_and_the_map(app_env, shelf,
         "\n".join(c.value for c in at.caption)
     assert [c.proto.id.rsplit("-", 1)[-1] for c in at.get("plotly_chart")] == ["two_zoos_map_left"]
     assert any("No shipped hyper-representation of this zoo yet" in i.value for i in at.info)
+    # the shared zoo's hyper-representation: its held-out rebuilds against the nearest train model, live
+    from hyperrep.heldout import heldout_reconstruction
+    from hyperrep.model import load_hyperrep
+
+    zoo = Zoo.load(shelf / "shared")
+    images = dataset_source(zoo.manifest).rule.load("test", idx_dir).first(QUICK_IMAGES)
+    expected = heldout_reconstruction(load_hyperrep(shelf / "shared-hyperrep"), zoo, images, resamples=1000)
+    shown = dict(zip(labels, values))
+    assert shown["autoencoder's rebuild: same predictions"] == f"{expected['agreement']['rebuilt'][0]:.1%}"
+    assert shown["nearest train model, trained epochs: same predictions"] == f"{expected['agreement']['nearest'][0]:.1%}"
+    assert any(c.value.startswith("Rebuilt − nearest:") and "--heldout" in c.value for c in at.caption)
 
 
 def test_the_committed_data_folder_stays_within_100_mb():
