@@ -157,7 +157,7 @@ def record_run(name: str, folder: Path, csv_path: Path) -> dict:
 
     expected = run_config(name).to_dict()
     trained = TrainConfig.from_dict(read_json(folder / "config.json")["training"]).to_dict()
-    ignored = {"map_method", "storage_dtype"}  # the map and the file dtype do not change the metrics' model
+    ignored = {"map_method", "storage_dtype", "store_projection_head"}  # how the files are stored, not the model
     differ = sorted(k for k in expected if k not in ignored and expected[k] != trained[k])
     if differ:
         raise SystemExit(f"{folder}: trained with other settings than run {name} ({', '.join(differ)})")

@@ -1,13 +1,14 @@
 """How much storing a hyper-representation in 16 bits moves what it decodes, and the conversion.
 
-    .venv/bin/python bench/weights_16bit.py data/seed-hyperrep [--images 1000] [--write]
+    .venv/bin/python bench/weights_16bit.py data/seed-hyperrep [--images 1000] [--write [--drop-projection-head]]
 
 Decodes every val and test model of the zoo (encode, decode) with the float32 weights and with
 the same weights rounded to float16, evaluates both reconstructions on the zoo's first test
 images, and prints per split the mean and largest change of accuracy (points) and how many
 predictions change. `--write` then stores model.safetensors and latents.safetensors in float16
 (training.storage_dtype in config.json says so), as `hyperrep train` does with storage_dtype
-"float16"; metrics.json keeps the float32 figures it was trained with.
+"float16"; metrics.json keeps the float32 figures it was trained with. `--drop-projection-head`
+also leaves out the NT-Xent projection head (store_projection_head false), which only training uses.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from hyperrep.files import read_json, read_tensors, write_json, write_tensors
 from hyperrep.model import load_hyperrep
 from hyperrep.population import evaluate_population
-from hyperrep.train import load_eval_images, reconstruct, stored_as
+from hyperrep.train import PROJECTION_HEAD, load_eval_images, reconstruct, stored_as
 from hyperrep.zoo import Zoo
 
 
@@ -52,13 +53,17 @@ def compare(folder: Path, images: int) -> list[str]:
     return lines
 
 
-def write_16bit(folder: Path) -> None:
-    """Store the model and latents of `folder` in float16 (each file replaced atomically)."""
+def write_16bit(folder: Path, drop_projection_head: bool = False) -> None:
+    """Store the model and latents of `folder` in float16 (each file replaced atomically), the
+    model without its projection head if asked."""
     for name in ("latents.safetensors", "model.safetensors"):
         tensors = read_tensors(folder / name)
-        write_tensors(folder / name, {k: stored_as(v, "float16") for k, v in tensors.items()})
+        write_tensors(folder / name, {k: stored_as(v, "float16") for k, v in tensors.items()
+                                      if not (drop_projection_head and k.startswith(PROJECTION_HEAD))})
     config = read_json(folder / "config.json")
     config["training"]["storage_dtype"] = "float16"
+    if drop_projection_head:
+        config["training"]["store_projection_head"] = False
     write_json(folder / "config.json", config)
 
 
@@ -68,11 +73,14 @@ def main() -> None:
     parser.add_argument("folder", type=Path, help="a hyper-representation trained in float32")
     parser.add_argument("--images", type=int, default=1000, help="test images per evaluation")
     parser.add_argument("--write", action="store_true", help="then store its weights and latents in float16")
+    parser.add_argument("--drop-projection-head", action="store_true",
+                        help="with --write: leave the NT-Xent projection head (training only) out of model.safetensors")
     args = parser.parse_args()
     print("\n".join(compare(args.folder, args.images)), flush=True)
     if args.write:
-        write_16bit(args.folder)
-        print(f"{args.folder}: model.safetensors and latents.safetensors now float16")
+        write_16bit(args.folder, args.drop_projection_head)
+        print(f"{args.folder}: model.safetensors and latents.safetensors now float16"
+              + (", without the projection head" if args.drop_projection_head else ""))
 
 
 if __name__ == "__main__":

@@ -536,7 +536,10 @@ def load_hyperrep(path: Path | str) -> HyperRep:
     if not isinstance(config, dict) or config.get("format") != ARTIFACT_FORMAT or not {"model", "zoo"} <= set(config):
         raise ArtifactError(f"{path / 'config.json'}: not a hyper-representation config "
                             f"(needs format {ARTIFACT_FORMAT!r}, 'model' and 'zoo')")
-    model = build_model(config["model"], read_tensors(path / "model.safetensors"), path / "model.safetensors")
+    model_config = config["model"]
+    if not config.get("training", {}).get("store_projection_head", True):  # trained with a head, stored without
+        model_config = {**model_config, "projection_layers": 0}
+    model = build_model(model_config, read_tensors(path / "model.safetensors"), path / "model.safetensors")
     stored = read_tensors(path / "latents.safetensors")
     if not {"latents", "model_id", "epoch"} <= set(stored):
         raise ArtifactError(f"{path / 'latents.safetensors'}: needs tensors latents, model_id, epoch; has {sorted(stored)}")

@@ -52,6 +52,7 @@ from hyperrep.zoo_references import QUALITY_THRESHOLD, accuracy_figures, mean_mo
 
 VERSION = 1
 OPTIMIZERS = ("adamw", "adam", "sgd")
+PROJECTION_HEAD = "projection_head."  # state-dict prefix of the NT-Xent head
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}  # weights in 16 bits: docs/formats.md
 
 
@@ -82,6 +83,7 @@ class TrainConfig:
     checkpoint_every: int = 1
     map_method: str = "umap"
     storage_dtype: str = "float32"  # of model.safetensors and latents.safetensors; "float16" halves them
+    store_projection_head: bool = True  # False: model.safetensors leaves out the NT-Xent head (training only)
 
     @classmethod
     def from_dict(cls, raw: dict) -> "TrainConfig":
@@ -140,6 +142,13 @@ class TrainConfig:
 def stored_as(tensor: torch.Tensor, dtype: str) -> torch.Tensor:
     """A floating tensor in the storage dtype (loading casts back to float32); other tensors unchanged."""
     return tensor.to(STORAGE_DTYPES[dtype]) if tensor.is_floating_point() else tensor
+
+
+def stored_state(state: dict[str, torch.Tensor], config: TrainConfig) -> dict[str, torch.Tensor]:
+    """What model.safetensors holds: the state in the storage dtype, without the projection head
+    when `store_projection_head` is off (decoding, sampling and the map never use it)."""
+    return {k: stored_as(v, config.storage_dtype) for k, v in state.items()
+            if config.store_projection_head or not k.startswith(PROJECTION_HEAD)}
 
 
 # -- checks ----------------------------------------------------------------------------------------
@@ -483,4 +492,4 @@ def finish_artifact(model, zoo, out, config, history, epochs_used, train_mean, d
                   {"method": config.map_method, "seed": str(config.seed), "n_neighbors": "15", "min_dist": "0.1"})
     write_json(out / "metrics.json", metrics)
     # last: its presence marks a finished run
-    write_tensors(out / "model.safetensors", {k: stored_as(v, config.storage_dtype) for k, v in model.state_dict().items()})
+    write_tensors(out / "model.safetensors", stored_state(model.state_dict(), config))

@@ -231,3 +231,28 @@ def test_float16_storage_halves_the_files_and_decodes_what_float32_decodes(tiny_
     assert json.loads((full / "config.json").read_text())["training"]["storage_dtype"] == "float16"
     with pytest.raises(ValueError, match="storage_dtype"):
         tiny_config(storage_dtype="int8")
+
+
+def test_an_artifact_stored_without_its_projection_head_decodes_as_with_it(tiny_zoo_path, idx_dir, tmp_path):
+    import importlib.util
+
+    full, slim = tmp_path / "full", tmp_path / "slim"
+    train_hyperrep(tiny_zoo_path, full, tiny_config(), data_dir=idx_dir, device="cpu")
+    train_hyperrep(tiny_zoo_path, slim, tiny_config(store_projection_head=False), data_dir=idx_dir, device="cpu")
+    kept = set(read_tensors(slim / "model.safetensors"))
+    assert kept and not any(k.startswith("projection_head.") for k in kept)
+    assert set(read_tensors(full / "model.safetensors")) - kept == {k for k in read_tensors(full / "model.safetensors")
+                                                                    if k.startswith("projection_head.")} != set()
+    a, b = load_hyperrep(full), load_hyperrep(slim)
+    assert a.model.projection_head is not None and b.model.projection_head is None
+    assert b.model.config.latent_dim == a.model.config.latent_dim
+    weights = Zoo.load(tiny_zoo_path).weights[:4, -1]
+    with torch.no_grad():
+        assert torch.equal(a.model.decode(a.model.encode(weights)), b.model.decode(b.model.encode(weights)))
+    assert torch.equal(a.latents, b.latents)
+    spec = importlib.util.spec_from_file_location("weights_16bit", "bench/weights_16bit.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.write_16bit(full, drop_projection_head=True)
+    assert set(read_tensors(full / "model.safetensors")) == kept
+    assert load_hyperrep(full).model.projection_head is None
