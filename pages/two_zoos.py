@@ -8,6 +8,7 @@ from hyperrep import artifacts as artifact_files
 from hyperrep import experiment, settings
 from hyperrep.heldout import heldout_reconstruction
 from hyperrep.regions import map_table
+from hyperrep.report_files import report_of, report_summary
 from hyperrep.shipped import BUILDING, load_zoo, shipped_artifacts
 from hyperrep.zoo_references import zoo_references
 from pages import shared
@@ -29,7 +30,9 @@ layer-wise normalisation were designed for, and the reason a seed zoo is the rea
 hyper-representation. The figures below are measured live on each zoo's test split, at its last
 saved epoch, on the first 1,000 test images. Under each map: how the zoo's hyper-representation
 rebuilds the held-out models (every epoch it was trained on) against looking up the nearest
-training model; in a seed zoo that lookup is the bar a rebuild has to clear.
+training model; in a seed zoo that lookup is the bar a rebuild has to clear. Where a committed
+`hyperrep report` was made from that hyper-representation, its table follows: what sampling from
+it gives, against noisy copies of the anchors at the same distance.
 """
 
 
@@ -127,6 +130,19 @@ def show_zoo(item, found: shared.Artifacts, hyperreps: list, side: str) -> None:
     st.plotly_chart(figure, width="stretch", key=f"two_zoos_map_{side}")
     st.markdown(f"**How {own[0].path.name} rebuilds the held-out models**")
     show_rebuilds(rebuilds(str(path), key, str(own[0].path), artifact_files.fingerprint(own[0].path), str(found.device)))
+    show_report(own[0].path)
+
+
+def show_report(hyperrep_path) -> None:
+    """The committed `hyperrep report` made from this hyper-representation, if there is one."""
+    folder = report_of(hyperrep_path)
+    if folder is None:
+        return
+    st.markdown(f"**What sampling from {hyperrep_path.name} gives** (`{folder.name}/report.md`)")
+    st.dataframe(report_summary(folder), hide_index=True)
+    st.caption("Mean test accuracy with its 95 % bootstrap CI; Δ = accuracy minus the frontier of noisy and "
+               "averaged copies of the anchors at the same distance to the nearest zoo model, with its CI "
+               "(above 0: better than a noisy copy that far away). The command that made it is in the report.")
 
 
 found = shared.artifacts()

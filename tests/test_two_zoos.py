@@ -3,6 +3,8 @@ artifacts folder with a tiny shared-start zoo (and its hyper-representation) and
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,9 @@ from streamlit.testing.v1 import AppTest
 
 from hyperrep.artifacts import HYPERREP, ZOO, dataset_source
 from hyperrep.experiment import QUICK_IMAGES
+from hyperrep.files import ArtifactError
 from hyperrep.model import ModelConfig
+from hyperrep.report_files import report_of, report_summary
 from hyperrep.shipped import BUILDING, load_zoo, shipped_artifacts, shipped_pairs
 from hyperrep.train import TrainConfig, train_hyperrep
 from hyperrep.zoo import Zoo
@@ -19,6 +23,7 @@ from hyperrep.zoo_references import zoo_references
 from conftest import point_app_at
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
+SEED_REPORT = APP.parent / "docs" / "report-seed"
 TINY = dict(n_models=8, epochs=1, train_images=600, train_metric_images=200, test_images=300, batch_size=32,
             learning_rate=3e-3, model_split=[0.5, 0.25, 0.25])
 
@@ -91,7 +96,34 @@ def test_the_sidebar_picker_loads_a_shipped_zoo(app_env, shelf):
     assert at.selectbox(key="shipped_pair").value == "shared + shared-hyperrep"
 
 
-def test_the_two_zoo_page_shows_both_zoos_references_and_the_map(app_env, shelf, idx_dir):
+def committed_report(root: Path, hyperrep: str) -> Path:
+    """A report folder under `root` naming `hyperrep`, with the seed report's committed table."""
+    folder = root / "report-x"
+    folder.mkdir(parents=True)
+    shutil.copy(SEED_REPORT / "report.csv", folder / "report.csv")
+    (folder / "report_config.json").write_text(json.dumps({"hyperrep": hyperrep, "seed": 42}))
+    return folder
+
+
+def test_a_committed_report_is_found_by_its_hyperrep_and_read_at_both_epochs(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYPERREP_HOME", str(tmp_path))
+    folder = committed_report(tmp_path / "docs", "data/seed-hyperrep")
+    assert report_of(tmp_path / "data" / "seed-hyperrep") == folder  # relative names: against the artifact root
+    assert report_of(tmp_path / "data" / "hyperrep") is None and report_of(tmp_path / "x", tmp_path / "none") is None
+    table = report_summary(folder).set_index("method")
+    kde = table.loc["S_KDE (kde_legacy, top 30%)"]
+    assert kde["zero-shot (%)"] == "54.8 [53.7, 55.8]" and kde["Δ zero-shot (pp)"] == "+12.3 [+10.0, +14.7]"
+    assert kde["after 1 epochs (%)"] == "65.8 [65.6, 66.0]" and kde["Δ after 1 epochs (pp)"] == "+0.2 [-0.2, +0.6]"
+    assert table.loc["S_U box (uniform, top 30%)", "Δ zero-shot (pp)"] == "–"  # beyond every reference's reach
+    assert round(table.loc["S_KDE (kde_legacy, top 30%)", "distance"], 2) == 11.97
+    (folder / "report.csv").write_text("method,mean\nx,0.5\n")
+    with pytest.raises(ArtifactError, match="not a report table.*kind"):
+        report_summary(folder)
+
+
+def test_the_two_zoo_page_shows_both_zoos_references_and_the_map(app_env, shelf, idx_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HYPERREP_REPORTS", str(tmp_path / "reports"))
+    committed_report(tmp_path / "reports", str(shelf / "shared-hyperrep"))
     at = AppTest.from_file(str(APP), default_timeout=120).run()
     at.switch_page("pages/two_zoos.py").run()
     assert not at.exception, at.exception
@@ -124,6 +156,11 @@ def test_the_two_zoo_page_shows_both_zoos_references_and_the_map(app_env, shelf,
     assert shown["autoencoder's rebuild: same predictions"] == f"{expected['agreement']['rebuilt'][0]:.1%}"
     assert shown["nearest train model, trained epochs: same predictions"] == f"{expected['agreement']['nearest'][0]:.1%}"
     assert any(c.value.startswith("Rebuilt − nearest:") and "--heldout" in c.value for c in at.caption)
+    # and the committed report made from it (only the shared zoo's hyper-representation has one)
+    assert len(at.dataframe) == 1
+    shown_table = at.dataframe[0].value.set_index("method")
+    assert shown_table.loc["S_KDE (kde_legacy, top 30%)", "Δ zero-shot (pp)"] == "+12.3 [+10.0, +14.7]"
+    assert any("What sampling from shared-hyperrep gives" in m.value for m in at.markdown)
 
 
 def test_the_committed_data_folder_stays_within_100_mb():
