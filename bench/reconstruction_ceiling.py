@@ -22,7 +22,8 @@ from hyperrep.data import load_split
 from hyperrep.population import evaluate_population
 from hyperrep.weights import canonicalize
 from hyperrep.zoo import Zoo
-from hyperrep.zoo_references import accuracy_figures, layer_sigma, pca_rebuilds, r_squared
+from hyperrep.weight_stats import parameter_sigmas, r_squared
+from hyperrep.zoo_references import accuracy_figures, pca_rebuilds
 
 
 def kept_accuracy(zoo: Zoo, rebuilt: torch.Tensor, original_acc: torch.Tensor, data) -> float:
@@ -54,7 +55,7 @@ def main() -> None:
     cosine = torch.nn.functional.cosine_similarity(first, last, dim=1).median()
     print(f"median cosine between each model's epoch-{zoo.epochs[0]} and epoch-{zoo.epochs[-1]} weights: {cosine:.2f}")
 
-    sigma = layer_sigma(arch, train)
+    sigma = parameter_sigmas(arch, train)
     print("\nnoise k·σ_l on held-out models | R² | kept accuracy")
     for k in (0.1, 0.2, 0.3):
         noisy = test + k * sigma * torch.randn_like(test)

@@ -22,7 +22,8 @@ import torch
 from hyperrep.files import read_json, read_tensors, write_json, write_tensors
 from hyperrep.model import load_hyperrep
 from hyperrep.population import evaluate_population
-from hyperrep.train import PROJECTION_HEAD, load_eval_images, reconstruct, stored_as
+from hyperrep.model import reconstruct_weights
+from hyperrep.train import PROJECTION_HEAD, load_eval_images, stored_as
 from hyperrep.zoo import Zoo
 
 
@@ -44,7 +45,7 @@ def compare(folder: Path, images: int) -> list[str]:
              f"{images} test images"]
     for split in ("val", "test"):
         weights, _ = zoo.samples(split, epochs)
-        full_eval, half_eval = (evaluate_population(zoo.architecture, zoo.activation, reconstruct(m, weights), image_set,
+        full_eval, half_eval = (evaluate_population(zoo.architecture, zoo.activation, reconstruct_weights(m, weights), image_set,
                                                     keep_predictions=True) for m in (hyperrep.model, half))
         change = (half_eval.accuracy - full_eval.accuracy).abs() * 100
         flipped = (half_eval.predictions != full_eval.predictions).float().mean() * 100

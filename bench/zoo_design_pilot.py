@@ -38,7 +38,8 @@ from hyperrep.population import evaluate_population
 from hyperrep.weights import canonicalize
 from hyperrep.zoo import Zoo
 from hyperrep.zoo_build import BuildConfig, build_zoo
-from hyperrep.zoo_references import pca_rebuilds, r_squared, zoo_references
+from hyperrep.weight_stats import r_squared
+from hyperrep.zoo_references import pca_rebuilds, zoo_references
 
 DESIGNS = {"seed zoo": None, "one shared start": 1, "4 shared starts": 4}
 SEED_RECIPE = Path(__file__).resolve().parent.parent / "configs" / "paper_seed_zoo.json"

@@ -51,12 +51,17 @@ def zoo_baseline(zoo, n: int, seed: int = 0, split: str = "train") -> Population
     return Population("B_F", weights.clone(), members)
 
 
+def cycling_order(n_items: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    """`n` indices into `n_items` drawn with `generator`, each used once before any repeats."""
+    return torch.cat([torch.randperm(n_items, generator=generator) for _ in range(math.ceil(n / n_items))])[:n]
+
+
 def noise_baseline(anchors: torch.Tensor, sigma: float, n: int, seed: int = 0,
                    anchor_info: pd.DataFrame | None = None) -> Population:
     """Anchor weights plus sigma * N(0, 1) in weight space (the noise baseline of Zeng et al.);
     anchors are drawn with the seed, cycling through all before any repeats."""
     generator = torch.Generator().manual_seed(seed)
-    order = torch.cat([torch.randperm(len(anchors), generator=generator) for _ in range(math.ceil(n / len(anchors)))])[:n]
+    order = cycling_order(len(anchors), n, generator)
     weights = anchors[order] + sigma * torch.randn(n, anchors.shape[1], generator=generator)
     members = pd.DataFrame({"member": np.arange(n), "anchor": order.numpy(), "sigma": sigma})
     if anchor_info is not None:
@@ -68,7 +73,7 @@ def reconstruction_baseline(model, anchors: torch.Tensor, n: int, seed: int = 0,
                             anchor_info: pd.DataFrame | None = None) -> Population:
     """decode(encode(anchor)) of `n` anchors (seeded choice, cycling through all before repeats)."""
     generator = torch.Generator().manual_seed(seed)
-    order = torch.cat([torch.randperm(len(anchors), generator=generator) for _ in range(math.ceil(n / len(anchors)))])[:n]
+    order = cycling_order(len(anchors), n, generator)
     latents = encode_weights(model, anchors[order])
     members = pd.DataFrame({"member": np.arange(n), "anchor": order.numpy()})
     if anchor_info is not None:

@@ -146,13 +146,13 @@ GUIDED_FLAGS = {"base": "--guided-base", "steps": "--guided-steps", "images": "-
 
 def sampler_params(args: argparse.Namespace) -> dict:
     """The sampler parameters given on the command line: the --guided-* flags, for --method guided only."""
-    from hyperrep.experiment import GUIDED
+    from hyperrep.guided import GUIDED_SPEC
 
     given = {name: getattr(args, name_of(flag)) for name, flag in GUIDED_FLAGS.items()
              if getattr(args, name_of(flag)) is not None}
-    if given and args.method != GUIDED:
+    if given and args.method != GUIDED_SPEC.name:
         flags = ", ".join(GUIDED_FLAGS[name] for name in given)
-        raise ValueError(f"{flags}: parameters of --method {GUIDED}, not of --method {args.method}")
+        raise ValueError(f"{flags}: parameters of --method {GUIDED_SPEC.name}, not of --method {args.method}")
     return given
 
 

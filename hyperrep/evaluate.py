@@ -1,7 +1,8 @@
 """Numbers for a population of CNNs: accuracy, loss, predictions, ensembles, fine-tuning curves.
 
 Everything runs through population.evaluate_population / train_population (the one
-implementation of evaluating and training many CNNs given as flat vectors). Members whose
+implementation of evaluating and training many CNNs given as flat vectors, and its one result
+type, `Evaluation`). Members whose
 weights or logits are NaN/inf are reported (`finite` False, accuracy NaN) and left out of every
 statistic; they never stop an evaluation.
 """
@@ -19,51 +20,8 @@ import torch.nn.functional as F
 from hyperrep import cores
 from hyperrep.cnn import Architecture, population_forward
 from hyperrep.data import ImageSet
-from hyperrep.population import evaluate_population, train_population
+from hyperrep.population import Evaluation, evaluate_population, train_population
 from hyperrep.model import decode_latents
-
-PREDICTION_BUDGET_BYTES = 256 * 2**20  # int64 predictions held by one evaluate_population call
-
-
-@dataclass
-class Evaluation:
-    """Per-member results of one population on one image set."""
-
-    accuracy: np.ndarray  # [M] in [0, 1], NaN where not finite
-    loss: np.ndarray  # [M], NaN where not finite
-    finite: np.ndarray  # [M] bool
-    predictions: torch.Tensor | None = None  # [M, N] int8 classes, -1 where not finite
-
-    @property
-    def n_invalid(self) -> int:
-        return int((~self.finite).sum())
-
-    def valid_accuracy(self) -> np.ndarray:
-        return self.accuracy[self.finite]
-
-
-def evaluate_weights(
-    arch: Architecture, activation: str, weights: torch.Tensor, data: ImageSet, *,
-    keep_predictions: bool = False, progress: Callable[[int, int], None] | None = None,
-) -> Evaluation:
-    """Accuracy, loss (and predictions) of every member of weights [M, P] on `data`, in calls
-    sized so that the predictions of one call stay under PREDICTION_BUDGET_BYTES."""
-    m = len(weights)
-    per_call = max(1, PREDICTION_BUDGET_BYTES // (8 * max(len(data), 1))) if keep_predictions else max(m, 1)
-    accuracy, loss, finite = np.full(m, np.nan), np.full(m, np.nan), np.zeros(m, dtype=bool)
-    predictions = torch.full((m, len(data)), -1, dtype=torch.int8) if keep_predictions else None
-    for start in range(0, m, per_call):
-        stop = min(start + per_call, m)
-        offset_progress = (lambda done, _total, s=start: progress(s + done, m)) if progress else None
-        metrics = evaluate_population(arch, activation, weights[start:stop], data,
-                                      keep_predictions=keep_predictions, progress=offset_progress)
-        accuracy[start:stop] = metrics.accuracy.numpy()
-        loss[start:stop] = metrics.loss.numpy()
-        finite[start:stop] = metrics.finite.numpy()
-        if predictions is not None:
-            predictions[start:stop] = metrics.predictions.to(torch.int8)
-    return Evaluation(accuracy, loss, finite, predictions)
-
 
 def extend_evaluation(
     arch: Architecture, activation: str, weights: torch.Tensor, data: ImageSet, first: Evaluation, n_first: int,
@@ -71,7 +29,7 @@ def extend_evaluation(
 ) -> Evaluation:
     """The evaluation on all of `data`, given `first` on its first `n_first` images: only the
     remaining images are run (the app's full numbers after its first estimate)."""
-    rest = evaluate_weights(arch, activation, weights, data.subset(torch.arange(n_first, len(data))), progress=progress)
+    rest = evaluate_population(arch, activation, weights, data.subset(torch.arange(n_first, len(data))), progress=progress)
     share = n_first / max(len(data), 1)
     return Evaluation(share * first.accuracy + (1 - share) * rest.accuracy, share * first.loss + (1 - share) * rest.loss,
                       first.finite & rest.finite)
@@ -83,7 +41,7 @@ def evaluate_latents(
 ) -> tuple[torch.Tensor, Evaluation]:
     """Decode latents [n, L] with the hyper-representation and evaluate the decoded weights."""
     weights = decode_latents(model, latents)
-    return weights, evaluate_weights(model.arch, activation, weights, data, keep_predictions=keep_predictions, progress=progress)
+    return weights, evaluate_population(model.arch, activation, weights, data, keep_predictions=keep_predictions, progress=progress)
 
 
 # -- ensembles --------------------------------------------------------------------------------
@@ -192,7 +150,7 @@ def fine_tune(
         trajectory[index] = trained[:, eval_epochs]
     elif len(index):
         trajectory[index] = weights[index].unsqueeze(1).expand(-1, len(eval_epochs), -1).float()
-    flat = evaluate_weights(arch, activation, trajectory.reshape(-1, weights.shape[1]), test,
+    flat = evaluate_population(arch, activation, trajectory.reshape(-1, weights.shape[1]), test,
                             keep_predictions=keep_predictions)
     shape = (m, len(eval_epochs))
     predictions = flat.predictions.reshape(m, len(eval_epochs), -1) if keep_predictions else None

@@ -23,30 +23,29 @@ from hyperrep import cores
 from hyperrep.baselines import anchor_weights, matched_noise_sigma, noise_baseline, scratch_baseline, zoo_baseline
 from hyperrep.data import ImageSet
 from hyperrep.evaluate import (
-    Evaluation,
     FineTuneResult,
     TrainingSettings,
     ensemble_accuracies,
     ensemble_accuracy,
-    evaluate_weights,
     extend_evaluation,
     fine_tune,
     zoo_training_settings,
 )
 from hyperrep.frontier import Frontier, FrontierSettings, zero_shot_frontier
-from hyperrep.guided import GuidedSampler, guided_cost, guided_parameters
+from hyperrep.guided import GUIDED_SPEC
 from hyperrep.model import HyperRep
 from hyperrep.novelty import novelty_table
 from hyperrep.paper_import import paper_comparison_rows
+from hyperrep.population import Evaluation, evaluate_population
 from hyperrep.projection import place_on_map
 from hyperrep.sampling import (
     SAMPLERS,
     LatentSampler,
     Population,
+    SamplerContext,
     SamplerParameter,
-    make_sampler,
+    SamplerSpec,
     sample_population,
-    sampler_parameters,
     select_rows,
     top_fraction,
 )
@@ -190,65 +189,55 @@ class SampleRun:
         }
 
 
-GUIDED = GuidedSampler.name  # the guided sampler: a strategy beside the registry's, it needs the decoder and images
+STRATEGIES: dict[str, SamplerSpec] = {**SAMPLERS, GUIDED_SPEC.name: GUIDED_SPEC}  # what the app and `hyperrep sample` offer
+
+
+def strategy(name: str) -> SamplerSpec:
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown sampler {name!r}; known: {', '.join(STRATEGIES)}")
+    return STRATEGIES[name]
 
 
 def strategy_names() -> list[str]:
-    """Every strategy the app and `hyperrep sample` offer: the registry's samplers and the guided one."""
-    return [*SAMPLERS, GUIDED]
+    """Every strategy the app and `hyperrep sample` offer: the registry's samplers and those that also use the decoder."""
+    return list(STRATEGIES)
 
 
 def strategy_title(name: str) -> str:
     """'S_Dist (gaussian)': the paper's name and the strategy's name."""
-    paper = GuidedSampler.paper_name if name == GUIDED else SAMPLERS[name].paper_name
-    return f"{paper} ({name})"
+    return f"{strategy(name).paper_name} ({name})"
 
 
 def strategy_description(name: str) -> str:
-    return GuidedSampler.description if name == GUIDED else SAMPLERS[name].description
+    return strategy(name).description
 
 
 def strategy_parameters(name: str) -> list[SamplerParameter]:
     """The parameters a user may set for a strategy (the app's widgets)."""
-    return guided_parameters() if name == GUIDED else sampler_parameters(name)
+    return strategy(name).parameters()
 
 
-def _guided_value(params: dict, name: str):
-    """A guided-sampler parameter as given, else its constructor default."""
-    return params[name] if name in params else next(p.default for p in guided_parameters() if p.name == name)
+def guidance_images_needed(name: str, params: dict) -> int:
+    """How many training images a strategy needs (0 for those that use only the latents)."""
+    return strategy(name).images(params)
 
 
-def guidance_images_needed(strategy: str, params: dict) -> int:
-    """How many training images a strategy needs (the guided sampler's `images`; 0 for the others)."""
-    if strategy != GUIDED:
-        return 0
-    images = int(_guided_value(params, "images"))
-    if images < 1:
-        raise ValueError(f"sampler 'guided': images must be at least 1, got {images}")
-    return images
+def strategy_cost(name: str, params: dict, n: int) -> str | None:
+    """The extra cost of a strategy in words; None when it has none."""
+    return strategy(name).cost(params, n)
 
 
-def strategy_cost(strategy: str, params: dict, n: int) -> str | None:
-    """The extra cost of a strategy in words (the guided sampler's steps × images × models); None when it has none."""
-    if strategy != GUIDED:
-        return None
-    return guided_cost(int(_guided_value(params, "steps")), int(_guided_value(params, "images")), n)
-
-
-def build_sampler(hyperrep: HyperRep, strategy: str, params: dict, *, activation: str | None = None,
+def build_sampler(hyperrep: HyperRep, name: str, params: dict, *, activation: str | None = None,
                   train: ImageSet | None = None, progress: Progress | None = None) -> LatentSampler:
-    """The named strategy with `params`; the guided one also takes the zoo's `activation`, its
-    training images `train` and a `progress(step, steps)` callback. Bad parameters are a ValueError."""
-    if strategy not in strategy_names():
-        raise ValueError(f"unknown sampler {strategy!r}; known: {', '.join(strategy_names())}")
+    """The named strategy with `params`; one that uses more than the latents also gets the network,
+    the zoo's `activation`, its training images `train` and a `progress(step, steps)` callback.
+    Bad parameters are a ValueError."""
+    spec = strategy(name)
+    context = SamplerContext(hyperrep.model, activation, train, progress)
     try:
-        if strategy != GUIDED:
-            return make_sampler(strategy, **params)
-        if activation is None or train is None:
-            raise ValueError("sampler 'guided' needs the zoo's activation and training images")
-        return GuidedSampler(hyperrep.model, activation, train, **params, progress=progress)
+        return spec.build(context, **params)
     except TypeError as err:
-        raise ValueError(f"sampler {strategy!r}: {err}") from err
+        raise ValueError(f"sampler {name!r}: {err}") from err
 
 
 def draw_population(hyperrep: HyperRep, strategy: str, params: dict, anchor_rows, n: int, seed: int, *,
@@ -291,7 +280,7 @@ def first_estimate(run: SampleRun, zoo: Zoo, test: ImageSet, n_images: int = QUI
     """Step 3: accuracy (and predictions) on the first `n_images` test images; returns those images."""
     quick = test.first(n_images)
     run.quick_images = len(quick)
-    run.quick = evaluate_weights(zoo.architecture, zoo.activation, run.population.weights, quick, keep_predictions=True)
+    run.quick = evaluate_population(zoo.architecture, zoo.activation, run.population.weights, quick, keep_predictions=True)
     run.timings["first estimate"] = _elapsed(run)
     return quick
 
@@ -331,7 +320,7 @@ def _compare(run: SampleRun, zoo: Zoo, hyperrep: HyperRep, table: pd.DataFrame, 
     else:
         sigma = matched_noise_sigma(novelty["distance"].to_numpy(), arch.n_params)
         noise = noise_baseline(anchors, sigma, n_baseline, run.seed)
-        noisy = evaluate_weights(arch, activation, noise.weights, data, keep_predictions=True)
+        noisy = evaluate_population(arch, activation, noise.weights, data, keep_predictions=True)
         noise_novelty = novelty_table(arch, activation, noise.weights, noisy.predictions, reference, reference_table, data)
         noise_novelty["group"], noise_novelty["accuracy"] = noise.label, noisy.accuracy
         frames.append(noise_novelty)
@@ -342,7 +331,7 @@ def _compare(run: SampleRun, zoo: Zoo, hyperrep: HyperRep, table: pd.DataFrame, 
         delta = frontier.delta(novelty["distance"].to_numpy(), run.quick.accuracy[:, None],
                                resamples=1_000, seed=run.seed).iloc[0]
     scratch = scratch_baseline(zoo, n_baseline, run.seed)
-    baselines["B_T (random init)"] = evaluate_weights(arch, activation, scratch.weights, data).accuracy
+    baselines["B_T (random init)"] = evaluate_population(arch, activation, scratch.weights, data).accuracy
     if hyperrep.path is not None:  # a paper folder adds its pre-sampled populations and its B_T
         baselines.update(paper_comparison_rows(hyperrep.path, arch, activation, data, MAX_BASELINE_MODELS))
     ensembles = ensemble_figures(run, arch, activation, data)

@@ -24,9 +24,9 @@ import torch
 
 from hyperrep.cnn import Architecture
 from hyperrep.data import ImageSet
-from hyperrep.baselines import noise_baseline
-from hyperrep.evaluate import evaluate_weights
-from hyperrep.novelty import nearest_reference
+from hyperrep.baselines import cycling_order, noise_baseline
+from hyperrep.population import evaluate_population
+from hyperrep.novelty import mistake_overlap, nearest_reference
 from hyperrep.sampling import Population
 
 FAMILIES = ("noise", "average", "gaussian")
@@ -63,13 +63,9 @@ class Reference:
     population: Population
 
 
-def _cycling_order(n_items: int, n: int, generator: torch.Generator) -> torch.Tensor:
-    return torch.cat([torch.randperm(n_items, generator=generator) for _ in range(math.ceil(n / n_items))])[:n]
-
-
 def anchors_population(anchors: torch.Tensor, n: int, seed: int) -> Population:
     """`n` anchors (seeded, each used once before any repeats): the frontier at distance 0."""
-    order = _cycling_order(len(anchors), n, torch.Generator().manual_seed(seed))
+    order = cycling_order(len(anchors), n, torch.Generator().manual_seed(seed))
     members = pd.DataFrame({"member": np.arange(n), "anchor": order.numpy()})
     return Population("anchors", anchors[order].clone(), members)
 
@@ -113,32 +109,6 @@ def reference_populations(anchors: torch.Tensor, settings: FrontierSettings, see
 
 
 # -- numbers per population ---------------------------------------------------------------------
-
-
-def mistake_overlap(predictions: torch.Tensor, reference_predictions: torch.Tensor, labels: torch.Tensor,
-                    chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """For each model (predictions [n, N]): the largest IoU of its misclassified images with those
-    of any reference model (reference_predictions [R, N]) and that model's index. A model with
-    no mistakes has IoU 1 with a reference without mistakes; rows with a -1 prediction
-    (not finite) get NaN and index -1."""
-    labels = labels.cpu()
-    ref_wrong = (reference_predictions.cpu().long() != labels).double()  # exact counts and ratios
-    ref_count = ref_wrong.sum(dim=1)
-    best, where = np.full(len(predictions), np.nan), np.full(len(predictions), -1, dtype=np.int64)
-    valid = ~(predictions.cpu() < 0).any(dim=1)
-    ref_valid = ~(reference_predictions.cpu() < 0).any(dim=1)
-    for start in range(0, len(predictions), chunk):
-        block = predictions[start: start + chunk].cpu().long()
-        wrong = (block != labels).double()
-        intersection = wrong @ ref_wrong.T
-        union = wrong.sum(dim=1, keepdim=True) + ref_count - intersection
-        iou = torch.where(union > 0, intersection / union.clamp_min(1), torch.ones_like(union))
-        iou[:, ~ref_valid] = -1.0
-        value, index = iou.max(dim=1)
-        rows = slice(start, start + len(block))
-        best[rows], where[rows] = value.numpy(), index.numpy()
-    best[~valid.numpy()], where[~valid.numpy()] = np.nan, -1
-    return best, where
 
 
 def zoo_neighbour_distances(arch: Architecture, weights: torch.Tensor, model_ids: np.ndarray,
@@ -303,7 +273,7 @@ def zero_shot_frontier(arch: Architecture, activation: str, anchors: torch.Tenso
     points = []
     for ref in reference_populations(anchors, settings, seed):
         weights = ref.population.weights
-        evaluation = evaluate_weights(arch, activation, weights, data, keep_predictions=reference_predictions is not None)
+        evaluation = evaluate_population(arch, activation, weights, data, keep_predictions=reference_predictions is not None)
         distance, _ = nearest_reference(arch, weights, reference)
         iou = (mistake_overlap(evaluation.predictions, reference_predictions, data.labels)[0]
                if reference_predictions is not None else np.full(len(weights), np.nan))

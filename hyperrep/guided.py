@@ -16,7 +16,10 @@ import torch.nn.functional as F
 from hyperrep import cores
 from hyperrep.cnn import Architecture, population_forward
 from hyperrep.data import ImageSet
-from hyperrep.sampling import SAMPLERS, LatentSampler, SamplerParameter, constructor_parameters, decode_latents, make_sampler
+from hyperrep.model import decode_latents
+from hyperrep.sampling import (
+    SAMPLERS, LatentSampler, SamplerContext, SamplerParameter, SamplerSpec, constructor_parameters, make_sampler,
+)
 
 Progress = Callable[[int, int], None]
 
@@ -130,8 +133,35 @@ def guided_parameters() -> list[SamplerParameter]:
     return [replace(p, kind="choice", options=tuple(SAMPLERS)) if p.name == "base" else p for p in found]
 
 
+def guided_from_context(context: SamplerContext, **params) -> GuidedSampler:
+    """The guided sampler on the context's network, activation, training images and progress."""
+    if context.model is None or context.activation is None or context.train is None:
+        raise ValueError("sampler 'guided' needs the zoo's activation and training images")
+    return GuidedSampler(context.model, context.activation, context.train, **params, progress=context.progress)
+
+
+def _given(params: dict, name: str):
+    """A guided-sampler parameter as given, else its constructor default."""
+    return params[name] if name in params else next(p.default for p in guided_parameters() if p.name == name)
+
+
+def guided_images(params: dict) -> int:
+    """The training images every guided step uses (`images`, at least 1)."""
+    images = int(_given(params, "images"))
+    if images < 1:
+        raise ValueError(f"sampler 'guided': images must be at least 1, got {images}")
+    return images
+
+
 def guided_cost(steps: int, images: int, n: int) -> str:
     """The guided sampler's extra cost in words: each step decodes the `n` latents and runs the
     decoded models forward and backward on the `images` images."""
     return (f"{steps} steps × {images:,} images × {n:,} models = {steps * images * n:,} forward and backward "
             "passes of a decoded model (plus one decode per step)")
+
+
+GUIDED_SPEC = SamplerSpec(
+    GuidedSampler.name, GuidedSampler.paper_name, GuidedSampler.description, guided_from_context, contextual=True,
+    images=guided_images, tunable=guided_parameters,
+    cost=lambda params, n: guided_cost(int(_given(params, "steps")), guided_images(params), n),
+)

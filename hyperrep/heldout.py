@@ -13,19 +13,18 @@ import pandas as pd
 import torch
 
 from hyperrep.data import ImageSet
-from hyperrep.model import HyperRep
+from hyperrep.model import HyperRep, reconstruct_weights
 from hyperrep.population import evaluate_population
 from hyperrep.report import bootstrap_ci
-from hyperrep.train import reconstruct
 from hyperrep.zoo import Zoo
-from hyperrep.zoo_references import r_squared
+from hyperrep.weight_stats import r_squared
 
 
 def per_state_figures(original, other) -> dict[str, np.ndarray]:
     """Agreement with the original and accuracy ratio, one value per state."""
-    agreement = (original.predictions == other.predictions).float().mean(dim=1)
-    ratio = torch.nan_to_num(other.accuracy, nan=0.0) / original.accuracy.clamp_min(1e-12)
-    return {"agreement": agreement.numpy(), "ratio": ratio.numpy()}
+    agreement = (original.predictions == other.predictions).float().mean(dim=1).numpy()
+    ratio = np.nan_to_num(other.accuracy, nan=0.0) / np.maximum(original.accuracy, 1e-12)
+    return {"agreement": agreement, "ratio": ratio}
 
 
 def per_model_means(values: np.ndarray, model_ids: pd.Series) -> np.ndarray:
@@ -42,7 +41,7 @@ def heldout_reconstruction(hyperrep: HyperRep, zoo: Zoo, images: ImageSet, split
     held, table = zoo.samples(split, epochs)
     train = model.comparable(zoo.samples("train", epochs)[0])
     target = model.comparable(held)  # the neuron order the decoder produces (the same functions)
-    rebuilt = reconstruct(model, held)
+    rebuilt = reconstruct_weights(model, held)
     nearest = train[torch.cdist(target, train).argmin(dim=1)]
     evaluate = lambda w: evaluate_population(arch, activation, w, images, keep_predictions=True)  # noqa: E731
     original = evaluate(held)

@@ -40,6 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hyperrep.cnn import Architecture, get_architecture
+from hyperrep.weight_stats import layer_sigmas
 from hyperrep.files import ArtifactError, read_json, read_table, read_tensor_metadata, read_tensors
 from hyperrep.weights import (
     canonicalize,
@@ -340,8 +341,7 @@ class HyperRepresentation(nn.Module):
     @torch.no_grad()
     def set_layer_scales(self, train_weights: torch.Tensor) -> None:
         """sigma_l = unbiased std of all layer-l entries of the training vectors, floored at 1e-4."""
-        scales = [train_weights[:, part].flatten().std() for part in self.arch.layer_slices()]
-        self.layer_scales.copy_(torch.stack(scales).clamp_min(1e-4))
+        self.layer_scales.copy_(layer_sigmas(self.arch, train_weights).clamp_min(1e-4))
 
     def losses(
         self, inputs: torch.Tensor, targets: torch.Tensor, *, gamma: float, temperature: float, lwln: bool,
@@ -398,16 +398,6 @@ def nt_xent(view_1: torch.Tensor, view_2: torch.Tensor, temperature: float) -> t
     similarity = similarity.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
     partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
     return F.cross_entropy(similarity, partner, reduction="sum") / (2 * n)
-
-
-def r_squared_per_layer(arch: Architecture, output: torch.Tensor, target: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    """1 - SSE / SS around the training mean vector `mean` [P], per layer (paper's rsq_l)."""
-    values = []
-    for part in arch.layer_slices():
-        sse = (output[:, part] - target[:, part]).square().sum()
-        sst = (target[:, part] - mean[part]).square().sum()
-        values.append(1 - sse / sst.clamp_min(1e-12))
-    return torch.stack(values)
 
 
 def matmul_flops(config: ModelConfig) -> int:
@@ -608,3 +598,8 @@ def decode_latents(model, latents: torch.Tensor, batch_size: int = 256) -> torch
 def encode_weights(model, weights: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Latents [n, L] (float32, CPU) of weights [n, P] in batches, without gradients."""
     return _in_batches(model.encode, model, weights, batch_size)
+
+
+def reconstruct_weights(model, weights: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """decode(encode(weights)) [n, P] (float32, CPU) in batches, without gradients."""
+    return _in_batches(lambda rows: model.decode(model.encode(rows)), model, weights, batch_size)

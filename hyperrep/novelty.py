@@ -17,7 +17,7 @@ import torch
 from hyperrep import cores
 from hyperrep.cnn import Architecture
 from hyperrep.data import ImageSet
-from hyperrep.evaluate import evaluate_weights
+from hyperrep.population import evaluate_population
 from hyperrep.weights import canonicalize, permutation_index, permute, tokenize
 
 
@@ -90,16 +90,42 @@ def matched_distance(arch: Architecture, weights: torch.Tensor, reference: torch
     return float((aligned - reference).norm())
 
 
+def _iou(intersection: torch.Tensor, wrong_a: torch.Tensor, wrong_b: torch.Tensor) -> torch.Tensor:
+    """IoU of misclassified sets from their overlap and sizes; 1 when neither set has a mistake."""
+    union = wrong_a + wrong_b - intersection
+    return torch.where(union > 0, intersection / union.clamp_min(1), torch.ones_like(union))
+
+
 def misclassification_iou(predictions_a: torch.Tensor, predictions_b: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
     """IoU of the misclassified image sets of paired models, [n] from predictions [n, N] each;
     1 when neither makes a mistake, NaN where either is not finite (predictions -1)."""
-    wrong_a, wrong_b = predictions_a != labels, predictions_b != labels
-    intersection = (wrong_a & wrong_b).sum(dim=1).double()
-    union = (wrong_a | wrong_b).sum(dim=1).double()
-    iou = torch.where(union > 0, intersection / union.clamp_min(1), torch.ones_like(union)).numpy()
+    wrong_a, wrong_b = (predictions_a.long() != labels).double(), (predictions_b.long() != labels).double()
+    iou = _iou((wrong_a * wrong_b).sum(dim=1), wrong_a.sum(dim=1), wrong_b.sum(dim=1)).numpy()
     invalid = ((predictions_a < 0).any(dim=1) | (predictions_b < 0).any(dim=1)).numpy()
     iou[invalid] = np.nan
     return iou
+
+
+def mistake_overlap(predictions: torch.Tensor, reference_predictions: torch.Tensor, labels: torch.Tensor,
+                    chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """For each model (predictions [n, N]): the largest misclassification IoU with any reference
+    model (reference_predictions [R, N]) and that model's index; rows with a -1 prediction (not
+    finite) get NaN and index -1."""
+    labels = labels.cpu()
+    ref_wrong = (reference_predictions.cpu().long() != labels).double()  # exact counts and ratios
+    ref_count = ref_wrong.sum(dim=1)
+    best, where = np.full(len(predictions), np.nan), np.full(len(predictions), -1, dtype=np.int64)
+    valid = ~(predictions.cpu() < 0).any(dim=1)
+    ref_valid = ~(reference_predictions.cpu() < 0).any(dim=1)
+    for start in range(0, len(predictions), chunk):
+        wrong = (predictions[start: start + chunk].cpu().long() != labels).double()
+        iou = _iou(wrong @ ref_wrong.T, wrong.sum(dim=1, keepdim=True), ref_count)
+        iou[:, ~ref_valid] = -1.0
+        value, index = iou.max(dim=1)
+        rows = slice(start, start + len(wrong))
+        best[rows], where[rows] = value.numpy(), index.numpy()
+    best[~valid.numpy()], where[~valid.numpy()] = np.nan, -1
+    return best, where
 
 
 def novelty_table(
@@ -114,7 +140,7 @@ def novelty_table(
     iou = np.full(len(weights), np.nan)
     if found.any():
         unique, inverse = np.unique(index[found], return_inverse=True)
-        nearest = evaluate_weights(arch, activation, reference[torch.as_tensor(unique)], test, keep_predictions=True)
+        nearest = evaluate_population(arch, activation, reference[torch.as_tensor(unique)], test, keep_predictions=True)
         labels = test.labels.cpu()
         iou[found] = misclassification_iou(predictions[torch.as_tensor(np.flatnonzero(found))].long(),
                                            nearest.predictions[torch.as_tensor(inverse)].long(), labels)

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from hyperrep.cnn import get_activation
-from hyperrep.evaluate import evaluate_weights
+from hyperrep.population import evaluate_population
 from hyperrep.files import ArtifactError, read_json
 from hyperrep.paper_files import (
     architecture_of_vectors, finite_or_nan, read_model_dataset, read_property_dataset, seed_from_path,
@@ -296,7 +296,7 @@ def paper_comparison_rows(hyperrep_dir: Path | str, arch, activation: str, data,
     (on the whole test split). Empty for any other folder."""
     rows: dict[str, np.ndarray] = {}
     for method, weights in paper_sample_populations(hyperrep_dir, arch, limit).items():
-        rows[sample_label(method)] = evaluate_weights(arch, activation, weights, data).accuracy
+        rows[sample_label(method)] = evaluate_population(arch, activation, weights, data).accuracy
     zoo_folder = find_zoo_folder(hyperrep_dir)
     if zoo_folder is not None:
         table = paper_testsplit(zoo_folder)

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -28,14 +29,30 @@ from hyperrep.optim import PopulationOptimizer
 CPU_IMAGE_CHUNK = 128  # images per step of the CPU evaluation path (measured: docs/benchmarks.md)
 
 
-@dataclass
-class PopulationMetrics:
-    """Per-model loss and accuracy on one image set; non-finite models are flagged, not dropped."""
+PREDICTION_BUDGET_BYTES = 256 * 2**20  # int64 predictions held at once while evaluating
 
-    loss: torch.Tensor  # [M] float, NaN where the model is not finite
-    accuracy: torch.Tensor  # [M] float in [0, 1], NaN where the model is not finite
-    finite: torch.Tensor  # [M] bool: all weights finite and all logits finite
-    predictions: torch.Tensor | None = None  # [M, N] int64 class predictions, -1 where not finite
+
+@dataclass
+class Evaluation:
+    """Per-member results of one population on one image set: the one result type of evaluation.
+    Members whose weights or logits are NaN/inf are flagged (`finite` False), never dropped."""
+
+    accuracy: np.ndarray  # [M] in [0, 1], NaN where not finite
+    loss: np.ndarray  # [M], NaN where not finite
+    finite: np.ndarray  # [M] bool
+    predictions: torch.Tensor | None = None  # [M, N] int8 classes, -1 where not finite
+
+    @property
+    def n_invalid(self) -> int:
+        return int((~self.finite).sum())
+
+    def valid_accuracy(self) -> np.ndarray:
+        return self.accuracy[self.finite]
+
+    def repeated(self, n: int) -> "Evaluation":
+        """One member's results standing in for `n` members (the mean model as every rebuild)."""
+        predictions = self.predictions.expand(n, -1) if self.predictions is not None else None
+        return Evaluation(np.repeat(self.accuracy, n), np.repeat(self.loss, n), np.repeat(self.finite, n), predictions)
 
 
 def use_batched_path(device: torch.device, arch: Architecture | None = None, activation: str | None = None) -> bool:
@@ -57,13 +74,34 @@ def evaluate_population(
     image_chunk: int | None = None,
     batched: bool | None = None,
     progress: Callable[[int, int], None] | None = None,
-) -> PopulationMetrics:
-    """Loss, accuracy (and optionally predictions) of every model in `weights` [M, P] on `data`.
+) -> Evaluation:
+    """Loss, accuracy (and optionally predictions) of every model in `weights` [M, P] on `data`,
+    on the device of `data`.
 
     The stacked path (default) runs `model_chunk` models (CPU: all, GPU: 64) through each image
     chunk (CPU: CPU_IMAGE_CHUNK, GPU: 10,000); `batched=False` is the plain per-model loop, kept
-    as the reference."""
+    as the reference. With predictions, models go in calls whose predictions stay under
+    PREDICTION_BUDGET_BYTES."""
     arch.check_vector(weights)
+    m = len(weights)
+    per_call = max(1, PREDICTION_BUDGET_BYTES // (8 * max(len(data), 1))) if keep_predictions else max(m, 1)
+    accuracy, loss, finite = np.full(m, np.nan), np.full(m, np.nan), np.zeros(m, dtype=bool)
+    predictions = torch.full((m, len(data)), -1, dtype=torch.int8) if keep_predictions else None
+    for start in range(0, m, per_call):
+        stop = min(start + per_call, m)
+        offset_progress = (lambda done, _total, s=start: progress(s + done, m)) if progress else None
+        part = _evaluate_block(arch, activation, weights[start:stop], data, keep_predictions=keep_predictions,
+                               model_chunk=model_chunk, image_chunk=image_chunk, batched=batched,
+                               progress=offset_progress)
+        accuracy[start:stop], loss[start:stop], finite[start:stop] = part.accuracy, part.loss, part.finite
+        if predictions is not None:
+            predictions[start:stop] = part.predictions
+    return Evaluation(accuracy, loss, finite, predictions)
+
+
+def _evaluate_block(arch, activation, weights, data, *, keep_predictions, model_chunk, image_chunk, batched,
+                    progress) -> Evaluation:
+    """`evaluate_population` of models whose predictions fit in memory at once."""
     device = data.images.device
     on_cpu = device.type == "cpu"
     batched = True if batched is None else batched
@@ -72,7 +110,7 @@ def evaluate_population(
     finite = torch.isfinite(weights).all(dim=1).cpu()
     loss_sum = torch.zeros(m, dtype=torch.float64)
     correct = torch.zeros(m, dtype=torch.int64)
-    predictions = torch.full((m, n), -1, dtype=torch.int64) if keep_predictions else None
+    predictions = torch.full((m, n), -1, dtype=torch.int8) if keep_predictions else None
     good = torch.nonzero(finite).flatten().tolist()
     model_chunk = model_chunk or (max(len(good), 1) if on_cpu else 64)
     groups = [good[i: i + model_chunk] for i in range(0, len(good), model_chunk)] if batched else [[i] for i in good]
@@ -99,18 +137,19 @@ def evaluate_population(
                     if bad.any():
                         finite[idx[bad.cpu()]] = False
                     if predictions is not None:
-                        predictions[idx, start: start + len(labels)] = pred.cpu()
+                        predictions[idx, start: start + len(labels)] = pred.cpu().to(torch.int8)
                     if progress is not None and len(groups) == 1:  # one big group: report per image chunk
                         progress(len(group) * min(start + image_chunk, n) // max(n, 1), len(good))
             done += len(group)
             if progress is not None and len(groups) > 1:
                 progress(done, len(good))
-    loss = (loss_sum / max(n, 1)).float()
-    accuracy = correct.float() / max(n, 1)
-    loss[~finite], accuracy[~finite] = float("nan"), float("nan")
+    loss = (loss_sum / max(n, 1)).float().numpy()
+    accuracy = (correct.float() / max(n, 1)).numpy()
+    finite = finite.numpy()
+    loss[~finite], accuracy[~finite] = np.nan, np.nan
     if predictions is not None:
-        predictions[~finite] = -1
-    return PopulationMetrics(loss, accuracy, finite, predictions)
+        predictions[torch.from_numpy(~finite)] = -1
+    return Evaluation(accuracy.astype(np.float64), loss.astype(np.float64), finite, predictions)
 
 
 def _optimizer(name: str, params: list[torch.Tensor], lr: float, weight_decay: float) -> torch.optim.Optimizer:

@@ -39,20 +39,20 @@ from hyperrep.artifacts import PAPER, artifact_kind, compatibility, load_any_hyp
 from hyperrep.baselines import anchor_weights, noise_baseline, reconstruction_baseline, scratch_baseline
 from hyperrep.data import ImageSet, zoo_dataset_rule
 from hyperrep.device import pick_device
-from hyperrep.evaluate import Evaluation, ensemble_accuracies, evaluate_weights, zoo_training_settings
+from hyperrep.evaluate import ensemble_accuracies, zoo_training_settings
+from hyperrep.population import Evaluation, evaluate_population
 from hyperrep.experiment import ANCHOR_FRACTION, draw_population, fine_tune_population, top_train_anchors
 from hyperrep.files import atomic_write, write_json
 from hyperrep.frontier import (
     Frontier,
     FrontierPoint,
     FrontierSettings,
-    mistake_overlap,
     reference_populations,
     verdict,
     zoo_neighbour_distances,
 )
 from hyperrep.guided import GuidedSampler, guidance_batch, refine_weights
-from hyperrep.novelty import novelty_table
+from hyperrep.novelty import mistake_overlap, novelty_table
 from hyperrep.paper_import import (
     BASELINE_SAMPLES, find_zoo_folder, paper_sample_populations, paper_testsplit, sample_label, testsplit_accuracy_at,
 )
@@ -166,7 +166,7 @@ def zoo_reference(zoo: Zoo, test: ImageSet) -> ZooReference:
     (a shared start is evaluated once), and the spacing of its train models at the last epoch."""
     weights, table = zoo.samples()
     distinct = torch.unique(weights, dim=0)
-    predictions = evaluate_weights(zoo.architecture, zoo.activation, distinct, test, keep_predictions=True).predictions
+    predictions = evaluate_population(zoo.architecture, zoo.activation, distinct, test, keep_predictions=True).predictions
     last = ((table["epoch"] == table["epoch"].max()) & (table["split"] == "train")).to_numpy()
     if not last.any():
         last = (table["epoch"] == table["epoch"].max()).to_numpy()
@@ -272,7 +272,7 @@ def evaluate_method(population: Population, kind: str, tag: str, zoo: Zoo, train
     arch, activation, epochs = zoo.architecture, zoo.activation, config.epochs
     m = len(population)
     k = m if config.fine_tune_models is None else min(config.fine_tune_models, m)
-    start = evaluate_weights(arch, activation, population.weights, test, keep_predictions=True)
+    start = evaluate_population(arch, activation, population.weights, test, keep_predictions=True)
     accuracy, finite = np.full((m, len(epochs)), np.nan), np.zeros((m, len(epochs)), dtype=bool)
     evaluated = np.zeros((m, len(epochs)), dtype=bool)
     accuracy[:, 0], finite[:, 0], evaluated[:, 0] = start.accuracy, start.finite, True
@@ -308,7 +308,7 @@ def zoo_test_trajectories(zoo: Zoo, test: ImageSet, config: ReportConfig, refere
         return None
     arch, activation = zoo.architecture, zoo.activation
     rows = torch.tensor(zoo.rows_of(ids))
-    evaluations = [evaluate_weights(arch, activation, zoo.weights[rows, zoo.epoch_position(e)], test,
+    evaluations = [evaluate_population(arch, activation, zoo.weights[rows, zoo.epoch_position(e)], test,
                                     keep_predictions=e == config.epochs[0]) for e in config.epochs]
     accuracy = np.stack([e.accuracy for e in evaluations], axis=1)
     finite = np.stack([e.finite for e in evaluations], axis=1)

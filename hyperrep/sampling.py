@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from hyperrep.device import torch_threads_kept
-from hyperrep.model import decode_latents, encode_weights  # noqa: F401  (re-exported: samples are decoded latents)
+from hyperrep.model import decode_latents
 
 # -- anchors in, latents out ------------------------------------------------------------------
 
@@ -331,19 +331,51 @@ def _cholesky(covariance: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class SamplerContext:
+    """What a sampler that uses more than the anchors' latents is built with: the
+    hyper-representation's network, the zoo's activation, training images, a progress callback."""
+
+    model: object = None
+    activation: str | None = None
+    train: object = None  # hyperrep.data.ImageSet
+    progress: Callable[[int, int], None] | None = None
+
+
+def _no_images(params: dict) -> int:
+    return 0
+
+
+def _no_cost(params: dict, n: int) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
 class SamplerSpec:
-    """A named sampler: its class, default parameters, the paper's name and a short description."""
+    """A named sampler: its class, default parameters, the paper's name and a short description.
+
+    A `contextual` factory takes a SamplerContext first (a sampler that also uses the decoder or
+    images); `images(params)` says how many training images it needs, `cost(params, n)` its extra
+    cost in words, `tunable()` its parameters where they are not simply the constructor's."""
 
     name: str
     paper_name: str
     description: str
     factory: Callable[..., LatentSampler]
     params: dict = field(default_factory=dict)
+    contextual: bool = False
+    images: Callable[[dict], int] = _no_images
+    cost: Callable[[dict, int], str | None] = _no_cost
+    tunable: Callable[[], list] | None = None
 
-    def build(self, **overrides) -> LatentSampler:
-        sampler = self.factory(**{**self.params, **overrides})
+    def build(self, context: SamplerContext | None = None, **overrides) -> LatentSampler:
+        args = {**self.params, **overrides}
+        sampler = self.factory(context or SamplerContext(), **args) if self.contextual else self.factory(**args)
         sampler.name = self.name
         return sampler
+
+    def parameters(self) -> list:
+        """The parameters a user may set (the app's widgets): the constructor's, minus those fixed here."""
+        return self.tunable() if self.tunable is not None else constructor_parameters(self.factory, fixed=self.params)
 
     @property
     def min_anchors(self) -> int:
@@ -491,8 +523,7 @@ class SamplerParameter:
 
 def sampler_parameters(name: str) -> list[SamplerParameter]:
     """The tunable parameters of a registered sampler: its constructor's, minus those the registry fixes."""
-    spec = SAMPLERS[name]
-    return constructor_parameters(spec.factory, fixed=spec.params)
+    return SAMPLERS[name].parameters()
 
 
 def constructor_parameters(factory: Callable, fixed=()) -> list[SamplerParameter]:

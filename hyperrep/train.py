@@ -40,10 +40,12 @@ from hyperrep.model import (
     Augmentation,
     HyperRepresentation,
     ModelConfig,
+    encode_weights,
     make_views,
-    r_squared_per_layer,
+    reconstruct_weights,
     reconstruction_loss,
 )
+from hyperrep.weight_stats import r_squared, r_squared_per_layer
 from hyperrep.paper_compat import train_settings_from_paper
 from hyperrep.population import evaluate_population
 from hyperrep.projection import METHODS, fit_map
@@ -238,33 +240,18 @@ def load_checkpoint(folder: Path, model: HyperRepresentation, optimizer: torch.o
 
 
 # -- evaluation ----------------------------------------------------------------------------------------
-@torch.no_grad()
-def reconstruct(model: HyperRepresentation, weights: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    """Encode and decode [n, P] in chunks (eval mode); returns [n, P] on the input's device."""
-    device = next(model.parameters()).device
-    parts = [model.decode(model.encode(weights[i: i + chunk].to(device))).to(weights.device)
-             for i in range(0, len(weights), chunk)]
-    return torch.cat(parts)
-
-
-@torch.no_grad()
-def encode_all(model: HyperRepresentation, weights: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    device = next(model.parameters()).device
-    return torch.cat([model.encode(weights[i: i + chunk].to(device)).cpu() for i in range(0, len(weights), chunk)])
-
-
 def reconstruction_quality(model, weights, train_mean, activation, images, lwln: bool,
                            train_states: torch.Tensor | None = None) -> dict:
     """R^2 per layer, reconstruction loss, and accuracy of reconstructed vs original models, with
     the train split's mean model as a reference; given the train states (in the decoder's neuron
     order), also the nearest train state and PCA with latent_dim components (hyperrep.zoo_references)."""
     arch = model.arch
-    output = reconstruct(model, weights)
+    output = reconstruct_weights(model, weights).to(weights.device)
     weights = model.comparable(weights)  # R^2 up to the neuron order the decoder produces
     rsq = r_squared_per_layer(arch, output, weights, train_mean)
     scales = model.layer_scales.cpu() if lwln else None
     loss, _ = reconstruction_loss(arch, output, weights, scales)
-    quality = {"loss_recon": float(loss), "rsq": float(_overall_rsq(output, weights, train_mean))}
+    quality = {"loss_recon": float(loss), "rsq": r_squared(output, weights, train_mean)}
     quality.update({f"rsq_l{i}": float(v) for i, v in enumerate(rsq)})
     if images is not None:
         evaluate = lambda w: evaluate_population(arch, activation, w, images, keep_predictions=True)  # noqa: E731
@@ -279,10 +266,6 @@ def reconstruction_quality(model, weights, train_mean, activation, images, lwln:
             quality["nearest_train"] = found["nearest"]
             quality["pca"] = {"components": min(count, len(train_states) - 1), **found["pca"][count]}
     return quality
-
-
-def _overall_rsq(output: torch.Tensor, target: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    return 1 - (output - target).square().sum() / (target - mean).square().sum().clamp_min(1e-12)
 
 
 def load_eval_images(zoo: Zoo, count: int, data_dir: Path | str | None, device: torch.device):
@@ -473,7 +456,7 @@ def finish_artifact(model, zoo, out, config, history, epochs_used, train_mean, d
             quality[split] = reconstruction_quality(model, weights, train_mean, zoo.activation, images, config.lwln,
                                                     None if split == "train" else train_states)
     n_models, n_epochs, n_params = zoo.weights.shape
-    latents = encode_all(model, zoo.weights.reshape(-1, n_params))
+    latents = encode_weights(model, zoo.weights.reshape(-1, n_params))
     model_ids = zoo.model_ids.repeat_interleave(n_epochs)
     epochs = torch.tensor(zoo.epochs).repeat(n_models)
     log(f"fitting the 2-D {config.map_method} map of {len(latents)} latents")

@@ -12,11 +12,13 @@ the seed-zoo pilot (bench/zoo_design_pilot.py) sizes the full build with.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from hyperrep.cnn import Architecture
 from hyperrep.data import ImageSet
-from hyperrep.population import PopulationMetrics, evaluate_population
+from hyperrep.population import Evaluation, evaluate_population
+from hyperrep.weight_stats import parameter_sigmas, r_squared
 from hyperrep.weights import canonicalize
 from hyperrep.zoo import Zoo
 
@@ -24,46 +26,36 @@ from hyperrep.zoo import Zoo
 QUALITY_THRESHOLD = 0.5  # models above this accuracy count for the reconstruction-quality ratio
 
 
-def accuracy_figures(original: PopulationMetrics, rebuilt: PopulationMetrics) -> dict:
+def accuracy_figures(original: Evaluation, rebuilt: Evaluation) -> dict:
     """Mean accuracies; for models above QUALITY_THRESHOLD the mean ratio rebuilt/original; and
     whether per-model differences survive: accuracy correlation and per-image prediction agreement."""
-    before, after = original.accuracy, torch.nan_to_num(rebuilt.accuracy, nan=0.0)  # non-finite = wrong
+    before, after = original.accuracy, np.nan_to_num(rebuilt.accuracy, nan=0.0)  # non-finite = wrong
     good = before > QUALITY_THRESHOLD
     ratio = after[good] / before[good]
-    spread = before.unique().numel() > 1 and after.unique().numel() > 1
+    spread = len(np.unique(before)) > 1 and len(np.unique(after)) > 1
     return {
         "acc_original": float(before.mean()),
         "acc_reconstructed": float(after.mean()),
         "models": int(len(before)),
         "models_above_threshold": int(good.sum()),
         "acc_ratio_above_threshold": float(ratio.mean()) if good.any() else None,
-        "share_above_90pct": float((ratio >= 0.9).float().mean()) if good.any() else None,
-        "acc_correlation": float(torch.corrcoef(torch.stack([before, after]))[0, 1]) if spread else None,
+        "share_above_90pct": float((ratio >= 0.9).mean()) if good.any() else None,
+        "acc_correlation": float(np.corrcoef(before, after)[0, 1]) if spread else None,
         "prediction_agreement": float((original.predictions == rebuilt.predictions).float().mean()),
     }
-
-
-def layer_sigma(arch: Architecture, weights: torch.Tensor) -> torch.Tensor:
-    """Per-parameter σ of its layer over `weights` [n, P] (the LWLN scale), [P]."""
-    return torch.cat([weights[:, part].flatten().std().expand(part.stop - part.start) for part in arch.layer_slices()])
-
-
-def r_squared(rebuilt: torch.Tensor, target: torch.Tensor, mean: torch.Tensor) -> float:
-    """1 - SSE / SS around `mean` (the train split's mean vector)."""
-    return float(1 - (rebuilt - target).square().sum() / (target - mean).square().sum().clamp_min(1e-12))
 
 
 def pca_rebuilds(arch: Architecture, train: torch.Tensor, test: torch.Tensor, counts):
     """Yield (components, rebuilt test weights) for PCA fitted on the σ-scaled train weights;
     a count above what the train split spans is cut to its rank (len(train) - 1)."""
-    mean, sigma = train.mean(dim=0), layer_sigma(arch, train).clamp_min(1e-8)
+    mean, sigma = train.mean(dim=0), parameter_sigmas(arch, train).clamp_min(1e-8)
     _, _, basis = torch.linalg.svd((train - mean) / sigma, full_matrices=False)
     for components in counts:
         top = basis[: min(components, max(len(train) - 1, 1))]
         yield components, (((test - mean) / sigma) @ top.T @ top) * sigma + mean
 
 
-def _figures(arch: Architecture, activation: str, original: PopulationMetrics, rebuilt: torch.Tensor | PopulationMetrics,
+def _figures(arch: Architecture, activation: str, original: Evaluation, rebuilt: torch.Tensor | Evaluation,
              images: ImageSet) -> dict:
     """accuracy_figures of rebuilt (weights, or their metrics) vs original, plus the ratio of their
     mean accuracies and the share of the originals' accuracy above chance that the rebuilds keep
@@ -77,18 +69,15 @@ def _figures(arch: Architecture, activation: str, original: PopulationMetrics, r
     return figures
 
 
-def mean_model_figures(arch: Architecture, activation: str, mean: torch.Tensor, original: PopulationMetrics,
+def mean_model_figures(arch: Architecture, activation: str, mean: torch.Tensor, original: Evaluation,
                        images: ImageSet) -> dict:
     """`_figures` of one model (the mean weight vector [P]) standing in for every original."""
     metrics = evaluate_population(arch, activation, mean[None], images, keep_predictions=True)
-    n = len(original.accuracy)
-    return _figures(arch, activation, original, PopulationMetrics(
-        metrics.loss.expand(n), metrics.accuracy.expand(n), metrics.finite.expand(n),
-        metrics.predictions.expand(n, -1)), images)
+    return _figures(arch, activation, original, metrics.repeated(len(original.accuracy)), images)
 
 
 def references(arch: Architecture, activation: str, train: torch.Tensor, test: torch.Tensor, images: ImageSet,
-               components=(8, 32), canonical: bool = True, original: PopulationMetrics | None = None) -> dict:
+               components=(8, 32), canonical: bool = True, original: Evaluation | None = None) -> dict:
     """Rebuild `test` [n, P] from `train` [m, P] without a latent, three ways, and score each
     against the originals on `images` (accuracy ratio, agreement, correlation; R² for PCA).
     `original`: the test models' metrics with predictions on `images`, when already computed."""
@@ -98,7 +87,7 @@ def references(arch: Architecture, activation: str, train: torch.Tensor, test: t
     distances = torch.cdist(test, train)
     closest = distances.min(dim=1)
     out = {
-        "train_states": len(train), "test_states": len(test), "test_acc": float(original.accuracy.nanmean()),
+        "train_states": len(train), "test_states": len(test), "test_acc": float(np.nanmean(original.accuracy)),
         "mean_model": mean_model_figures(arch, activation, mean, original, images),
         "nearest": _figures(arch, activation, original, train[closest.indices], images),
         "pca": {}, "pca_canonical": {},

@@ -25,7 +25,7 @@ from streamlit.testing.v1 import AppTest
 from hyperrep import artifacts, baselines, experiment, export, progress, regions, sampling, settings, summaries
 from hyperrep.cnn import CNN_S
 from hyperrep.data import load_split, zoo_dataset_rule
-from hyperrep.evaluate import evaluate_weights
+from hyperrep.population import evaluate_population
 from hyperrep.files import ArtifactError, read_tensors, write_tensors
 from hyperrep.frontier import anchors_population
 from hyperrep.model import load_hyperrep
@@ -207,7 +207,7 @@ def test_sample_flow_evaluates_the_decoded_models(app_env):
     assert {"results_plot", "samples_map", "novelty_plot"} <= set(chart_keys(at))
     assert metric(at, "models") == "5 / 5 finite"
     test = load_split("test", app_env["data"])
-    direct = evaluate_weights(CNN_S, "tanh", run.population.weights, test)
+    direct = evaluate_population(CNN_S, "tanh", run.population.weights, test)
     np.testing.assert_allclose(run.full.accuracy, direct.accuracy, atol=1e-6)
     assert metric(at, "mean test acc.") == f"{direct.accuracy.mean():.1%}"
     assert run.quick_images == 1000 and run.map_xy.shape == (5, 2)
@@ -227,7 +227,7 @@ def test_new_or_copies_draws_the_frontier_of_the_anchors_in_use(app_env):
     assert frontier.points[0].distance.max() == 0.0  # the anchors in use are zoo models
     zoo, table = Zoo.load(app_env["zoo"]), load_hyperrep(app_env["model"]).latent_table
     anchors = anchors_population(anchor_weights(zoo, table, run.anchor_rows), 12, run.seed)  # those of the run
-    first = evaluate_weights(CNN_S, "tanh", anchors.weights, load_split("test", app_env["data"]).subset(np.arange(1000)))
+    first = evaluate_population(CNN_S, "tanh", anchors.weights, load_split("test", app_env["data"]).subset(np.arange(1000)))
     assert frontier.points[0].accuracy[:, 0] == pytest.approx(first.accuracy)
     figure = json.loads(next(c for c in at.get("plotly_chart") if c.proto.id.endswith("novelty_plot")).proto.spec)
     traces = {trace["name"]: trace for trace in figure["data"]}

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hyperrep.cli import main
-from hyperrep.evaluate import evaluate_weights
+from hyperrep.population import evaluate_population
 from hyperrep.model import ModelConfig, load_hyperrep
 from hyperrep.report import ReportConfig, load_test_images, run_report
 from hyperrep.train import TrainConfig, train_hyperrep
@@ -77,7 +77,7 @@ def test_colour_zoo_learns_and_its_recorded_accuracy_is_what_evaluation_gives(co
     test = load_test_images(zoo, 300, colour_artifacts["data"])
     assert tuple(test.images.shape[1:]) == (3, arch.image_size, arch.image_size)
     weights = zoo.weights[zoo.rows_of(final["model_id"].tolist()), zoo.epoch_position(2)]
-    result = evaluate_weights(arch, zoo.activation, weights, test)
+    result = evaluate_population(arch, zoo.activation, weights, test)
     np.testing.assert_allclose(result.accuracy, final["test_acc"].to_numpy(), atol=1e-6)
 
 
@@ -121,7 +121,7 @@ def test_app_samples_and_evaluates_colour_models(colour_artifacts, monkeypatch, 
     assert run.population.weights.shape == (3, zoo.architecture.n_params)
     assert metric(at, "models") == "3 / 3 finite"
     test = load_test_images(zoo, 10_000, colour_artifacts["data"])
-    direct = evaluate_weights(zoo.architecture, zoo.activation, run.population.weights, test)
+    direct = evaluate_population(zoo.architecture, zoo.activation, run.population.weights, test)
     np.testing.assert_allclose(run.full.accuracy, direct.accuracy, atol=1e-6)
 
 
@@ -164,7 +164,7 @@ def test_an_imported_colour_model_zoo_goes_through_the_app_and_the_report(colour
     assert not at.error, texts(at.error)
     run = at.session_state["population"]
     test = load_test_images(zoo, 10_000, data)
-    direct = evaluate_weights(zoo.architecture, zoo.activation, run.population.weights, test)
+    direct = evaluate_population(zoo.architecture, zoo.activation, run.population.weights, test)
     np.testing.assert_allclose(run.full.accuracy, direct.accuracy, atol=1e-6)
 
     config = ReportConfig(models_per_method=3, test_images=300, fine_tune_images=200, fine_tune_epochs=[0, 1],

@@ -110,7 +110,7 @@ def test_image_statistics_are_exact():
 
 def test_a_made_up_dataset_is_trained_recorded_and_evaluated_with_the_same_statistics(idx_dir, tmp_path, monkeypatch):
     from hyperrep import artifacts
-    from hyperrep.evaluate import evaluate_weights
+    from hyperrep.population import evaluate_population
     from hyperrep.report import load_fine_tune_images, load_test_images
     from hyperrep.train import load_eval_images
     from hyperrep.zoo_build import BuildConfig, build_zoo, load_build_data
@@ -136,7 +136,7 @@ def test_a_made_up_dataset_is_trained_recorded_and_evaluated_with_the_same_stati
     assert artifacts.dataset_source(zoo.manifest).normalisation == tuple(recorded)
     # ... so re-evaluating a zoo model reproduces the accuracy stored at build time
     last = zoo.properties[zoo.properties["epoch"] == 1].sort_values("model_id")
-    again = evaluate_weights(zoo.architecture, zoo.activation, zoo.weights[:, -1], test)
+    again = evaluate_population(zoo.architecture, zoo.activation, zoo.weights[:, -1], test)
     assert again.accuracy == pytest.approx(last["test_acc"].to_numpy(), abs=1e-6)
     # fine-tuning draws from the training part of the split the build used, by the manifest's settings
     fine = load_fine_tune_images(zoo, 300, config.data_seed, folder)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from hyperrep import evaluate as evaluate_module
+from hyperrep import population as population_module
 from hyperrep.cnn import CNN_L, CNN_S, CNN_S3, forward, init_vector, population_forward
 from hyperrep.data import load_split
 from hyperrep.evaluate import (
@@ -15,7 +16,6 @@ from hyperrep.evaluate import (
     ensemble_accuracies,
     ensemble_accuracy,
     evaluate_latents,
-    evaluate_weights,
     extend_evaluation,
     fine_tune,
     zoo_training_settings,
@@ -50,9 +50,9 @@ def test_population_evaluation_equals_the_per_model_reference(tiny_zoo, test_ima
         metrics = evaluate_population(CNN_S, "tanh", weights, test_images, keep_predictions=True, batched=batched,
                                       image_chunk=128, model_chunk=5)
         assert torch.equal(metrics.predictions, predictions)
-        np.testing.assert_allclose(metrics.accuracy.numpy(), accuracy.numpy(), atol=1e-7)
-        np.testing.assert_allclose(metrics.loss.numpy(), loss.numpy(), rtol=1e-4)
-    result = evaluate_weights(CNN_S, "tanh", weights, test_images, keep_predictions=True)
+        np.testing.assert_allclose(metrics.accuracy, accuracy.numpy(), atol=1e-7)
+        np.testing.assert_allclose(metrics.loss, loss.numpy(), rtol=1e-4)
+    result = evaluate_population(CNN_S, "tanh", weights, test_images, keep_predictions=True)
     assert result.predictions.dtype == torch.int8 and torch.equal(result.predictions.long(), predictions)
     np.testing.assert_allclose(result.accuracy, accuracy.numpy(), atol=1e-7)
 
@@ -83,13 +83,13 @@ def test_cpu_fast_path_matches_the_reference_for_every_architecture(arch, activa
 
 def test_small_prediction_budget_splits_the_calls(tiny_zoo, test_images, monkeypatch):
     weights = tiny_zoo.weights[:, -1]
-    whole = evaluate_weights(CNN_S, "tanh", weights, test_images, keep_predictions=True)
-    monkeypatch.setattr(evaluate_module, "PREDICTION_BUDGET_BYTES", 8 * len(test_images) * 3)  # 3 models a call
+    whole = evaluate_population(CNN_S, "tanh", weights, test_images, keep_predictions=True)
+    monkeypatch.setattr(population_module, "PREDICTION_BUDGET_BYTES", 8 * len(test_images) * 3)  # 3 models a call
     calls, seen = [], []
-    original = evaluate_module.evaluate_population
-    monkeypatch.setattr(evaluate_module, "evaluate_population",
+    original = population_module._evaluate_block
+    monkeypatch.setattr(population_module, "_evaluate_block",
                         lambda arch, act, w, data, **kw: calls.append(len(w)) or original(arch, act, w, data, **kw))
-    split = evaluate_weights(CNN_S, "tanh", weights, test_images, keep_predictions=True,
+    split = evaluate_population(CNN_S, "tanh", weights, test_images, keep_predictions=True,
                              progress=lambda done, total: seen.append((done, total)))
     assert calls == [3, 3, 3, 3] and seen[-1] == (12, 12)
     assert torch.equal(split.predictions, whole.predictions)
@@ -100,20 +100,20 @@ def test_non_finite_members_are_reported_and_excluded(tiny_zoo, test_images):
     weights = tiny_zoo.weights[:4, -1].clone()
     weights[1, 5] = float("nan")
     weights[3, 2000] = float("inf")
-    result = evaluate_weights(CNN_S, "tanh", weights, test_images, keep_predictions=True)
+    result = evaluate_population(CNN_S, "tanh", weights, test_images, keep_predictions=True)
     assert result.finite.tolist() == [True, False, True, False] and result.n_invalid == 2
     assert np.isnan(result.accuracy[[1, 3]]).all() and np.isnan(result.loss[[1, 3]]).all()
     assert (result.predictions[[1, 3]] == -1).all()
-    clean = evaluate_weights(CNN_S, "tanh", weights[[0, 2]], test_images)
+    clean = evaluate_population(CNN_S, "tanh", weights[[0, 2]], test_images)
     np.testing.assert_array_equal(result.valid_accuracy(), clean.accuracy)
 
 
 def test_extending_a_first_estimate_equals_evaluating_everything(tiny_zoo, test_images):
     weights = tiny_zoo.weights[:5, -1].clone()
     weights[2, 7] = float("nan")
-    first = evaluate_weights(CNN_S, "tanh", weights, test_images.subset(torch.arange(300)))
+    first = evaluate_population(CNN_S, "tanh", weights, test_images.subset(torch.arange(300)))
     extended = extend_evaluation(CNN_S, "tanh", weights, test_images, first, 300)
-    whole = evaluate_weights(CNN_S, "tanh", weights, test_images)
+    whole = evaluate_population(CNN_S, "tanh", weights, test_images)
     np.testing.assert_allclose(extended.accuracy, whole.accuracy, rtol=1e-6)
     np.testing.assert_allclose(extended.loss, whole.loss, rtol=1e-5)
     assert extended.finite.tolist() == whole.finite.tolist() == [True, True, False, True, True]
@@ -122,13 +122,13 @@ def test_extending_a_first_estimate_equals_evaluating_everything(tiny_zoo, test_
 def test_huge_weights_with_non_finite_logits_are_flagged(tiny_zoo, test_images):
     weights = tiny_zoo.weights[:2, -1].clone()
     weights[0, 2254:2454] = 3e38  # finite fc2 weights whose logits overflow
-    result = evaluate_weights(CNN_S, "tanh", weights, test_images)
+    result = evaluate_population(CNN_S, "tanh", weights, test_images)
     assert result.finite.tolist() == [False, True] and np.isnan(result.accuracy[0])
 
 
 def test_ensemble_of_copies_equals_the_model_and_matches_a_manual_average(tiny_zoo, test_images):
     weights = tiny_zoo.weights[:, -1]
-    single = evaluate_weights(CNN_S, "tanh", weights[:1], test_images).accuracy[0]
+    single = evaluate_population(CNN_S, "tanh", weights[:1], test_images).accuracy[0]
     assert ensemble_accuracy(CNN_S, "tanh", weights[[0, 0, 0]], test_images) == pytest.approx(single)
     members = weights[[0, 3, 5]]
     logits = torch.stack([forward(CNN_S, "tanh", w, test_images.images) for w in members])
@@ -181,5 +181,5 @@ def test_evaluate_latents_decodes_then_evaluates(tiny_zoo, test_images):
     weights, result = evaluate_latents(model, latents, "tanh", test_images)
     with torch.no_grad():
         assert torch.allclose(weights, model.decode(latents), atol=1e-6)
-    np.testing.assert_allclose(result.accuracy, evaluate_weights(CNN_S, "tanh", weights, test_images).accuracy)
+    np.testing.assert_allclose(result.accuracy, evaluate_population(CNN_S, "tanh", weights, test_images).accuracy)
 

@@ -13,11 +13,10 @@ from hyperrep.frontier import (
     FrontierSettings,
     average_population,
     gaussian_population,
-    mistake_overlap,
     reference_populations,
     zoo_neighbour_distances,
 )
-from hyperrep.novelty import nearest_reference
+from hyperrep.novelty import mistake_overlap, nearest_reference
 
 
 def point(family, level, distance, accuracy, n=40, spread=0.0, seed=0):

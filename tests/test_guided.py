@@ -11,12 +11,13 @@ import torch
 from hyperrep import experiment
 from hyperrep.cli import GUIDED_FLAGS, build_parser, main
 from hyperrep.data import load_split, zoo_dataset_rule
-from hyperrep.evaluate import evaluate_weights
+from hyperrep.population import evaluate_population
 from hyperrep.export import read_population
 from hyperrep.guided import GuidedSampler, _task_loss, guidance_batch, guided_parameters, refine_latents, refine_weights
 from hyperrep.model import HyperRepresentation, ModelConfig, load_hyperrep
 from hyperrep.report import ReportConfig, guided_populations
-from hyperrep.sampling import decode_latents, encode_weights, make_sampler
+from hyperrep.model import decode_latents, encode_weights
+from hyperrep.sampling import make_sampler
 
 
 @pytest.fixture()
@@ -86,7 +87,7 @@ def test_guided_parameters_are_the_constructor_defaults():
     assert list(params) == ["base", "steps", "images", "step_size"]  # no progress callback among them
     assert params["base"].kind == "choice" and params["base"].default == "kde" and "gaussian" in params["base"].options
     assert (params["steps"].kind, params["images"].kind, params["step_size"].kind) == ("int", "int", "float")
-    assert experiment.strategy_parameters(experiment.GUIDED) == guided_parameters()
+    assert experiment.strategy_parameters("guided") == guided_parameters()
     assert experiment.strategy_names()[-1] == "guided" and experiment.strategy_title("guided") == "S_guided (guided)"
     assert experiment.guidance_images_needed("kde", {}) == 0
     assert experiment.guidance_images_needed("guided", {}) == params["images"].default
@@ -118,7 +119,7 @@ def test_cli_samples_with_the_guided_sampler(tiny_hyperrep_path, tiny_zoo, idx_d
     assert torch.allclose(start.weights, unguided.weights, atol=1e-6)  # 0 steps: the base sampler's draw
     assert not torch.allclose(guided.weights, unguided.weights, atol=1e-3)
     images = zoo_dataset_rule(tiny_zoo.manifest, idx_dir).training_images(64, 0, idx_dir)  # the guide images
-    accuracy = {name: evaluate_weights(tiny_zoo.architecture, tiny_zoo.activation, population.weights, images).accuracy
+    accuracy = {name: evaluate_population(tiny_zoo.architecture, tiny_zoo.activation, population.weights, images).accuracy
                 for name, population in (("guided", guided), ("kde", unguided))}
     assert accuracy["guided"].mean() > accuracy["kde"].mean() + 0.03, accuracy
 

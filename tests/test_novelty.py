@@ -8,7 +8,7 @@ import torch
 
 from hyperrep.cnn import CNN_S
 from hyperrep.data import load_split
-from hyperrep.evaluate import evaluate_weights
+from hyperrep.population import evaluate_population
 from hyperrep.novelty import matched_distance, misclassification_iou, nearest_reference, novelty_table
 from hyperrep.weights import permute, random_permutation_index
 
@@ -62,7 +62,7 @@ def test_novelty_table_names_the_nearest_zoo_model(tiny_zoo, idx_dir):
     reference, table = tiny_zoo.samples()
     index = random_permutation_index(CNN_S, 2, torch.Generator().manual_seed(3))
     generated = torch.cat([permute(reference[[5, 9]], index), reference[[0]] + 0.05])
-    predictions = evaluate_weights(CNN_S, "tanh", generated, test, keep_predictions=True).predictions
+    predictions = evaluate_population(CNN_S, "tanh", generated, test, keep_predictions=True).predictions
     novelty = novelty_table(CNN_S, "tanh", generated, predictions, reference, table, test)
     assert list(novelty.columns) == ["distance", "nearest_model_id", "nearest_epoch", "misclassification_iou"]
     assert novelty["nearest_model_id"].tolist()[:2] == table["model_id"][[5, 9]].tolist()

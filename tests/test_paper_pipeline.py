@@ -22,7 +22,7 @@ import torch
 from hyperrep import artifacts
 from hyperrep.cli import main
 from hyperrep.cnn import CNN_S
-from hyperrep.evaluate import evaluate_weights
+from hyperrep.population import evaluate_population
 from hyperrep.paper_compat import load_paper_hyperrep
 from hyperrep.paper_files import read_model_dataset, seed_from_path
 from hyperrep.paper_import import paper_sample_populations
@@ -113,7 +113,7 @@ def test_the_app_opens_the_paper_folder_with_the_imported_zoo_and_its_rows(paper
     assert run.quick_images == 4  # image_dataset.pt's test split
     for method, label in (("kde_z_train", KDE), ("direct", DIRECT)):
         weights = paper_sample_populations(folder, CNN_S)[method]
-        np.testing.assert_allclose(baselines[label], evaluate_weights(CNN_S, "tanh", weights, test).accuracy)
+        np.testing.assert_allclose(baselines[label], evaluate_population(CNN_S, "tanh", weights, test).accuracy)
     summary = at.dataframe[0].value
     assert {KDE, DIRECT, "B_T (paper's zoo_testsplit, epoch 2, as recorded)"} <= set(summary["group"])
 
@@ -152,7 +152,7 @@ def test_report_on_a_paper_folder_has_its_b_t_and_its_populations(paper_root, tm
     zoo = Zoo.load(next((tmp_path / "imports").iterdir()))
     test = load_test_images(zoo, 4, data)
     for method, label, kind in (("kde_z_train", KDE, "sampler"), ("direct", DIRECT, "baseline")):
-        accuracy = evaluate_weights(CNN_S, "tanh", paper_sample_populations(folder, CNN_S)[method], test).accuracy
+        accuracy = evaluate_population(CNN_S, "tanh", paper_sample_populations(folder, CNN_S)[method], test).accuracy
         assert rows.loc[(label, 0), "mean"] == pytest.approx(accuracy.mean())
         assert rows.loc[(label, 0), "models"] == 2 and rows.loc[(label, 0), "hyperrep"] == "paper"
         assert rows.loc[(label, 0), "kind"] == kind and rows.loc[(label, 2), "models"] == 2  # fine-tuned too

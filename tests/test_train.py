@@ -176,17 +176,19 @@ def test_loading_refuses_foreign_or_incomplete_directories(tmp_path):
 
 
 def test_accuracy_figures_tell_a_copy_from_a_constant_model():
-    from hyperrep.population import PopulationMetrics
+    import numpy as np
+
+    from hyperrep.population import Evaluation
     from hyperrep.train import accuracy_figures
 
-    predictions = torch.tensor([[0, 1, 2, 3], [0, 1, 1, 1], [2, 2, 2, 2]])
-    accuracy = torch.tensor([1.0, 0.75, 0.6])
-    original = PopulationMetrics(torch.zeros(3), accuracy, torch.ones(3, dtype=torch.bool), predictions)
+    predictions = torch.tensor([[0, 1, 2, 3], [0, 1, 1, 1], [2, 2, 2, 2]], dtype=torch.int8)
+    accuracy = np.array([1.0, 0.75, 0.6])
+    original = Evaluation(accuracy, np.zeros(3), np.ones(3, dtype=bool), predictions)
     copy = accuracy_figures(original, original)
     assert copy["acc_ratio_above_threshold"] == 1 and copy["acc_correlation"] == pytest.approx(1)
     assert copy["prediction_agreement"] == 1 and copy["share_above_90pct"] == 1
-    constant = PopulationMetrics(torch.zeros(3), torch.full((3,), 0.75), torch.ones(3, dtype=torch.bool),
-                                 torch.tensor([0, 1, 1, 1]).expand(3, -1))
+    constant = Evaluation(np.full(3, 0.75), np.zeros(3), np.ones(3, dtype=bool),
+                          torch.tensor([0, 1, 1, 1], dtype=torch.int8).expand(3, -1))
     figures = accuracy_figures(original, constant)
     assert figures["acc_ratio_above_threshold"] == pytest.approx((0.75 + 1 + 1.25) / 3)
     assert figures["acc_correlation"] is None

@@ -7,7 +7,8 @@ import torch
 
 from hyperrep.data import load_split
 from hyperrep.population import evaluate_population
-from hyperrep.zoo_references import pca_rebuilds, r_squared, references, zoo_references
+from hyperrep.weight_stats import r_squared
+from hyperrep.zoo_references import pca_rebuilds, references, zoo_references
 
 
 @pytest.fixture(scope="module")
