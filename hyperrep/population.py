@@ -218,21 +218,26 @@ def _train_one(arch, activation, start, data, orders, out, lr, batch_size, optim
 
 
 def _train_native(arch, activation, weights, data, orders, trajectory, rates, batch_size, optimizer, weight_decay, progress) -> None:
-    """The CPU path: the native kernel computes each model's gradient and applies its optimiser step."""
+    """The CPU path: the native kernel computes each model's gradient and applies its optimiser step.
+
+    Each step holds the process's compute turn (hyperrep.cores), so concurrent sessions interleave
+    step by step, and the kernel runs on as many threads as the turn's share of the cores."""
     m = weights.shape[0]
     params = weights.detach().to("cpu", torch.float32).clone().contiguous()
     opt = PopulationOptimizer(optimizer, params, torch.tensor(rates), weight_decay)
     kernel = native.PopulationKernel(arch, activation, data.images, data.labels, m)
-    try:
-        for epoch in range(len(orders[0])):
-            order = torch.stack([orders[i][epoch] for i in range(m)])
-            for begin in range(0, order.shape[1], batch_size):
-                kernel.step(opt, order[:, begin: begin + batch_size])
-            trajectory[:, epoch + 1] = params
-            if progress is not None:
-                progress(epoch + 1, len(orders[0]))
-    finally:
-        kernel.close()
+    with cores.job():
+        try:
+            for epoch in range(len(orders[0])):
+                order = torch.stack([orders[i][epoch] for i in range(m)])
+                for begin in range(0, order.shape[1], batch_size):
+                    with cores.turn():
+                        kernel.step(opt, order[:, begin: begin + batch_size])
+                trajectory[:, epoch + 1] = params
+                if progress is not None:
+                    progress(epoch + 1, len(orders[0]))
+        finally:
+            kernel.close()
 
 
 _GEMM_CHOICES: dict[tuple, bool] = {}

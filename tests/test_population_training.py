@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import ctypes
+import re
+import shutil
+import warnings
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from hyperrep import native
+from hyperrep import cores, native
 from hyperrep.cnn import CNN_L, CNN_S, CNN_S3, _per_model_images_forward_gemm, forward, init_vector
 from hyperrep.data import ImageSet, load_split
 from hyperrep.optim import PopulationOptimizer
@@ -188,3 +194,218 @@ def test_the_faster_of_grouped_and_gemm_is_chosen_by_timing(monkeypatch):
     assert calls == [False, True]  # timed once per shape, then remembered
     monkeypatch.setattr(population, "_time_step", lambda *a: 2.0 if a[-1] else 1.0)
     assert population.gemm_is_faster(CNN_S, "relu", weights, images) is False
+
+
+@pytest.fixture
+def isolated_native(monkeypatch, tmp_path):
+    """A fresh kernel cache folder and fresh build results (restored for later tests)."""
+    monkeypatch.setenv("HYPERREP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HYPERREP_NATIVE", raising=False)
+    native._load.cache_clear()
+    native._compiler_version.cache_clear()
+    yield tmp_path / "cache"
+    native._load.cache_clear()
+    native._compiler_version.cache_clear()
+
+
+def fake_compiler(folder, name: str = "fake-cc", version: str = "fake-cc 1.0"):
+    """A 'compiler' that prints `version` for --version and fails every build with an error message."""
+    script = folder / name
+    script.write_text("#!/bin/sh\n"
+                      f'if [ "$1" = "--version" ]; then echo "{version}"; exit 0; fi\n'
+                      'echo "In file included from population_grads.c:1:" >&2\n'
+                      'echo "population_grads.c:3:1: error: fake-cc cannot compile this" >&2\n'
+                      "exit 1\n")
+    script.chmod(0o755)
+    return script
+
+
+def kernel_warnings(caught) -> list[str]:
+    return [str(w.message) for w in caught if issubclass(w.category, native.NativeKernelWarning)]
+
+
+def test_the_cache_key_covers_the_compiler_its_flags_and_the_cpu_features(isolated_native, monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", str(fake_compiler(tmp_path)))
+    monkeypatch.setattr(native, "_cpu_features", lambda: "fpu sse2 avx2")
+    base = native.library_path(CNN_S)
+    assert native.library_path(CNN_S) == base  # the same compiler on the same CPU reuses its build
+    monkeypatch.setattr(native, "_cpu_features", lambda: "fpu sse2 avx2 avx512f")
+    assert native.library_path(CNN_S) != base  # another CPU: -march=native compiles other instructions
+    monkeypatch.setattr(native, "_cpu_features", lambda: "fpu sse2 avx2")
+    monkeypatch.setattr(native, "_FLAGS", [*native._FLAGS, "-ffast-math"])
+    assert native.library_path(CNN_S) != base  # another flag
+    monkeypatch.setattr(native, "_FLAGS", native._FLAGS[:-1])
+    monkeypatch.setenv("CC", str(fake_compiler(tmp_path, version="fake-cc 2.0")))
+    native._compiler_version.cache_clear()  # asked once per process: an upgrade shows in the next one
+    assert native.library_path(CNN_S) != base  # the same path, another version
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.setenv("CC", str(fake_compiler(tmp_path / "elsewhere")))
+    assert native.library_path(CNN_S) != base  # the same version, another compiler
+
+
+def test_cpu_features_come_from_cpuinfo_else_the_processor_name(monkeypatch):
+    assert native._cpu_features()
+
+    def no_proc(*args, **kwargs):
+        raise FileNotFoundError("/proc/cpuinfo")
+    monkeypatch.setattr(native, "open", no_proc, raising=False)
+    monkeypatch.setattr(native.platform, "processor", lambda: "Some CPU")
+    monkeypatch.setattr(native.platform, "machine", lambda: "arm64")
+    assert native._cpu_features() == "Some CPU arm64"
+
+
+def test_a_failing_compiler_warns_once_and_training_takes_the_torch_path(isolated_native, monkeypatch, tmp_path, train_images):
+    cc = fake_compiler(tmp_path)
+    monkeypatch.setenv("CC", str(cc))
+    data, weights = train_images.subset(np.arange(40)), starts(CNN_S, 2)
+    settings = dict(epochs=1, lr=1e-3, seeds=[1, 2], batch_size=10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not native.available(CNN_S, "tanh")
+        assert not native.available(CNN_S, "tanh")
+        trained = train_population(CNN_S, "tanh", weights, data, batched=True, **settings)
+    messages = kernel_warnings(caught)
+    assert len(messages) == 1 and "\n" not in messages[0]
+    assert str(cc) in messages[0] and "error: fake-cc cannot compile this" in messages[0] and "PyTorch path" in messages[0]
+    assert "fake-cc cannot compile this" in native.unavailable_reason(CNN_S, "tanh")
+    assert "In file included from" in native.library_path(CNN_S).with_suffix(".log").read_text()  # the whole output is kept
+    with pytest.raises(native.NativeKernelError, match="fake-cc cannot compile this"):
+        native.PopulationKernel(CNN_S, "tanh", data.images, data.labels, 2)
+    expected = train_population(CNN_S, "tanh", weights, data, batched=False, **settings)
+    assert torch.allclose(trained, expected, atol=2e-5, rtol=1e-4)
+
+
+def test_the_real_kernel_builds_wherever_a_c_compiler_exists(isolated_native, monkeypatch):
+    """Fails (does not skip) when the machine has cc but the kernel does not build or load."""
+    if shutil.which("cc") is None:
+        pytest.skip("no cc on this machine: there the kernel is optional")
+    monkeypatch.delenv("CC", raising=False)
+    assert native.unavailable_reason(CNN_S, "tanh") is None
+    assert native.available(CNN_S, "tanh")
+    assert native.library_path(CNN_S).is_file()
+
+
+def test_a_corrupt_cached_library_falls_back_with_one_warning(isolated_native, monkeypatch, tmp_path, train_images):
+    monkeypatch.setenv("CC", str(fake_compiler(tmp_path)))  # a rebuild would fail with another message
+    target = native.library_path(CNN_S)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"\x7fELF but not really" + bytes(range(256)) * 4)
+    data, weights = train_images.subset(np.arange(20)), starts(CNN_S, 2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not native.available(CNN_S, "tanh")
+        assert not native.available(CNN_S, "tanh")
+        trained = train_population(CNN_S, "tanh", weights, data, epochs=1, lr=1e-3, seeds=[1, 2], batch_size=10, batched=True)
+    messages = kernel_warnings(caught)
+    assert len(messages) == 1 and "could not load" in messages[0] and str(target) in messages[0]
+    assert str(target) in native.unavailable_reason(CNN_S)
+    assert torch.isfinite(trained).all() and not torch.equal(trained[:, 1], trained[:, 0])
+    assert not target.exists()  # removed, so that the next process builds it again
+
+
+def test_every_ctypes_argument_is_declared_as_the_c_source_declares_it():
+    signature = re.search(r"^int population_grads\((.*?)\)\s*\{", native.SOURCE.read_text(), re.S | re.M).group(1)
+    params = [" ".join(p.split()) for p in signature.split(",")]
+    expected = [ctypes.POINTER(native._OptimizerArgs) if "Optimizer" in p else ctypes.c_void_p if "*" in p
+                else ctypes.c_int for p in params]
+    assert all(re.fullmatch(r"int \w+", p) for p, t in zip(params, expected) if t is ctypes.c_int)
+    assert native.POPULATION_GRADS_ARGTYPES == expected
+    if native.available(CNN_S, "tanh"):
+        function = native._library(CNN_S).population_grads
+        assert function.argtypes == expected and function.restype is ctypes.c_int
+
+
+@pytest.mark.parametrize("bad", [10, -1])
+def test_a_label_outside_the_classes_is_rejected_by_name(bad):
+    labels = torch.tensor([0, 3, bad, 9, 1])
+    with pytest.raises(native.KernelInputError, match=rf"label {bad} is outside \[0, 10\)"):
+        native.PopulationKernel(CNN_S, "tanh", torch.zeros(5, 1, 28, 28), labels, 2)
+    assert issubclass(native.KernelInputError, ValueError) and issubclass(native.KernelInputError, native.NativeKernelError)
+
+
+@needs_kernel
+@pytest.mark.parametrize("bad", [10, -1])
+def test_training_with_a_bad_label_raises_instead_of_crashing(train_images, bad):
+    data = train_images.subset(np.arange(20))
+    data.labels[7] = bad
+    with pytest.raises(ValueError, match=f"label {bad} is outside"):
+        train_population(CNN_S, "tanh", starts(CNN_S, 2), data, epochs=1, lr=1e-3, seeds=[1, 2], batch_size=10, batched=True)
+
+
+@pytest.mark.parametrize("images, labels, match", [
+    (torch.zeros(5, 1, 28, 28), torch.zeros(5), "labels must be an integer tensor"),
+    (torch.zeros(5, 1, 28, 28), torch.zeros(4, dtype=torch.long), r"one label per image \(\[5\]\)"),
+    (torch.zeros(5, 3, 28, 28), torch.zeros(5, dtype=torch.long), r"takes images \[N, 1, 28, 28\], got \[5, 3, 28, 28\]"),
+    (torch.zeros(5, 1, 28, 28, dtype=torch.uint8), torch.zeros(5, dtype=torch.long), "floating-point"),
+])
+def test_bad_images_and_labels_are_rejected_before_the_kernel(images, labels, match):
+    with pytest.raises(native.KernelInputError, match=match):
+        native.PopulationKernel(CNN_S, "tanh", images, labels, 2)
+
+
+@needs_kernel
+@pytest.mark.parametrize("weights, index, match", [
+    (starts(CNN_S, 2).int(), torch.tensor([[0, 1], [1, 2]]), "weights must be a floating-point tensor"),
+    (starts(CNN_S, 2), torch.tensor([[0, -1], [1, 2]]), r"image index -1 out of range \[0, 5\)"),
+    (starts(CNN_S, 2), torch.tensor([[0.0, 1.0], [1.0, 2.0]]), "must be an integer tensor"),
+    (starts(CNN_S, 2), torch.tensor([0, 1]), r"one non-empty row per model \(\[2, batch\]\), got \[2\]"),
+    (starts(CNN_S, 2), torch.zeros(2, 0, dtype=torch.long), "one non-empty row per model"),
+])
+def test_bad_weights_and_index_are_rejected_before_the_kernel(weights, index, match):
+    kernel = native.PopulationKernel(CNN_S, "tanh", torch.zeros(5, 1, 28, 28), torch.zeros(5, dtype=torch.long), 2)
+    with pytest.raises(native.KernelInputError, match=match):
+        kernel.gradients(weights, index)
+
+
+@needs_kernel
+def test_a_bad_index_does_not_count_an_optimiser_step():
+    kernel = native.PopulationKernel(CNN_S, "tanh", torch.zeros(5, 1, 28, 28), torch.zeros(5, dtype=torch.long), 2)
+    opt = PopulationOptimizer("adam", starts(CNN_S, 2), torch.tensor([1e-3, 1e-3]))
+    with pytest.raises(native.KernelInputError, match="image index 9 out of range"):
+        kernel.step(opt, torch.tensor([[0, 9], [1, 2]]))
+    assert opt.steps == 0
+    with pytest.raises(native.KernelInputError, match="one float32 CPU learning rate per model"):
+        kernel.step(PopulationOptimizer("sgd", starts(CNN_S, 2), torch.tensor([1e-3])), torch.tensor([[0, 1], [1, 2]]))
+
+
+@needs_kernel
+def test_kernel_threads_follow_the_process_share_of_cores(monkeypatch):
+    monkeypatch.setattr(cores, "_meter", None)  # restored afterwards: the process shares no cores by default
+    monkeypatch.setattr(cores, "_max_threads", 0)
+    torch.manual_seed(3)
+    images, labels = torch.randn(20, 1, 28, 28), torch.randint(0, 10, (20,))
+    weights, index = starts(CNN_S, 6), torch.randint(0, 20, (6, 4))
+    kernel = native.PopulationKernel(CNN_S, "tanh", images, labels, 6)
+    real, calls = kernel.library, []
+    kernel.library = SimpleNamespace(population_grads=lambda *a: calls.append((a[7], a[8])) or real.population_grads(*a))
+
+    def model_ranges():
+        calls.clear()
+        grad = kernel.gradients(weights, index)[0].clone()
+        return sorted(calls), grad
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    unshared, reference = model_ranges()
+    assert unshared == [(0, 3), (3, 6)]  # no share: torch's thread count
+    for free, expected in [(3.0, [(0, 2), (2, 4), (4, 6)]), (0.5, [(0, 6)]), (8.0, [(0, 1), (1, 3), (3, 4), (4, 6)])]:
+        monkeypatch.setattr(cores.FreeCores, "free", lambda self, free=free: free)
+        cores.share_cores(max_threads=4)
+        ranges, grad = model_ranges()
+        assert ranges == expected, free  # the free cores' share, at most max_threads
+        assert torch.equal(grad, reference)  # each model's bits do not depend on its thread
+    kernel.close()
+    assert native.PopulationKernel(CNN_S, "tanh", images, labels, 6, threads=2).thread_count() == 2  # a fixed count wins
+
+
+@needs_kernel
+def test_native_training_takes_one_compute_turn_per_step(train_images, monkeypatch):
+    holds = []
+    real_hold = cores._queue.hold
+
+    def spy(key):
+        holds.append(key)
+        return real_hold(key)
+    monkeypatch.setattr(cores._queue, "hold", spy)
+    data = train_images.subset(np.arange(40))
+    train_population(CNN_S, "tanh", starts(CNN_S, 2), data, epochs=2, lr=1e-3, seeds=[1, 2], batch_size=10, batched=True)
+    assert len(holds) == 2 * 4 and len({key[1] for key in holds}) == 1  # 4 steps an epoch, all of one job
