@@ -554,7 +554,7 @@ def plot_report(results: list[MethodResult], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(17, 7), gridspec_kw={"width_ratios": [1.2, 1]})
     labels = [r.label for r in results]
     zero_shot = [r.accuracy[:, 0][np.isfinite(r.accuracy[:, 0])] * 100 for r in results]
-    left.boxplot(zero_shot, vert=False, tick_labels=labels, showmeans=True)
+    left.boxplot(zero_shot, orientation="horizontal", tick_labels=labels, showmeans=True)
     left.invert_yaxis()
     left.set_xlabel(f"test accuracy at fine-tuning epoch {results[0].epochs[0]} (%)")
     left.set_title("zero-shot accuracy per method")

@@ -220,7 +220,7 @@ def test_cli_zoo_import(modelzoo, tmp_path, capsys):
 
 
 def test_a_missing_result_line_keeps_nan_metrics_and_combines_with_a_paper_hyperrep(modelzoo, tmp_path):
-    """Issue 9: an epoch without a result.json line used to make the paper embedding fail with
+    """An epoch without a result.json line used to make the paper embedding fail with
     "lacks rows"; the state is kept with NaN metrics, reported, and never chosen as an anchor."""
     from test_paper_compat import paper_config, random_state_dict, write_paper_dir
 
