@@ -220,7 +220,8 @@ def print_comparisons(run) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from hyperrep.report import ReportConfig, run_report
+    from hyperrep.report import run_report
+    from hyperrep.report_types import ReportConfig
 
     args.hyperrep = default_artifact(args.hyperrep, settings.default_hyperrep_path(), "hyper-representation", "HYPERREP_MODEL",
                                      "--hyperrep")
@@ -243,14 +244,14 @@ def cmd_report(args: argparse.Namespace) -> None:
     progress.close()
     print(f"report written to {args.out}/report.md ({summary['method'].nunique()} methods)")
     if args.readme is not None:
-        from hyperrep.report import update_readme
+        from hyperrep.report_files import update_readme
 
         update_readme(args.readme, Path(args.out) / "report.md")
         print(f"table, readings and frontier plot written into {args.readme}")
 
 
 def cmd_transfer(args: argparse.Namespace) -> None:
-    from hyperrep.report import ReportConfig
+    from hyperrep.report_types import ReportConfig
     from hyperrep.transfer import run_transfer
 
     config = ReportConfig(models_per_method=args.models, test_images=args.test_images,
@@ -262,7 +263,7 @@ def cmd_transfer(args: argparse.Namespace) -> None:
     summary = run_transfer(args.hyperrep, args.data_dir, args.out, dataset=args.dataset, config=config,
                            workers=args.workers, progress=progress)
     progress.close()
-    from hyperrep.report import markdown_table
+    from hyperrep.report_files import markdown_table
 
     print(markdown_table(summary))
     print(f"transfer table written to {args.out}/transfer.md")

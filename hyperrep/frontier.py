@@ -14,7 +14,6 @@ with a bootstrap 95 % CI that resamples the sampler's members and every referenc
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, field
 

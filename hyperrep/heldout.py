@@ -15,9 +15,9 @@ import torch
 from hyperrep.data import ImageSet
 from hyperrep.model import HyperRep, reconstruct_weights
 from hyperrep.population import evaluate_population
-from hyperrep.report import bootstrap_ci
-from hyperrep.zoo import Zoo
+from hyperrep.statistics import bootstrap_ci
 from hyperrep.weight_stats import r_squared
+from hyperrep.zoo import Zoo
 
 
 def per_state_figures(original, other) -> dict[str, np.ndarray]:

@@ -20,15 +20,16 @@ from typing import Callable
 import pandas as pd
 
 from hyperrep import image_formats
+from hyperrep.artifacts import PAPER, artifact_kind, load_hyperrep_with_zoo
 from hyperrep.baselines import zoo_baseline
 from hyperrep.data import DatasetRule, ImageSet, build_dataset_rule
 from hyperrep.device import pick_device
 from hyperrep.evaluate import zoo_training_settings
 from hyperrep.files import write_json
-from hyperrep.artifacts import PAPER, artifact_kind, load_hyperrep_with_zoo
-from hyperrep.report import (
-    BASELINE, RETRAINED_B_T, ReportConfig, build_populations, evaluate_all, paper_populations, summarise, write_report,
-)
+from hyperrep.report import evaluate_all, summarise
+from hyperrep.report_files import write_report
+from hyperrep.report_populations import build_populations, paper_populations
+from hyperrep.report_types import BASELINE, RETRAINED_B_T, ReportConfig
 from hyperrep.zoo import Zoo
 
 DEFAULT_SAMPLERS = ["kde", "gaussian"]

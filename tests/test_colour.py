@@ -7,15 +7,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import point_app_at
 
 from hyperrep.cli import main
-from hyperrep.population import evaluate_population
 from hyperrep.model import ModelConfig, load_hyperrep
-from hyperrep.report import ReportConfig, load_test_images, run_report
+from hyperrep.population import evaluate_population
+from hyperrep.report import load_test_images, run_report
+from hyperrep.report_types import ReportConfig
 from hyperrep.train import TrainConfig, train_hyperrep
 from hyperrep.zoo import Zoo
 from hyperrep.zoo_build import BuildConfig, build_zoo
-from conftest import point_app_at
 
 CLASS_COLOURS = np.random.default_rng(5).integers(30, 226, size=(10, 3))
 
@@ -141,7 +142,7 @@ def test_an_imported_colour_model_zoo_goes_through_the_app_and_the_report(colour
     directory itself) -> report, with the recorded accuracies kept at every step."""
     from test_app import metric, sample, start, texts
 
-    from hyperrep.report import ZOO_B_T
+    from hyperrep.report_types import ZOO_B_T
 
     arch, data, original = colour_artifacts["arch"], colour_artifacts["data"], Zoo.load(colour_artifacts["zoo_path"])
     source, imported = tmp_path / "tune_zoo_cifar10_colour", tmp_path / "imported"

@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hyperrep import evaluate as evaluate_module
 from hyperrep import population as population_module
 from hyperrep.cnn import CNN_L, CNN_S, CNN_S3, forward, init_vector, population_forward
 from hyperrep.data import load_split

@@ -11,12 +11,12 @@ import torch
 from hyperrep import experiment
 from hyperrep.cli import GUIDED_FLAGS, build_parser, main
 from hyperrep.data import load_split, zoo_dataset_rule
-from hyperrep.population import evaluate_population
 from hyperrep.export import read_population
 from hyperrep.guided import GuidedSampler, _task_loss, guidance_batch, guided_parameters, refine_latents, refine_weights
-from hyperrep.model import HyperRepresentation, ModelConfig, load_hyperrep
-from hyperrep.report import ReportConfig, guided_populations
-from hyperrep.model import decode_latents, encode_weights
+from hyperrep.model import HyperRepresentation, ModelConfig, decode_latents, encode_weights, load_hyperrep
+from hyperrep.population import evaluate_population
+from hyperrep.report_populations import guided_populations
+from hyperrep.report_types import ReportConfig
 from hyperrep.sampling import make_sampler
 
 

@@ -18,17 +18,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import point_app_at
 
 from hyperrep import artifacts
 from hyperrep.cli import main
 from hyperrep.cnn import CNN_S
-from hyperrep.population import evaluate_population
 from hyperrep.paper_compat import load_paper_hyperrep
 from hyperrep.paper_files import read_model_dataset, seed_from_path
 from hyperrep.paper_import import paper_sample_populations
-from hyperrep.report import PAPER_B_T, RETRAINED_B_T, ZOO_B_T, ReportConfig, load_test_images, recorded_test_split
+from hyperrep.population import evaluate_population
+from hyperrep.report import load_test_images, recorded_test_split
+from hyperrep.report_types import PAPER_B_T, RETRAINED_B_T, ZOO_B_T, ReportConfig
 from hyperrep.zoo import Zoo
-from conftest import point_app_at
 
 FIXTURES = Path(__file__).parent / "fixtures" / "paper"
 HYPER = FIXTURES / "hyper_reps" / "mnist"

@@ -16,18 +16,10 @@ from hyperrep.experiment import choose_anchors
 from hyperrep.export import population_zip, read_population, write_population, write_population_zoo
 from hyperrep.files import ArtifactError
 from hyperrep.model import load_hyperrep
-from hyperrep.report import (
-    MethodResult,
-    ReportConfig,
-    bootstrap_ci,
-    load_test_images,
-    holm,
-    mann_whitney_floor,
-    mann_whitney_p,
-    markdown_table,
-    run_report,
-    summarise,
-)
+from hyperrep.report import load_test_images, run_report, summarise
+from hyperrep.report_files import markdown_table
+from hyperrep.report_types import MethodResult, ReportConfig
+from hyperrep.statistics import bootstrap_ci, holm, mann_whitney_floor, mann_whitney_p
 from hyperrep.zoo import Zoo
 
 TINY_REPORT = dict(models_per_method=6, fine_tune_models=4, test_images=200, fine_tune_images=200, fine_tune_epochs=[0, 1],
@@ -231,7 +223,7 @@ def test_cli_sample_and_report(tiny_hyperreps, idx_dir, tmp_path, capsys):
 
 
 def test_update_readme_replaces_only_the_marked_table(tmp_path):
-    from hyperrep.report import update_readme
+    from hyperrep.report_files import update_readme
 
     report_md = tmp_path / "report.md"
     report_md.write_text("# title\ntext\n| a | b |\n|---|---|\n| 1 | 2 |\n\nafter\n")
@@ -245,7 +237,7 @@ def test_update_readme_replaces_only_the_marked_table(tmp_path):
 
 
 def test_readme_block_carries_table_readings_and_frontier_plot(tmp_path):
-    from hyperrep.report import readme_block, readme_report_block, update_readme
+    from hyperrep.report_files import readme_block, readme_report_block, update_readme
 
     out = tmp_path / "docs" / "report"
     out.mkdir(parents=True)
@@ -268,7 +260,7 @@ def test_the_readme_shows_the_committed_report():
     docs/report/report.md: no number in it was edited by hand."""
     from pathlib import Path
 
-    from hyperrep.report import readme_block, readme_report_block
+    from hyperrep.report_files import readme_block, readme_report_block
 
     root = Path(__file__).resolve().parent.parent
     assert readme_report_block(root / "README.md") == readme_block(root / "docs" / "report" / "report.md", root)

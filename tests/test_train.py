@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from hyperrep.cli import main
+from hyperrep.cnn import CNN_L
 from hyperrep.files import read_tensors
 from hyperrep.model import load_hyperrep
 from hyperrep.train import TrainConfig, train_hyperrep
 from hyperrep.weights import index_dict
-from hyperrep.cnn import CNN_L
 from hyperrep.zoo import Zoo
 
 TINY = {
@@ -179,7 +179,7 @@ def test_accuracy_figures_tell_a_copy_from_a_constant_model():
     import numpy as np
 
     from hyperrep.population import Evaluation
-    from hyperrep.train import accuracy_figures
+    from hyperrep.zoo_references import accuracy_figures
 
     predictions = torch.tensor([[0, 1, 2, 3], [0, 1, 1, 1], [2, 2, 2, 2]], dtype=torch.int8)
     accuracy = np.array([1.0, 0.75, 0.6])

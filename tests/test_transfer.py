@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_app import app_env  # noqa: F401  (a fixture)
 
 from hyperrep.cli import main
 from hyperrep.data import read_idx, write_digits_idx
-from hyperrep.report import ReportConfig
+from hyperrep.report_types import ReportConfig
 from hyperrep.transfer import run_transfer, target_rule
 from hyperrep.zoo import Zoo
-from test_app import app_env  # noqa: F401  (a fixture)
 
 
 @pytest.fixture(scope="module")
