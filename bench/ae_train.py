@@ -30,7 +30,8 @@ from pathlib import Path
 import torch
 
 from hyperrep.model import HyperRepresentation, ModelConfig, matmul_flops
-from hyperrep.train import TrainConfig, make_optimizer, set_learning_rate, train_step
+from hyperrep.train import make_optimizer, set_learning_rate, train_step
+from hyperrep.train_config import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER_SIZES = {"d_model": 800, "latent_dim": 700, "d_ff": 900, "n_heads": 4, "n_blocks": 2,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from hyperrep.model import load_hyperrep
+from hyperrep.ae_artifact import load_hyperrep
 from hyperrep.zoo import Zoo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,8 +89,8 @@ def main() -> int:
 
 def heldout_summary(folder: Path, images: int = 1000) -> list[str]:
     """hyperrep.heldout's figures for the val and test splits of `folder`."""
+    from hyperrep.ae_quality import load_eval_images
     from hyperrep.heldout import heldout_lines, heldout_reconstruction
-    from hyperrep.train import load_eval_images
 
     hyperrep = load_hyperrep(folder)
     zoo = Zoo.load(hyperrep.zoo_path)

@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 from hyperrep.model import matmul_flops
-from hyperrep.train import TrainConfig, train_hyperrep
+from hyperrep.train import train_hyperrep
+from hyperrep.train_config import TrainConfig
 from hyperrep.zoo import Zoo
 
 REPO = Path(__file__).resolve().parent.parent
@@ -264,8 +265,8 @@ def draw_figure(csv_path: Path, figure_path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.ticker
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     import pandas as pd
 
     table = pd.read_csv(csv_path)

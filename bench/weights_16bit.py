@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
+from hyperrep.ae_artifact import load_hyperrep, reconstruct_weights
+from hyperrep.ae_quality import load_eval_images
 from hyperrep.files import read_json, read_tensors, write_json, write_tensors
-from hyperrep.model import load_hyperrep
 from hyperrep.population import evaluate_population
-from hyperrep.model import reconstruct_weights
-from hyperrep.train import PROJECTION_HEAD, load_eval_images, stored_as
+from hyperrep.train_config import PROJECTION_HEAD, stored_as
 from hyperrep.zoo import Zoo
 
 

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hyperrep.ae_artifact import decode_latents, encode_weights
 from hyperrep.cnn import init_vector
-from hyperrep.model import decode_latents, encode_weights
-from hyperrep.sampling import Population
+from hyperrep.sample_populations import Population
 from hyperrep.zoo_build import BuildConfig
 
 

@@ -125,7 +125,8 @@ def epoch_list(text: str) -> list[int]:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from hyperrep.train import TrainConfig, train_hyperrep
+    from hyperrep.train import train_hyperrep
+    from hyperrep.train_config import TrainConfig
 
     config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
     if args.threads:
@@ -161,10 +162,10 @@ def name_of(flag: str) -> str:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
+    from hyperrep.ae_artifact import load_hyperrep
     from hyperrep.data import zoo_dataset_rule
     from hyperrep.experiment import choose_anchors, guidance_images_needed, run_sampling
     from hyperrep.export import write_population, write_population_zoo
-    from hyperrep.model import load_hyperrep
     from hyperrep.zoo import Zoo
 
     params = sampler_params(args)

@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from hyperrep import cores
+from hyperrep.ae_artifact import decode_latents
 from hyperrep.cnn import Architecture, population_forward
 from hyperrep.data import ImageSet
 from hyperrep.population import Evaluation, evaluate_population, train_population
-from hyperrep.model import decode_latents
+
 
 def extend_evaluation(
     arch: Architecture, activation: str, weights: torch.Tensor, data: ImageSet, first: Evaluation, n_first: int,

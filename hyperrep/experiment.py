@@ -20,6 +20,8 @@ import pandas as pd
 import torch
 
 from hyperrep import cores
+from hyperrep.ae_artifact import HyperRep
+from hyperrep.anchors import select_rows, top_fraction
 from hyperrep.baselines import anchor_weights, matched_noise_sigma, noise_baseline, scratch_baseline, zoo_baseline
 from hyperrep.data import ImageSet
 from hyperrep.evaluate import (
@@ -33,22 +35,12 @@ from hyperrep.evaluate import (
 )
 from hyperrep.frontier import Frontier, FrontierSettings, zero_shot_frontier
 from hyperrep.guided import GUIDED_SPEC
-from hyperrep.model import HyperRep
 from hyperrep.novelty import novelty_table
 from hyperrep.paper_import import paper_comparison_rows
 from hyperrep.population import Evaluation, evaluate_population
 from hyperrep.projection import place_on_map
-from hyperrep.sampling import (
-    SAMPLERS,
-    LatentSampler,
-    Population,
-    SamplerContext,
-    SamplerParameter,
-    SamplerSpec,
-    sample_population,
-    select_rows,
-    top_fraction,
-)
+from hyperrep.sample_populations import Population, sample_population
+from hyperrep.sampling import SAMPLERS, LatentSampler, SamplerContext, SamplerParameter, SamplerSpec
 from hyperrep.zoo import Zoo
 
 Progress = Callable[[int, int], None]

@@ -31,7 +31,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from hyperrep.cnn import get_architecture
 from hyperrep.files import ArtifactError, atomic_write, read_tensor_metadata, read_tensors
-from hyperrep.sampling import Population
+from hyperrep.sample_populations import Population
 from hyperrep.zoo import Zoo, make_manifest, split_model_ids
 
 FORMAT = "hyperrep-population"

@@ -21,12 +21,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hyperrep.baselines import cycling_order, noise_baseline
 from hyperrep.cnn import Architecture
 from hyperrep.data import ImageSet
-from hyperrep.baselines import cycling_order, noise_baseline
-from hyperrep.population import evaluate_population
 from hyperrep.novelty import mistake_overlap, nearest_reference
-from hyperrep.sampling import Population
+from hyperrep.population import evaluate_population
+from hyperrep.sample_populations import Population
 
 FAMILIES = ("noise", "average", "gaussian")
 

@@ -14,11 +14,17 @@ import torch
 import torch.nn.functional as F
 
 from hyperrep import cores
+from hyperrep.ae_artifact import decode_latents
 from hyperrep.cnn import Architecture, population_forward
 from hyperrep.data import ImageSet
-from hyperrep.model import decode_latents
 from hyperrep.sampling import (
-    SAMPLERS, LatentSampler, SamplerContext, SamplerParameter, SamplerSpec, constructor_parameters, make_sampler,
+    SAMPLERS,
+    LatentSampler,
+    SamplerContext,
+    SamplerParameter,
+    SamplerSpec,
+    constructor_parameters,
+    make_sampler,
 )
 
 Progress = Callable[[int, int], None]

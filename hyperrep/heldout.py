@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hyperrep.ae_artifact import HyperRep, reconstruct_weights
 from hyperrep.data import ImageSet
-from hyperrep.model import HyperRep, reconstruct_weights
 from hyperrep.population import evaluate_population
 from hyperrep.statistics import bootstrap_ci
 from hyperrep.weight_stats import r_squared

@@ -29,32 +29,25 @@ Public API (other modules rely on these names):
 
 from __future__ import annotations
 
-import copy
 import math
-from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import dataclass, fields
 
-import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from hyperrep.cnn import Architecture, get_architecture
 from hyperrep.weight_stats import layer_sigmas
-from hyperrep.files import ArtifactError, read_json, read_table, read_tensor_metadata, read_tensors
 from hyperrep.weights import (
     canonicalize,
     detokenize,
     parameter_layers,
-    permute,
-    random_permutation_index,
     sequence_length,
     token_dims,
     tokenize,
     tokens_per_layer,
 )
 
-ARTIFACT_FORMAT = "hyperrep-hyper-representation"  # config.json "format" of a trained directory
 COMPRESSIONS = ("linear", "token", "average")
 BOTTLENECKS = ("linear", "linear_bounded")
 DECOMPRESSIONS = ("linear", "repeat")
@@ -423,183 +416,6 @@ def matmul_flops(config: ModelConfig) -> int:
     return 2 * multiply_adds
 
 
-# -- augmentation --------------------------------------------------------------------------------
-@dataclass
-class Augmentation:
-    """How the two views of a model are made (the paper's augmentations: permutation, noise, erasing)."""
-
-    permute: bool = True  # random function-preserving permutation per view
-    noise: float = 0.0  # additive Gaussian noise, std in weight units
-    erase_p: float = 0.5  # probability of erasing one contiguous block of the flat vector
-    erase_scale: list[float] = field(default_factory=lambda: [0.02, 0.33])  # block length / P
-    target: str = "augmented"  # reconstruct the augmented view (paper) or the clean, permuted one
-
-    def is_identity(self) -> bool:
-        """True when both views are the model itself (nothing permutes, adds noise or erases)."""
-        return not self.permute and self.noise == 0 and self.erase_p == 0
-
-    def validate(self) -> None:
-        if self.target not in ("augmented", "clean"):
-            raise ValueError(f"augmentation target must be 'augmented' or 'clean', got {self.target!r}")
-        if not 0 <= self.erase_p <= 1 or self.noise < 0:
-            raise ValueError("erase_p must lie in [0, 1] and noise must be >= 0")
-
-
-def make_views(
-    arch: Architecture, weights: torch.Tensor, augmentation: Augmentation, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two augmented views of every model: (inputs [2B, P], reconstruction targets [2B, P]).
-
-    Random numbers come from `generator` (CPU) and are moved to the weights' device, so a seed
-    gives the same views everywhere."""
-    batch, device = weights.shape[0], weights.device
-    pairs = torch.cat([weights, weights])
-    if augmentation.permute:
-        pairs = permute(pairs, random_permutation_index(arch, 2 * batch, generator, device))
-    clean = pairs
-    if augmentation.noise > 0:
-        pairs = pairs + augmentation.noise * torch.randn(pairs.shape, generator=generator).to(device)
-    if augmentation.erase_p > 0:
-        pairs = pairs * ~erase_mask(pairs.shape, augmentation, generator).to(device)
-    return pairs, (clean if augmentation.target == "clean" else pairs)
-
-
-def erase_mask(shape: tuple[int, int], augmentation: Augmentation, generator: torch.Generator) -> torch.Tensor:
-    """Bool [B, P]: with probability p, one contiguous block per row (the paper's block mode)."""
-    rows, length = shape
-    low, high = augmentation.erase_scale
-    chosen = torch.rand(rows, generator=generator) < augmentation.erase_p
-    span = (length * (low + (high - low) * torch.rand(rows, generator=generator))).long()
-    start = (torch.rand(rows, generator=generator) * (length - span)).long()
-    position = torch.arange(length)
-    return chosen[:, None] & (position >= start[:, None]) & (position < (start + span)[:, None])
-
-
-# -- the trained artifact ----------------------------------------------------------------------
-@dataclass
-class HyperRep:
-    """A trained hyper-representation directory, loaded (see the module docstring)."""
-
-    model: HyperRepresentation
-    config: dict
-    path: Path
-    zoo_path: Path
-    latents: torch.Tensor
-    latent_table: pd.DataFrame
-    map_coords: torch.Tensor
-    projection: dict
-    metrics: dict
-
-    @property
-    def arch(self) -> Architecture:
-        return self.model.arch
-
-    def to(self, device: torch.device | str) -> "HyperRep":
-        """A copy whose model and tensors live on `device` (the loaded object stays unchanged)."""
-        return replace(self, model=copy.deepcopy(self.model).to(device), latents=self.latents.to(device),
-                       map_coords=self.map_coords.to(device))
-
-
-def build_model(model_config: dict, state: dict[str, torch.Tensor], source: Path | str) -> HyperRepresentation:
-    """A HyperRepresentation from its config and a state dict; a mismatch names `source`."""
-    try:
-        model = HyperRepresentation(ModelConfig.from_dict(model_config))
-    except (TypeError, ValueError) as err:
-        raise ArtifactError(f"{source}: bad model config ({err})") from err
-    missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
-    if missing or unexpected:
-        raise ArtifactError(f"{source}: weights do not fit the config (missing {sorted(missing)[:5]}, "
-                            f"unexpected {sorted(unexpected)[:5]})")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise ArtifactError(f"{source}: weights do not fit the config ({str(err).splitlines()[-1]})") from err
-    return model.eval()
-
-
-def load_hyperrep(path: Path | str) -> HyperRep:
-    """Load a hyper-representation directory written by `hyperrep train` (nothing is unpickled)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise ArtifactError(f"{path}: not a directory (a hyper-representation is a folder with config.json)")
-    config = read_json(path / "config.json")
-    if not isinstance(config, dict) or config.get("format") != ARTIFACT_FORMAT or not {"model", "zoo"} <= set(config):
-        raise ArtifactError(f"{path / 'config.json'}: not a hyper-representation config "
-                            f"(needs format {ARTIFACT_FORMAT!r}, 'model' and 'zoo')")
-    model_config = config["model"]
-    if not config.get("training", {}).get("store_projection_head", True):  # trained with a head, stored without
-        model_config = {**model_config, "projection_layers": 0}
-    model = build_model(model_config, read_tensors(path / "model.safetensors"), path / "model.safetensors")
-    stored = read_tensors(path / "latents.safetensors")
-    if not {"latents", "model_id", "epoch"} <= set(stored):
-        raise ArtifactError(f"{path / 'latents.safetensors'}: needs tensors latents, model_id, epoch; has {sorted(stored)}")
-    latents = stored["latents"].float()
-    if latents.dim() != 2 or latents.shape[1] != model.latent_dim:
-        raise ArtifactError(f"{path / 'latents.safetensors'}: latents {tuple(latents.shape)} do not match latent_dim {model.latent_dim}")
-    coords = read_tensors(path / "projection.safetensors").get("coords")
-    if coords is None or tuple(coords.shape) != (len(latents), 2):
-        raise ArtifactError(f"{path / 'projection.safetensors'}: needs 'coords' of shape ({len(latents)}, 2)")
-    projection = {k: _maybe_number(v) for k, v in read_tensor_metadata(path / "projection.safetensors").items()}
-    zoo_path = (path / config["zoo"]).resolve()
-    table = latent_table(zoo_path, stored["model_id"], stored["epoch"])
-    metrics = read_json(path / "metrics.json") if (path / "metrics.json").is_file() else {}
-    return HyperRep(model, config, path, zoo_path, latents, table, coords.float(), projection, metrics)
-
-
-def latent_table(zoo_path: Path, model_ids: torch.Tensor, epochs: torch.Tensor) -> pd.DataFrame:
-    """The zoo's property rows for (model_id, epoch) pairs, in that order."""
-    properties = read_table(zoo_path / "models.parquet")
-    keys = pd.DataFrame({"model_id": model_ids.long().tolist(), "epoch": epochs.long().tolist()})
-    if "split" not in properties.columns:
-        splits = read_json(zoo_path / "zoo.json").get("splits", {})
-        split_of = {int(m): name for name, ids in splits.items() for m in ids}
-        properties = properties.assign(split=properties["model_id"].map(split_of).fillna("none"))
-    table = keys.merge(properties, on=["model_id", "epoch"], how="left", validate="one_to_one", indicator=True)
-    absent = table.loc[table["_merge"] == "left_only", ["model_id", "epoch"]]
-    if len(absent):
-        pairs = [(int(m), int(e)) for m, e in absent.itertuples(index=False)]
-        raise ArtifactError(f"{zoo_path / 'models.parquet'}: has no row for {len(pairs)} embedded (model_id, epoch) "
-                            f"pairs, e.g. {pairs[:5]}; the hyper-representation was made from another zoo")
-    # rows whose metrics are NaN (an imported epoch without a result line) stay: they are never anchors
-    return table.drop(columns="_merge")
-
-
-def _maybe_number(text: str) -> int | float | str:
-    """Safetensors metadata is text; numbers come back as numbers."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
 # -- encoding and decoding many models ------------------------------------------------------------
 
 
-def _model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _in_batches(step, model, rows: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """step(rows of a batch on the model's device) for every batch, without gradients, as float32 on the CPU."""
-    device, out = _model_device(model), []
-    with torch.no_grad():
-        for start in range(0, len(rows), batch_size):
-            out.append(step(rows[start: start + batch_size].to(device).float()).float().cpu())
-    return torch.cat(out) if out else torch.empty(0, 0)
-
-
-def decode_latents(model, latents: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Weights [n, P] (float32, CPU) decoded from latents [n, L] in batches, without gradients."""
-    return _in_batches(model.decode, model, latents, batch_size)
-
-
-def encode_weights(model, weights: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Latents [n, L] (float32, CPU) of weights [n, P] in batches, without gradients."""
-    return _in_batches(model.encode, model, weights, batch_size)
-
-
-def reconstruct_weights(model, weights: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """decode(encode(weights)) [n, P] (float32, CPU) in batches, without gradients."""
-    return _in_batches(lambda rows: model.decode(model.encode(rows)), model, weights, batch_size)

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import torch
 
+from hyperrep.ae_views import Augmentation
 from hyperrep.cnn import ARCHITECTURES, Architecture
 from hyperrep.files import ArtifactError, load_torch_file, read_json
-from hyperrep.model import Augmentation, HyperRepresentation, ModelConfig
+from hyperrep.model import HyperRepresentation, ModelConfig
 from hyperrep.weights import index_dict
 
 INDEX_FIELDS = ("idx_start", "idx_length", "kernel_no", "kernel_size", "channels_in")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hyperrep.sampling import select_points, select_rows, top_fraction
+from hyperrep.anchors import select_points, select_rows, top_fraction
 
 
 def rows_from_selection(selection) -> list[int]:

@@ -48,7 +48,7 @@ from hyperrep.population import Evaluation, evaluate_population
 from hyperrep.report_files import write_report
 from hyperrep.report_populations import build_populations, frontier_references, paper_populations
 from hyperrep.report_types import BASELINES, PAPER_B_T, RETRAINED_B_T, ZOO_B_T, MethodResult, ReportConfig, ZooReference
-from hyperrep.sampling import Population
+from hyperrep.sample_populations import Population
 from hyperrep.statistics import bootstrap_ci, holm, mann_whitney_floor, mann_whitney_p
 from hyperrep.zoo import Zoo
 

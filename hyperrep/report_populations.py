@@ -19,7 +19,8 @@ from hyperrep.frontier import reference_populations
 from hyperrep.guided import GuidedSampler, guidance_batch, refine_weights
 from hyperrep.paper_import import BASELINE_SAMPLES, paper_sample_populations, sample_label
 from hyperrep.report_types import RETRAINED_B_T, ReportConfig
-from hyperrep.sampling import SAMPLERS, Population, sample_population
+from hyperrep.sample_populations import Population, sample_population
+from hyperrep.sampling import SAMPLERS
 from hyperrep.zoo import Zoo
 
 

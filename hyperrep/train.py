@@ -25,152 +25,22 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from hyperrep.cnn import get_architecture
-from hyperrep.data import zoo_dataset_rule
+from hyperrep.ae_artifact import ARTIFACT_FORMAT, encode_weights
+from hyperrep.ae_quality import load_eval_images, reconstruction_quality
+from hyperrep.ae_views import make_views
 from hyperrep.device import pick_device
 from hyperrep.files import ArtifactError, read_json, read_tensor_metadata, read_tensors, write_json, write_tensors
-from hyperrep.model import (
-    ARTIFACT_FORMAT,
-    Augmentation,
-    HyperRepresentation,
-    ModelConfig,
-    encode_weights,
-    make_views,
-    reconstruct_weights,
-    reconstruction_loss,
-)
-from hyperrep.weight_stats import r_squared, r_squared_per_layer
-from hyperrep.paper_compat import train_settings_from_paper
-from hyperrep.population import evaluate_population
-from hyperrep.projection import METHODS, fit_map
+from hyperrep.model import HyperRepresentation
+from hyperrep.projection import fit_map
+from hyperrep.train_config import VERSION, TrainConfig, check_fits_zoo, stored_as, stored_state
 from hyperrep.zoo import Zoo
-from hyperrep.zoo_references import QUALITY_THRESHOLD, accuracy_figures, mean_model_figures, references
-
-VERSION = 1
-OPTIMIZERS = ("adamw", "adam", "sgd")
-PROJECTION_HEAD = "projection_head."  # state-dict prefix of the NT-Xent head
-STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}  # weights in 16 bits: docs/formats.md
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a training run; stored verbatim in config.json."""
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    augmentation: Augmentation = field(default_factory=Augmentation)
-    zoo_epochs: list[int] | None = None  # saved zoo epochs to train on (None = all)
-    epochs: int = 50
-    batch_size: int = 64  # models per step (two views each)
-    lr: float = 1e-3
-    weight_decay: float = 3e-5
-    warmup_epochs: float = 2.0
-    min_lr_fraction: float = 0.05  # cosine decay ends at lr * this
-    gamma: float = 0.05  # weight of NT-Xent; 1 - gamma weighs the reconstruction
-    temperature: float = 0.1
-    lwln: bool = True  # layer-wise loss normalisation; False is the paper's failing ablation
-    optimizer: str = "adamw"  # adamw, adam or sgd (with `momentum`); weight_decay applies to each
-    momentum: float = 0.9  # sgd only
-    grad_clip: float | None = 1.0  # None or 0: no clipping
-    grad_clip_mode: str = "norm"  # "norm": clip the global gradient norm; "value": clip each gradient entry
-    seed: int = 42
-    eval_every: int = 5  # epochs between validation accuracy checks (loss and R^2 every epoch)
-    eval_images: int = 500  # test images for the per-epoch accuracy check
-    final_eval_images: int = 2000  # test images for the final quality figures
-    checkpoint_every: int = 1
-    map_method: str = "umap"
-    storage_dtype: str = "float32"  # of model.safetensors and latents.safetensors; "float16" halves them
-    store_projection_head: bool = True  # False: model.safetensors leaves out the NT-Xent head (training only)
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> "TrainConfig":
-        raw = dict(raw)
-        unknown = set(raw) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown training settings {sorted(unknown)}")
-        model = ModelConfig.from_dict(raw.pop("model", {}))
-        augmentation_raw = raw.pop("augmentation", {})
-        bad = set(augmentation_raw) - {f.name for f in fields(Augmentation)}
-        if bad:
-            raise ValueError(f"unknown augmentation settings {sorted(bad)}")
-        config = cls(model=model, augmentation=Augmentation(**augmentation_raw), **raw)
-        config.validate()
-        return config
-
-    @classmethod
-    def from_file(cls, path: Path | str) -> "TrainConfig":
-        """Our JSON config, or the paper's config_ae.json (translated by hyperrep.paper_compat)."""
-        raw = read_json(path)
-        if not isinstance(raw, dict):
-            raise ArtifactError(f"{path}: a config is a JSON object")
-        try:
-            if any(key.startswith("model::") for key in raw):
-                config = cls(**train_settings_from_paper(raw))
-                config.validate()
-                return config
-            return cls.from_dict(raw)
-        except (TypeError, ValueError) as err:
-            raise ArtifactError(f"{path}: {err}") from err
-
-    def validate(self) -> None:
-        self.model.validate()
-        self.augmentation.validate()
-        if self.map_method not in METHODS:
-            raise ValueError(f"map_method {self.map_method!r} unknown; known: {', '.join(METHODS)}")
-        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
-            raise ValueError("epochs must be >= 1, batch_size >= 2 and lr > 0")
-        if not 0 <= self.gamma <= 1:
-            raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
-        if self.augmentation.permute and self.model.canonical_inputs:
-            raise ValueError("augmentation.permute with model.canonical_inputs: canonical sorting undoes every "
-                             "permutation, so the permutation augmentation would never act; choose one of the two")
-        if self.storage_dtype not in STORAGE_DTYPES:
-            raise ValueError(f"storage_dtype {self.storage_dtype!r} unknown; known: {', '.join(STORAGE_DTYPES)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer {self.optimizer!r} unknown; known: {', '.join(OPTIMIZERS)}")
-        if self.grad_clip_mode not in ("norm", "value") or (self.grad_clip is not None and self.grad_clip < 0):
-            raise ValueError(f"grad_clip must be None (or 0: off) or > 0 and grad_clip_mode 'norm' or 'value', "
-                             f"got {self.grad_clip!r}, {self.grad_clip_mode!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def stored_as(tensor: torch.Tensor, dtype: str) -> torch.Tensor:
-    """A floating tensor in the storage dtype (loading casts back to float32); other tensors unchanged."""
-    return tensor.to(STORAGE_DTYPES[dtype]) if tensor.is_floating_point() else tensor
-
-
-def stored_state(state: dict[str, torch.Tensor], config: TrainConfig) -> dict[str, torch.Tensor]:
-    """What model.safetensors holds: the state in the storage dtype, without the projection head
-    when `store_projection_head` is off (decoding, sampling and the map never use it)."""
-    return {k: stored_as(v, config.storage_dtype) for k, v in state.items()
-            if config.store_projection_head or not k.startswith(PROJECTION_HEAD)}
-
-
-# -- checks ----------------------------------------------------------------------------------------
-def check_fits_zoo(config: TrainConfig, zoo: Zoo) -> list[int]:
-    """The zoo epochs to train on; a config for another architecture or epochs is refused."""
-    arch = zoo.architecture
-    if config.model.architecture != arch.name:
-        wanted = get_architecture(config.model.architecture)
-        raise ValueError(
-            f"the config is for architecture {wanted.name} ({wanted.n_params} parameters), but zoo "
-            f"{zoo.name} holds {arch.name} ({arch.n_params} parameters); set model.architecture to {arch.name!r}"
-        )
-    epochs = zoo.epochs if config.zoo_epochs is None else list(config.zoo_epochs)
-    missing = [e for e in epochs if e not in zoo.epochs]
-    if missing or not epochs:
-        raise ValueError(f"zoo_epochs {config.zoo_epochs} not all saved in zoo {zoo.name} (saved: {zoo.epochs})")
-    n_train = len(zoo.splits["train"]) * len(epochs)
-    if n_train < config.batch_size:
-        raise ValueError(f"the train split has {n_train} samples, fewer than batch_size {config.batch_size}")
-    return epochs
+from hyperrep.zoo_references import QUALITY_THRESHOLD
 
 
 # -- schedule and seeds ------------------------------------------------------------------------------
@@ -237,42 +107,6 @@ def load_checkpoint(folder: Path, model: HyperRepresentation, optimizer: torch.o
     groups = json.loads(read_tensor_metadata(optimizer_path)["param_groups"])
     optimizer.load_state_dict({"state": slots, "param_groups": groups})
     return epoch, list(state["history"])
-
-
-# -- evaluation ----------------------------------------------------------------------------------------
-def reconstruction_quality(model, weights, train_mean, activation, images, lwln: bool,
-                           train_states: torch.Tensor | None = None) -> dict:
-    """R^2 per layer, reconstruction loss, and accuracy of reconstructed vs original models, with
-    the train split's mean model as a reference; given the train states (in the decoder's neuron
-    order), also the nearest train state and PCA with latent_dim components (hyperrep.zoo_references)."""
-    arch = model.arch
-    output = reconstruct_weights(model, weights).to(weights.device)
-    weights = model.comparable(weights)  # R^2 up to the neuron order the decoder produces
-    rsq = r_squared_per_layer(arch, output, weights, train_mean)
-    scales = model.layer_scales.cpu() if lwln else None
-    loss, _ = reconstruction_loss(arch, output, weights, scales)
-    quality = {"loss_recon": float(loss), "rsq": r_squared(output, weights, train_mean)}
-    quality.update({f"rsq_l{i}": float(v) for i, v in enumerate(rsq)})
-    if images is not None:
-        evaluate = lambda w: evaluate_population(arch, activation, w, images, keep_predictions=True)  # noqa: E731
-        original = evaluate(weights)
-        quality.update(accuracy_figures(original, evaluate(output)))
-        # What a reconstruction must beat: the train split's mean model, the same for every input.
-        quality["mean_model"] = mean_model_figures(arch, activation, train_mean.to(weights.device), original, images)
-        if train_states is not None:
-            count = model.latent_dim
-            found = references(arch, activation, train_states, weights, images, components=(count,),
-                               canonical=False, original=original)
-            quality["nearest_train"] = found["nearest"]
-            quality["pca"] = {"components": min(count, len(train_states) - 1), **found["pca"][count]}
-    return quality
-
-
-def load_eval_images(zoo: Zoo, count: int, data_dir: Path | str | None, device: torch.device):
-    """The first `count` test images of the zoo's dataset, normalised as the zoo was."""
-    if count <= 0:
-        return None
-    return zoo_dataset_rule(zoo.manifest, data_dir).first_images(count, data_dir).to(device)
 
 
 # -- training -------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import plotly.express as px
 import streamlit as st
 
 from hyperrep import summaries
-from hyperrep.sampling import select_rows
+from hyperrep.anchors import select_rows
 from pages import shared
 
 found = shared.artifacts()

@@ -12,7 +12,8 @@ import torch
 
 from hyperrep.data import SHIPPED_DATA, read_idx
 from hyperrep.model import ModelConfig
-from hyperrep.train import TrainConfig, train_hyperrep
+from hyperrep.train import train_hyperrep
+from hyperrep.train_config import TrainConfig
 from hyperrep.zoo import Zoo
 from hyperrep.zoo_build import BuildConfig, build_zoo
 

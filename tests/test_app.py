@@ -18,21 +18,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import point_app_at
 from safetensors.torch import load as load_safetensors
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from hyperrep import artifacts, baselines, experiment, export, progress, regions, sampling, settings, summaries
+from hyperrep.ae_artifact import load_hyperrep
+from hyperrep.baselines import anchor_weights
 from hyperrep.cnn import CNN_S
 from hyperrep.data import load_split, zoo_dataset_rule
-from hyperrep.population import evaluate_population
 from hyperrep.files import ArtifactError, read_tensors, write_tensors
 from hyperrep.frontier import anchors_population
-from hyperrep.model import load_hyperrep
-from hyperrep.baselines import anchor_weights
+from hyperrep.population import evaluate_population
 from hyperrep.weights import index_dict
 from hyperrep.zoo import Zoo
-from conftest import point_app_at
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 PAGES = ["pages/overview.py", "pages/zoo.py", "pages/latent_map.py", "pages/sample.py", "pages/finetune.py", "pages/export.py",

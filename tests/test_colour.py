@@ -9,12 +9,14 @@ import pytest
 import torch
 from conftest import point_app_at
 
+from hyperrep.ae_artifact import load_hyperrep
 from hyperrep.cli import main
-from hyperrep.model import ModelConfig, load_hyperrep
+from hyperrep.model import ModelConfig
 from hyperrep.population import evaluate_population
 from hyperrep.report import load_test_images, run_report
 from hyperrep.report_types import ReportConfig
-from hyperrep.train import TrainConfig, train_hyperrep
+from hyperrep.train import train_hyperrep
+from hyperrep.train_config import TrainConfig
 from hyperrep.zoo import Zoo
 from hyperrep.zoo_build import BuildConfig, build_zoo
 

@@ -110,9 +110,9 @@ def test_image_statistics_are_exact():
 
 def test_a_made_up_dataset_is_trained_recorded_and_evaluated_with_the_same_statistics(idx_dir, tmp_path, monkeypatch):
     from hyperrep import artifacts
+    from hyperrep.ae_quality import load_eval_images
     from hyperrep.population import evaluate_population
     from hyperrep.report import load_fine_tune_images, load_test_images
-    from hyperrep.train import load_eval_images
     from hyperrep.zoo_build import BuildConfig, build_zoo, load_build_data
 
     folder = made_up_dataset(tmp_path / "made-up", idx_dir)

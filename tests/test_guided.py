@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from hyperrep import experiment
+from hyperrep.ae_artifact import decode_latents, encode_weights, load_hyperrep
 from hyperrep.cli import GUIDED_FLAGS, build_parser, main
 from hyperrep.data import load_split, zoo_dataset_rule
 from hyperrep.export import read_population
 from hyperrep.guided import GuidedSampler, _task_loss, guidance_batch, guided_parameters, refine_latents, refine_weights
-from hyperrep.model import HyperRepresentation, ModelConfig, decode_latents, encode_weights, load_hyperrep
+from hyperrep.model import HyperRepresentation, ModelConfig
 from hyperrep.population import evaluate_population
 from hyperrep.report_populations import guided_populations
 from hyperrep.report_types import ReportConfig

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from hyperrep import heldout
+from hyperrep.ae_artifact import load_hyperrep
 from hyperrep.data import load_split
-from hyperrep.model import load_hyperrep
 from hyperrep.zoo import Zoo
 
 

@@ -17,7 +17,7 @@ import torch
 
 from hyperrep.files import ArtifactError
 from hyperrep.paper_compat import load_paper_hyperrep
-from hyperrep.train import TrainConfig
+from hyperrep.train_config import TrainConfig
 
 INDEX_DICT = {  # CNN-s, c_in = 1 (docs/formats.md)
     "layer": [0, 3, 6, 9, 11], "idx_start": [0, 208, 1414, 1514, 2254], "idx_length": [208, 1206, 100, 740, 210],

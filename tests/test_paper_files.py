@@ -16,16 +16,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_app import app_env  # noqa: F401  (a fixture)
 
 from hyperrep.cli import main
 from hyperrep.cnn import CNN_S
 from hyperrep.files import ArtifactError
 from hyperrep.paper_files import load_paper_pickle, read_image_dataset, read_model_dataset, read_property_dataset
 from hyperrep.paper_import import (
-    find_dataset_file, find_zoo_folder, import_paper_dataset, paper_sample_populations, paper_testsplit,
+    find_dataset_file,
+    find_zoo_folder,
+    import_paper_dataset,
+    paper_sample_populations,
+    paper_testsplit,
 )
 from hyperrep.zoo import Zoo
-from test_app import app_env  # noqa: F401  (a fixture)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "paper"
 HYPER = FIXTURES / "hyper_reps" / "mnist"
@@ -174,7 +178,7 @@ def write_paper_autoencoder(folder: Path, tiny_hyperrep_dir: Path) -> None:
     """config_ae.json + checkpoint_ae.pt of a tiny autoencoder, in the paper's key names (docs/formats.md)."""
     import json
 
-    from hyperrep.model import load_hyperrep
+    from hyperrep.ae_artifact import load_hyperrep
     from hyperrep.weights import index_dict
 
     tiny = load_hyperrep(tiny_hyperrep_dir).model

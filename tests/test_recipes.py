@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from hyperrep.ae_views import make_views
 from hyperrep.cnn import CNN_S, forward, init_vector
-from hyperrep.model import HyperRepresentation, make_views, reconstruction_loss
-from hyperrep.train import TrainConfig
+from hyperrep.model import HyperRepresentation, reconstruction_loss
+from hyperrep.train_config import TrainConfig
 from hyperrep.weights import detokenize, tokenize
 from hyperrep.zoo_build import BuildConfig
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from hyperrep import experiment
+from hyperrep.ae_artifact import load_hyperrep
 from hyperrep.cli import main
 from hyperrep.experiment import choose_anchors
 from hyperrep.export import population_zip, read_population, write_population, write_population_zoo
 from hyperrep.files import ArtifactError
-from hyperrep.model import load_hyperrep
 from hyperrep.report import load_test_images, run_report, summarise
 from hyperrep.report_files import markdown_table
 from hyperrep.report_types import MethodResult, ReportConfig

@@ -7,11 +7,12 @@ import json
 import pytest
 import torch
 
+from hyperrep.ae_artifact import load_hyperrep
 from hyperrep.cli import main
 from hyperrep.cnn import CNN_L
 from hyperrep.files import read_tensors
-from hyperrep.model import load_hyperrep
-from hyperrep.train import TrainConfig, train_hyperrep
+from hyperrep.train import train_hyperrep
+from hyperrep.train_config import TrainConfig
 from hyperrep.weights import index_dict
 from hyperrep.zoo import Zoo
 

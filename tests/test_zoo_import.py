@@ -225,8 +225,8 @@ def test_a_missing_result_line_keeps_nan_metrics_and_combines_with_a_paper_hyper
     from test_paper_compat import paper_config, random_state_dict, write_paper_dir
 
     from hyperrep import artifacts
-    from hyperrep.model import latent_table
-    from hyperrep.sampling import top_fraction
+    from hyperrep.ae_artifact import latent_table
+    from hyperrep.anchors import top_fraction
 
     root, _ = modelzoo
     folder = root / "NN_tune_trainable_a_0_seed=7"
