@@ -9,11 +9,10 @@ from pathlib import Path
 import torch
 
 from hyperrep.ae_artifact import reconstruct_weights
-from hyperrep.data import zoo_dataset_rule
 from hyperrep.model import reconstruction_loss
 from hyperrep.population import evaluate_population
 from hyperrep.weight_stats import r_squared, r_squared_per_layer
-from hyperrep.zoo import Zoo
+from hyperrep.zoo import Zoo, zoo_dataset_rule
 from hyperrep.zoo_references import accuracy_figures, mean_model_figures, references
 
 

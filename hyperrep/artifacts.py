@@ -13,13 +13,13 @@ import torch
 
 from hyperrep import image_formats
 from hyperrep.ae_artifact import HyperRep, encode_weights, latent_table, load_hyperrep
-from hyperrep.data import DEFAULT_DATASET, DatasetRule, zoo_dataset_rule
+from hyperrep.data import DEFAULT_DATASET, DatasetRule
 from hyperrep.files import ArtifactError, read_json
 from hyperrep.paper_compat import load_paper_hyperrep
 from hyperrep.paper_import import has_own_zoo, import_paper_dataset
 from hyperrep.projection import fit_map
 from hyperrep.settings import import_cache_root
-from hyperrep.zoo import Zoo
+from hyperrep.zoo import Zoo, zoo_dataset_rule
 from hyperrep.zoo_import import import_modelzoo
 
 ZOO = "zoo"  # our zoo directory (zoo.json)

@@ -163,10 +163,9 @@ def name_of(flag: str) -> str:
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from hyperrep.ae_artifact import load_hyperrep
-    from hyperrep.data import zoo_dataset_rule
     from hyperrep.experiment import choose_anchors, guidance_images_needed, run_sampling
     from hyperrep.export import write_population, write_population_zoo
-    from hyperrep.zoo import Zoo
+    from hyperrep.zoo import Zoo, zoo_dataset_rule
 
     params = sampler_params(args)
     hyperrep = load_hyperrep(args.hyperrep)

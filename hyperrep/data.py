@@ -3,22 +3,21 @@
 
 `DatasetRule` says how a zoo's images are normalised and which training images a zoo was trained
 on (its validation part left out) at its CNN's input shape; zoo building, hyper-representation training, the report and
-the app all get their images through it (`build_dataset_rule` for a new zoo, `zoo_dataset_rule`
-for a saved one), so a zoo is always evaluated on the inputs it was trained on.
+the app all get their images through it (`build_dataset_rule` for a new zoo, the zoo module's
+`zoo_dataset_rule` for a saved one), so a zoo is always evaluated on the inputs it was trained on.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from hyperrep import image_formats
-from hyperrep.cnn import get_architecture
 from hyperrep.files import ArtifactError, atomic_write
 from hyperrep.settings import artifact_root
 
@@ -270,25 +269,3 @@ def build_dataset_rule(name: str, data_dir: Path | str | None = None, *, val_fra
     return DatasetRule(name, tuple(normalisation), val_fraction, data_seed, shape)
 
 
-def input_shape(architecture: str | None) -> tuple[int, int] | None:
-    """(channels, side) of a named architecture's input; None when the name is unknown."""
-    try:
-        arch = get_architecture(str(architecture))
-    except ValueError:
-        return None
-    return arch.in_channels, arch.image_size
-
-
-def zoo_dataset_rule(manifest: dict, data_dir: Path | str | None = None) -> DatasetRule:
-    """The rule of a saved zoo: the normalisation its manifest records, else the known statistics
-    of its dataset, else statistics computed from `data_dir`; the split settings of its build."""
-    dataset = manifest.get("dataset") if isinstance(manifest.get("dataset"), dict) else {}
-    name = str(dataset.get("name") or manifest.get("dataset") or DEFAULT_DATASET)
-    build = manifest.get("build") if isinstance(manifest.get("build"), dict) else {}
-    recorded = dataset.get("normalisation")
-    if recorded is not None and len(recorded) == 2:
-        rule = DatasetRule(name, (float(recorded[0]), float(recorded[1])))
-    else:
-        rule = build_dataset_rule(name, data_dir)
-    return replace(rule, val_fraction=float(build.get("val_fraction", VAL_FRACTION)),
-                   data_seed=int(build.get("data_seed", DATA_SEED)), shape=input_shape(manifest.get("architecture")))

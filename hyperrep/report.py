@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 
 from hyperrep.artifacts import PAPER, artifact_kind, compatibility, load_any_hyperrep, load_hyperrep_with_zoo
-from hyperrep.data import ImageSet, zoo_dataset_rule
+from hyperrep.data import ImageSet
 from hyperrep.device import pick_device
 from hyperrep.evaluate import ensemble_accuracies, zoo_training_settings
 from hyperrep.experiment import fine_tune_population
@@ -50,7 +50,7 @@ from hyperrep.report_populations import build_populations, frontier_references, 
 from hyperrep.report_types import BASELINES, PAPER_B_T, RETRAINED_B_T, ZOO_B_T, MethodResult, ReportConfig, ZooReference
 from hyperrep.sample_populations import Population
 from hyperrep.statistics import bootstrap_ci, holm, mann_whitney_floor, mann_whitney_p
-from hyperrep.zoo import Zoo
+from hyperrep.zoo import Zoo, zoo_dataset_rule
 
 # -- data -------------------------------------------------------------------------------------
 

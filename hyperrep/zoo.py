@@ -2,12 +2,13 @@
 
 On disk (docs/formats.md): `zoo.json` (manifest), `weights.safetensors` (`weights`, `model_ids`),
 `models.parquet` (one row per model and saved epoch). `Zoo.load` checks every part and names
-the file at fault; nothing is unpickled.
+the file at fault; nothing is unpickled. `zoo_dataset_rule` reads from a manifest which images,
+normalised how and at which input shape, the zoo's models were trained on.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pandas as pd
 import torch
 
 from hyperrep.cnn import Architecture, get_architecture
+from hyperrep.data import DATA_SEED, DEFAULT_DATASET, VAL_FRACTION, DatasetRule, build_dataset_rule
 from hyperrep.files import ArtifactError, read_json, read_table, read_tensors, write_json, write_table, write_tensors
 
 FORMAT = "hyperrep-zoo"
@@ -194,3 +196,27 @@ def make_manifest(
         "dropped": dropped or {},
         "build": build,
     }
+
+
+def input_shape(architecture: str | None) -> tuple[int, int] | None:
+    """(channels, side) of a named architecture's input; None when the name is unknown."""
+    try:
+        arch = get_architecture(str(architecture))
+    except ValueError:
+        return None
+    return arch.in_channels, arch.image_size
+
+
+def zoo_dataset_rule(manifest: dict, data_dir: Path | str | None = None) -> DatasetRule:
+    """The rule of a saved zoo: the normalisation its manifest records, else the known statistics
+    of its dataset, else statistics computed from `data_dir`; the split settings of its build."""
+    dataset = manifest.get("dataset") if isinstance(manifest.get("dataset"), dict) else {}
+    name = str(dataset.get("name") or manifest.get("dataset") or DEFAULT_DATASET)
+    build = manifest.get("build") if isinstance(manifest.get("build"), dict) else {}
+    recorded = dataset.get("normalisation")
+    if recorded is not None and len(recorded) == 2:
+        rule = DatasetRule(name, (float(recorded[0]), float(recorded[1])))
+    else:
+        rule = build_dataset_rule(name, data_dir)
+    return replace(rule, val_fraction=float(build.get("val_fraction", VAL_FRACTION)),
+                   data_seed=int(build.get("data_seed", DATA_SEED)), shape=input_shape(manifest.get("architecture")))

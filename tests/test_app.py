@@ -27,12 +27,12 @@ from hyperrep import artifacts, baselines, experiment, export, progress, regions
 from hyperrep.ae_artifact import load_hyperrep
 from hyperrep.baselines import anchor_weights
 from hyperrep.cnn import CNN_S
-from hyperrep.data import load_split, zoo_dataset_rule
+from hyperrep.data import load_split
 from hyperrep.files import ArtifactError, read_tensors, write_tensors
 from hyperrep.frontier import anchors_population
 from hyperrep.population import evaluate_population
 from hyperrep.weights import index_dict
-from hyperrep.zoo import Zoo
+from hyperrep.zoo import Zoo, zoo_dataset_rule
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 PAGES = ["pages/overview.py", "pages/zoo.py", "pages/latent_map.py", "pages/sample.py", "pages/finetune.py", "pages/export.py",

@@ -9,8 +9,9 @@ import pytest
 import torch
 from conftest import write_idx
 
-from hyperrep.data import NORMALISATION, image_statistics, load_split, read_idx, train_val_split, zoo_dataset_rule
+from hyperrep.data import NORMALISATION, image_statistics, load_split, read_idx, train_val_split
 from hyperrep.files import ArtifactError
+from hyperrep.zoo import zoo_dataset_rule
 
 
 def test_read_idx_gz_and_raw(tmp_path):

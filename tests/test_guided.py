@@ -11,7 +11,7 @@ import torch
 from hyperrep import experiment
 from hyperrep.ae_artifact import decode_latents, encode_weights, load_hyperrep
 from hyperrep.cli import GUIDED_FLAGS, build_parser, main
-from hyperrep.data import load_split, zoo_dataset_rule
+from hyperrep.data import load_split
 from hyperrep.export import read_population
 from hyperrep.guided import GuidedSampler, _task_loss, guidance_batch, guided_parameters, refine_latents, refine_weights
 from hyperrep.model import HyperRepresentation, ModelConfig
@@ -19,6 +19,7 @@ from hyperrep.population import evaluate_population
 from hyperrep.report_populations import guided_populations
 from hyperrep.report_types import ReportConfig
 from hyperrep.sampling import make_sampler
+from hyperrep.zoo import zoo_dataset_rule
 
 
 @pytest.fixture()
