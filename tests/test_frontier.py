@@ -71,12 +71,12 @@ def test_mistake_overlap_takes_the_largest_over_all_references():
 def test_zoo_neighbour_distance_excludes_the_model_itself(tiny_zoo):
     weights, table = tiny_zoo.samples()
     last = table["epoch"] == table["epoch"].max()
-    mine = weights[torch.as_tensor(last.to_numpy())]
+    mine = weights[torch.as_tensor(last.to_numpy().copy())]
     ids = table.loc[last, "model_id"].to_numpy()
     spacing = zoo_neighbour_distances(CNN_S, mine, ids, weights, table["model_id"].to_numpy())
     assert (spacing > 0).all()
     for i in range(3):  # equals the nearest distance to the other models' rows
-        others = torch.as_tensor((table["model_id"] != ids[i]).to_numpy())
+        others = torch.as_tensor((table["model_id"] != ids[i]).to_numpy().copy())
         expected, _ = nearest_reference(CNN_S, mine[i: i + 1], weights[others])
         assert spacing[i] == pytest.approx(expected[0])
 

@@ -165,7 +165,7 @@ def test_wrong_keys_shapes_and_options_are_refused(tmp_path):
 def test_pickled_code_is_not_loaded(tmp_path):
     folder = write_paper_dir(tmp_path / "evil", paper_config(), {})
     with open(folder / "checkpoint_ae.pt", "wb") as handle:
-        pickle.dump({"x": Exception("not a tensor")}, handle)
+        pickle.dump({"x": Exception("not a tensor")}, handle, protocol=2)  # torch.load's own protocol
     with pytest.raises(ArtifactError, match="checkpoint_ae.pt"):
         load_paper_hyperrep(folder)
 
