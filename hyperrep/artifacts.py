@@ -13,9 +13,10 @@ import torch
 
 from hyperrep import image_formats
 from hyperrep.ae_artifact import HyperRep, encode_weights, latent_table, load_hyperrep
+from hyperrep.cnn import get_architecture
 from hyperrep.data import DEFAULT_DATASET, DatasetRule
 from hyperrep.files import ArtifactError, read_json
-from hyperrep.paper_compat import load_paper_hyperrep
+from hyperrep.paper_compat import architecture_from_paper, load_paper_hyperrep
 from hyperrep.paper_import import has_own_zoo, import_paper_dataset
 from hyperrep.projection import fit_map
 from hyperrep.settings import import_cache_root
@@ -31,6 +32,10 @@ KIND_NAMES = {
     MODELZOO: "public Model Zoo directory",
     HYPERREP: "hyperrep hyper-representation",
     PAPER: "paper hyper-representation (config_ae.json + checkpoint_ae.pt)",
+}
+WANTED = {  # what to use where a command needs this kind
+    ZOO: "a zoo folder (zoo.json) such as data/zoo",
+    HYPERREP: "a hyper-representation folder (config.json + model.safetensors) such as data/hyperrep",
 }
 
 
@@ -63,6 +68,40 @@ def artifact_kind(path: Path | str) -> str:
         f"checkpoint_<N>/), a hyper-representation (config.json + model.safetensors) or a paper "
         f"artifact (config_ae.json + checkpoint_ae.pt)"
     )
+
+
+def expect_kind(path: Path | str, *accepted: str) -> str:
+    """The kind of `path` when it is one of `accepted` (the first is what the caller needs); else
+    the error saying what the folder is and what to use instead."""
+    kind = artifact_kind(path)
+    if kind not in accepted:
+        raise wrong_kind(path, kind, accepted[0])
+    return kind
+
+
+def wrong_kind(path: Path | str, kind: str, wanted: str) -> ArtifactError:
+    """The error for a folder of `kind` where a `wanted` one (ZOO or HYPERREP) is needed: what it is,
+    what to use instead and how to make one from it, so a swapped argument is not a missing file."""
+    what = "a zoo" if wanted == ZOO else "a hyper-representation"
+    return ArtifactError(f"{path}: this is a {KIND_NAMES[kind]}, not {what}; use {WANTED[wanted]}"
+                         f"{_how_to_make(path, kind, wanted)}")
+
+
+def _how_to_make(path: Path | str, kind: str, wanted: str) -> str:
+    if wanted == HYPERREP:
+        return f", or train one with `hyperrep train {path if kind == ZOO else 'ZOO'} OUT`"
+    if kind == MODELZOO or (kind == PAPER and has_own_zoo(path)):
+        return f", or convert this one with `hyperrep zoo import {path} OUT`"
+    own = _trained_on(path) if kind == HYPERREP else None
+    return f" (this one was trained on {own})" if own else ""
+
+
+def _trained_on(path: Path | str) -> Path | None:
+    """The zoo our hyper-representation's config.json names, if it can be read."""
+    try:
+        return (Path(path) / read_json(Path(path) / "config.json")["zoo"]).resolve()
+    except (ArtifactError, KeyError, TypeError):
+        return None
 
 
 def _subfolders(path: Path, limit: int) -> list[Path]:
@@ -116,7 +155,7 @@ def load_any_zoo(path: Path | str, key: str | None = None) -> tuple[Zoo, tuple[s
     if kind == ZOO:
         return Zoo.load(path), ()
     if kind != MODELZOO and not (kind == PAPER and has_own_zoo(path)):
-        raise ArtifactError(f"{path}: this is a {KIND_NAMES[kind]}, not a zoo; enter it as the hyper-representation")
+        raise wrong_kind(path, kind, ZOO)
     key = key or fingerprint(path)
     folder = imported_zoo_folder(path)
     marker = folder / "source.key"
@@ -129,14 +168,17 @@ def load_any_zoo(path: Path | str, key: str | None = None) -> tuple[Zoo, tuple[s
 
 def load_any_hyperrep(path: Path | str, zoo: Zoo | None = None) -> HyperRep:
     """Our hyper-representation, or the paper's embedded with `zoo` (ArtifactError if none is given)."""
-    kind = artifact_kind(path)
-    if kind == PAPER:
+    if expect_kind(path, HYPERREP, PAPER) == PAPER:
         if zoo is None:
             raise ArtifactError(f"{path}: a paper hyper-representation needs a zoo to embed; load one first")
         return paper_hyperrep(path, zoo)
-    if kind != HYPERREP:
-        raise ArtifactError(f"{path}: this is a {KIND_NAMES[kind]}, not a hyper-representation")
     return load_hyperrep(path)
+
+
+def load_our_zoo(path: Path | str) -> Zoo:
+    """Our zoo at `path` (no import); another kind of folder is an error saying what to use instead."""
+    expect_kind(path, ZOO)
+    return Zoo.load(path)
 
 
 def load_hyperrep_with_zoo(path: Path | str) -> tuple[HyperRep, Zoo, tuple[str, ...]]:
@@ -150,6 +192,19 @@ def load_hyperrep_with_zoo(path: Path | str) -> tuple[HyperRep, Zoo, tuple[str, 
                             f"(the unzipped hyper_reps/<dataset>/ folder holds one)")
     zoo, notes = load_any_zoo(path)
     return paper_hyperrep(path, zoo), zoo, notes
+
+
+def weights_per_model(path: Path | str) -> int:
+    """The weights of one model that the hyper-representation at `path` (ours or the paper's)
+    decodes, read from its config alone, so a request can be sized before anything is loaded."""
+    path = Path(path)
+    if expect_kind(path, HYPERREP, PAPER) == PAPER:
+        return architecture_from_paper(read_json(path / "config_ae.json")).n_params
+    config = read_json(path / "config.json")
+    model = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(model, dict) or "architecture" not in model:
+        raise ArtifactError(f"{path / 'config.json'}: not a hyper-representation config (no model.architecture)")
+    return get_architecture(model["architecture"]).n_params
 
 
 def paper_hyperrep(directory: Path | str, zoo: Zoo) -> HyperRep:

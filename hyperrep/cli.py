@@ -16,6 +16,34 @@ from hyperrep import settings
 from hyperrep.files import ArtifactError
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that never reads a prefix of a long option as that option (`--n` is not
+    `--no-evaluate`); `add_subparsers` makes every subcommand's parser of this class too."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
+
+
+def count(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (models, images)."""
+    return _whole_number(text, 1)
+
+
+def count_or_zero(text: str) -> int:
+    """An argparse type: a whole number of at least 0 (where 0 means all)."""
+    return _whole_number(text, 0)
+
+
+def _whole_number(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+    return value
+
+
 class TqdmProgress:
     """A `progress(done, total)` callback that drives one tqdm bar."""
 
@@ -36,9 +64,13 @@ class TqdmProgress:
 
 
 def cmd_zoo_build(args: argparse.Namespace) -> None:
+    from hyperrep.cnn import get_architecture
+    from hyperrep.memory import check_models_fit
     from hyperrep.zoo_build import BuildConfig, build_zoo
 
     config = BuildConfig.from_file(args.config)
+    check_models_fit(f"{args.config}: n_models {config.n_models}", config.n_models,
+                     get_architecture(config.architecture).n_params, epochs=len(config.saved_epochs()))
     progress = TqdmProgress(f"training zoo {config.name}")
     if args.ray is not None:
         from hyperrep.zoo_ray import build_zoo_on_ray
@@ -77,12 +109,12 @@ def cmd_zoo_import(args: argparse.Namespace) -> None:
 
 
 def cmd_zoo_export(args: argparse.Namespace) -> None:
-    from hyperrep.zoo import Zoo
+    from hyperrep.artifacts import load_our_zoo
     from hyperrep.zoo_export import export_modelzoo
 
     if not args.modelzoo:
         raise ValueError("zoo export: name the layout to write; there is one: --modelzoo")
-    zoo = Zoo.load(args.zoo)
+    zoo = load_our_zoo(args.zoo)
     progress = TqdmProgress(f"exporting {zoo.name}")
     out = export_modelzoo(zoo, args.out, progress=progress)
     progress.close()
@@ -90,9 +122,9 @@ def cmd_zoo_export(args: argparse.Namespace) -> None:
 
 
 def cmd_zoo_info(args: argparse.Namespace) -> None:
-    from hyperrep.zoo import Zoo
+    from hyperrep.artifacts import load_our_zoo
 
-    print_zoo_info(Zoo.load(default_artifact(args.path, settings.default_zoo_path(), "zoo", "HYPERREP_ZOO", "PATH")))
+    print_zoo_info(load_our_zoo(default_artifact(args.path, settings.default_zoo_path(), "zoo", "HYPERREP_ZOO", "PATH")))
 
 
 def default_artifact(given: Path | None, default: Path, what: str, env: str, flag: str) -> Path:
@@ -125,9 +157,11 @@ def epoch_list(text: str) -> list[int]:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from hyperrep.artifacts import ZOO, expect_kind
     from hyperrep.train import train_hyperrep
     from hyperrep.train_config import TrainConfig
 
+    expect_kind(args.zoo, ZOO)
     config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
     if args.threads:
         import torch
@@ -162,14 +196,17 @@ def name_of(flag: str) -> str:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from hyperrep.ae_artifact import load_hyperrep
+    from hyperrep.artifacts import load_hyperrep_with_zoo, weights_per_model
     from hyperrep.experiment import choose_anchors, guidance_images_needed, run_sampling
     from hyperrep.export import write_population, write_population_zoo
-    from hyperrep.zoo import Zoo, zoo_dataset_rule
+    from hyperrep.memory import check_models_fit
+    from hyperrep.zoo import zoo_dataset_rule
 
     params = sampler_params(args)
-    hyperrep = load_hyperrep(args.hyperrep)
-    zoo = Zoo.load(hyperrep.zoo_path)
+    check_models_fit(f"-n {args.n}", args.n, weights_per_model(args.hyperrep))
+    hyperrep, zoo, notes = load_hyperrep_with_zoo(args.hyperrep)
+    for note in notes:
+        print(note, file=sys.stderr)
     spec = args.anchors[0] if len(args.anchors) == 1 and not args.anchors[0].isdigit() else [int(a) for a in args.anchors]
     rows, label = choose_anchors(hyperrep.latent_table, spec, args.anchor_epochs)
     rule = zoo_dataset_rule(zoo.manifest, args.data_dir)
@@ -219,6 +256,19 @@ def print_comparisons(run) -> None:
         print(f"  {level}: {message}")
 
 
+def check_populations_fit(args: argparse.Namespace, methods: int, frontier: int = 0) -> None:
+    """Size the populations of `hyperrep report` or `transfer` (`methods` of --models, `frontier`
+    of --frontier-models) against the available memory before any work (hyperrep.memory)."""
+    from hyperrep.artifacts import weights_per_model
+    from hyperrep.memory import check_models_fit
+
+    request = f"--models {args.models} in {methods} populations"
+    if frontier:
+        request += f", --frontier-models {args.frontier_models} in {frontier}"
+    total = methods * args.models + frontier * (args.frontier_models if frontier else 0)
+    check_models_fit(request, total, weights_per_model(args.hyperrep))
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from hyperrep.report import run_report
     from hyperrep.report_types import ReportConfig
@@ -235,6 +285,7 @@ def cmd_report(args: argparse.Namespace) -> None:
                           guided_weight_step_sizes=args.guided_weight_step_sizes,
                           **({"frontier_sigmas": args.frontier_sigmas} if args.frontier_sigmas else {}))
     ablation = args.ablation if args.ablation is not None and args.ablation.exists() else None
+    check_populations_fit(args, *config.populations_held(ablation=ablation is not None))
     if args.ablation is not None and ablation is None:
         print(f"note: no ablation hyper-representation at {args.ablation}; the report has no no-LWLN rows", file=sys.stderr)
     progress = TqdmProgress("report")
@@ -258,6 +309,7 @@ def cmd_transfer(args: argparse.Namespace) -> None:
                           fine_tune_images=args.fine_tune_images, fine_tune_epochs=args.epochs,
                           samplers=args.samplers, ablation_samplers=[], noise_sigmas=[], seed=args.seed,
                           fine_tune_models=None)
+    check_populations_fit(args, config.populations_held(guided=False, ablation=False)[0])
     progress = TqdmProgress("transfer")
     progress.unit = "population"
     summary = run_transfer(args.hyperrep, args.data_dir, args.out, dataset=args.dataset, config=config,
@@ -270,7 +322,7 @@ def cmd_transfer(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hyperrep", description=__doc__)
+    parser = Parser(prog="hyperrep", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     zoo = commands.add_parser("zoo", help="build, import, export or inspect a model zoo").add_subparsers(dest="zoo_command", required=True)
@@ -326,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --method guided: training images every step uses (default 256)")
     sample.add_argument("--guided-step-size", type=float, default=None,
                         help="with --method guided: Adam step size of the latent steps (default 0.1)")
-    sample.add_argument("-n", type=int, default=100, help="models to generate (default 100)")
+    sample.add_argument("-n", "--models", dest="n", type=count, default=100, help="models to generate (default 100)")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--anchors", nargs="+", default=["top30"], help="top30 (any topNN), all, or model ids")
     sample.add_argument("--anchor-epochs", type=int, nargs="+", default=None, help="epochs of the anchor model ids (default: last)")
@@ -335,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--compare", action="store_true",
                         help="also compare with the zoo (novelty), a distance-matched noise baseline, the frontier (Δ), B_T and ensembles")
     sample.add_argument("--no-evaluate", action="store_true", help="skip the test accuracy (safetensors format only)")
-    sample.add_argument("--test-images", type=int, default=10_000)
+    sample.add_argument("--test-images", type=count, default=10_000)
     sample.add_argument("--data-dir", type=Path, default=None, help="folder of IDX files")
     sample.set_defaults(run=cmd_sample)
 
@@ -348,10 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="hyper-rep trained without LWLN (default: data/hyperrep-no-lwln next to the default artifacts; "
                              "left out with a note when trained on another zoo)")
     report.add_argument("--out", type=Path, default=Path("docs/report"))
-    report.add_argument("--models", type=int, default=100, help="models per method, all evaluated zero-shot (default 100)")
+    report.add_argument("--models", type=count, default=100, help="models per method, all evaluated zero-shot (default 100)")
     report.add_argument("--epochs", type=int, nargs="+", default=[0, 1, 5], help="fine-tuning epochs reported (default 0 1 5)")
-    report.add_argument("--fine-tune-models", type=int, default=10, help="of those, fine-tuned per method (0: all; default 10)")
-    report.add_argument("--frontier-models", type=int, default=40, help="models per frontier reference population")
+    report.add_argument("--fine-tune-models", type=count_or_zero, default=10, help="of those, fine-tuned per method (0: all; default 10)")
+    report.add_argument("--frontier-models", type=count, default=40, help="models per frontier reference population")
     report.add_argument("--frontier-sigmas", type=float, nargs="+", default=None,
                         help="σ of the noise references (default 0.01 to 0.32, distances up to about 16 on CNN-s; "
                              "a seed zoo's samples lie farther, so extend it there)")
@@ -360,8 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--guided-step-size", type=float, default=0.1, help="Adam step size of the guided latent steps")
     report.add_argument("--guided-weight-step-sizes", type=float, nargs="+", default=[],
                         help="more learning rates of the equal-cost weight steps, a row each (the zoo's is always one)")
-    report.add_argument("--test-images", type=int, default=2_000)
-    report.add_argument("--fine-tune-images", type=int, default=2_000)
+    report.add_argument("--test-images", type=count, default=2_000)
+    report.add_argument("--fine-tune-images", type=count, default=2_000)
     report.add_argument("--seed", type=int, default=42)
     report.add_argument("--data-dir", type=Path, default=None, help="folder of IDX files (needs the train split)")
     report.add_argument("--workers", type=int, default=None, help="processes on a CPU (default: one per core)")
@@ -374,10 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_argument("--out", type=Path, default=Path("runs/transfer"))
     transfer.add_argument("--dataset", default=None, help="target name (default: its format, else the folder name)")
     transfer.add_argument("--samplers", nargs="+", default=["kde", "gaussian"], help="sampler names (default kde gaussian)")
-    transfer.add_argument("--models", type=int, default=20, help="models per population (default 20)")
+    transfer.add_argument("--models", type=count, default=20, help="models per population (default 20)")
     transfer.add_argument("--epochs", type=int, nargs="+", default=[0, 1, 5], help="fine-tuning epochs reported (default 0 1 5)")
-    transfer.add_argument("--test-images", type=int, default=5_000)
-    transfer.add_argument("--fine-tune-images", type=int, default=2_000)
+    transfer.add_argument("--test-images", type=count, default=5_000)
+    transfer.add_argument("--fine-tune-images", type=count, default=2_000)
     transfer.add_argument("--seed", type=int, default=42)
     transfer.add_argument("--workers", type=int, default=None, help="processes on a CPU (default: one per core)")
     transfer.set_defaults(run=cmd_transfer)

@@ -85,11 +85,24 @@ def read_table(path: Path | str) -> pd.DataFrame:
         raise ArtifactError(f"{path}: not a readable parquet table ({err})") from err
 
 
+TORCH_SAVE_STARTS = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive; its legacy pickle (PROTO opcode)
+
+
+def is_torch_save(path: Path | str) -> bool:
+    """Whether the file starts as torch.save writes one (a zip archive, or a pickle in the legacy
+    format), so random or foreign bytes are named as such instead of as an unpickling error."""
+    with open(path, "rb") as handle:
+        return handle.read(4).startswith(TORCH_SAVE_STARTS)
+
+
 def load_torch_file(path: Path | str) -> Any:
     """Load a foreign `.pt` file without executing code (`weights_only=True`)."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: file not found")
+    if not is_torch_save(path):
+        raise ArtifactError(f"{path}: not a torch file; expected one written by torch.save (a zip archive or "
+                            f"a pickle), found other bytes")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError, RuntimeError (zip), EOFError, ...

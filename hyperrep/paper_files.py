@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from hyperrep.cnn import ARCHITECTURES, Architecture
-from hyperrep.files import ArtifactError
+from hyperrep.files import ArtifactError, is_torch_save
 
 # The paper's classes whose pickled state is read as a plain dict (module path without "ghrp.",
 # which the 2022 package adds; the 2021 code pickled the same classes without it).
@@ -115,6 +115,10 @@ def _allowed_paper_class(module: str, name: str) -> bool:
     return full in PAPER_CLASSES or (full.startswith("ghrp.") and full[len("ghrp."):] in PAPER_CLASSES)
 
 
+class Refused(pickle.UnpicklingError):
+    """A name the allow-list does not hold; told apart from a damaged pickle, which is no paper file."""
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """find_class answers only from the allow-list; everything else raises before it is called."""
 
@@ -129,7 +133,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _path_maker(PATH_CLASSES[full])
         if full in _ALLOWED:
             return _ALLOWED[full]
-        raise pickle.UnpicklingError(f"refused to load {full!r}: not one of the paper's data classes or a tensor type")
+        raise Refused(f"refused to load {full!r}: not one of the paper's data classes or a tensor type")
 
 
 # torch.load(pickle_module=...) takes a module with Unpickler and load.
@@ -146,14 +150,18 @@ def load_paper_pickle(path: Path | str) -> Any:
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: file not found")
+    if not is_torch_save(path):
+        raise ArtifactError(f"{path}: not a paper file; expected a torch-saved paper dataset (torch.save's zip "
+                            f"archive or pickle of the paper's dataset classes), found other bytes")
     try:  # weights_only=False only hands the unpickling to _RESTRICTED, whose allow-list refuses all else
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RESTRICTED)
-    except pickle.UnpicklingError as err:
+    except Refused as err:
         raise ArtifactError(f"{path}: {err}") from err
     except ArtifactError as err:
         raise ArtifactError(f"{path}: {err}") from err
-    except Exception as err:  # a damaged zip, EOF, a refused call inside torch's rebuild ...
-        raise ArtifactError(f"{path}: unreadable paper file ({type(err).__name__}: {err})") from err
+    except Exception as err:  # a damaged zip or pickle, EOF, a refused call inside torch's rebuild ...
+        raise ArtifactError(f"{path}: unreadable paper file, damaged or not a torch-saved paper dataset "
+                            f"({type(err).__name__}: {err})") from err
 
 
 # -- what the files mean --------------------------------------------------------------------------

@@ -71,6 +71,18 @@ class ReportConfig:
             raise ValueError(f"fine_tune_models must be >= 2 (or None for all), got {self.fine_tune_models}")
         self.frontier_settings().validate()
 
+    def populations_held(self, *, guided: bool = True, ablation: bool = True) -> tuple[int, int]:
+        """(populations of models_per_method, of frontier_models) that the report holds at once, as
+        `build_populations` and `frontier_references` make them: each sampler, the guided rows, the
+        reconstructed anchors, B_T, B_F, the noise rows and the ablation's; so a request can be sized first."""
+        methods = len(self.samplers) + 3 + len(self.noise_sigmas)
+        if guided:
+            methods += len(self.guided_bases) * (2 + len(self.guided_weight_step_sizes))
+        if ablation:
+            methods += len(self.ablation_samplers) + 1
+        frontier = 1 + len(self.frontier_sigmas) + len(self.frontier_average_sizes) + len(self.frontier_gaussian_scales)
+        return methods, frontier
+
     def frontier_settings(self) -> FrontierSettings:
         return FrontierSettings(self.frontier_sigmas, self.frontier_average_sizes, self.frontier_gaussian_scales,
                                 self.frontier_models)

@@ -87,6 +87,8 @@ class BuildConfig:
         for name in names:
             if name not in INIT_TYPES:
                 raise ValueError(f"unknown init {name!r}; known: {', '.join(INIT_TYPES)}")
+        if not isinstance(self.n_models, int) or self.n_models < 1:
+            raise ValueError(f"n_models must be a whole number of at least 1, got {self.n_models!r}")
         if not isinstance(self.chunk_models, int) or self.chunk_models < 1:
             raise ValueError(f"chunk_models must be a whole number of at least 1, got {self.chunk_models!r}")
         if self.init_families is not None and self.init_families < 1:

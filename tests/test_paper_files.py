@@ -20,7 +20,7 @@ from test_app import app_env  # noqa: F401  (a fixture)
 
 from hyperrep.cli import main
 from hyperrep.cnn import CNN_S
-from hyperrep.files import ArtifactError
+from hyperrep.files import ArtifactError, load_torch_file
 from hyperrep.paper_files import load_paper_pickle, read_image_dataset, read_model_dataset, read_property_dataset
 from hyperrep.paper_import import (
     find_dataset_file,
@@ -160,6 +160,23 @@ def test_plain_pickles_with_system_calls_are_refused(tmp_path):
     with pytest.raises(ArtifactError, match="refused|unreadable"):
         load_paper_pickle(legacy)
     assert not (tmp_path / "ran.txt").exists()
+
+
+def test_random_bytes_are_not_a_paper_file(tmp_path, capsys):
+    """Bytes that torch.save never writes are named as no paper file, not as a pickle's load key."""
+    path = tmp_path / "mnist" / "dataset.pt"
+    path.parent.mkdir()
+    path.write_bytes(b"\xf2" + np.random.default_rng(0).bytes(4095))
+    expected = f"{path}: not a paper file; expected a torch-saved paper dataset"
+    for read in (load_paper_pickle, read_model_dataset, read_image_dataset, read_property_dataset):
+        with pytest.raises(ArtifactError) as err:
+            read(path)
+        assert str(err.value).startswith(expected) and "load key" not in str(err.value)
+    assert main(["zoo", "import", str(path), str(tmp_path / "zoo")]) == 2
+    assert capsys.readouterr().err.startswith(f"hyperrep: error: {expected}")
+    assert not (tmp_path / "zoo").exists()
+    with pytest.raises(ArtifactError, match="not a torch file; expected one written by torch.save"):
+        load_torch_file(path)  # the weights_only loader of checkpoints says the same of such bytes
 
 
 def test_wrong_content_is_named(tmp_path):

@@ -165,7 +165,7 @@ def test_cli_zoo_info(tiny_zoo_path, tiny_zoo, capsys):
     assert epoch_line[:3] == ["2", "12", f"{last.mean():.3f}"]
     assert epoch_line[-1] == f"{last.max():.3f}" and epoch_line[6] == f"{last.median():.3f}"
     assert cli.main(["zoo", "info", str(tiny_zoo_path / "nope")]) == 2
-    assert "not a directory" in capsys.readouterr().err
+    assert "nope: directory not found" in capsys.readouterr().err
 
 
 def test_partial_files_carry_their_property_rows(idx_dir, tmp_path):
