@@ -164,7 +164,7 @@ PAPER_IMAGES = "image_dataset.pt"
 
 def _paper_split(path: Path, split: str, shape: tuple[int, int] | None) -> ImageSet:
     """A split of the paper's image_dataset.pt (read by the allow-list unpickler), already normalised."""
-    from hyperrep.paper_files import read_image_dataset  # the paper's files only matter for this folder
+    from hyperrep.paper_pickles import read_image_dataset  # the paper's files only matter for this folder
 
     splits = read_image_dataset(path)
     if split not in splits:

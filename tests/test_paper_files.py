@@ -21,7 +21,7 @@ from test_app import app_env  # noqa: F401  (a fixture)
 from hyperrep.cli import main
 from hyperrep.cnn import CNN_S
 from hyperrep.files import ArtifactError, load_torch_file
-from hyperrep.paper_files import load_paper_pickle, read_image_dataset, read_model_dataset, read_property_dataset
+from hyperrep.paper_files import read_model_dataset, read_property_dataset
 from hyperrep.paper_import import (
     find_dataset_file,
     find_zoo_folder,
@@ -29,6 +29,7 @@ from hyperrep.paper_import import (
     paper_sample_populations,
     paper_testsplit,
 )
+from hyperrep.paper_pickles import load_paper_pickle, read_image_dataset
 from hyperrep.zoo import Zoo
 
 FIXTURES = Path(__file__).parent / "fixtures" / "paper"
