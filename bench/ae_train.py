@@ -4,7 +4,7 @@
     .venv/bin/python bench/ae_train.py --profile paper --batches 128
     .venv/bin/python bench/ae_train.py --parts                     # the two replaced parts, old vs new
 
-Each (config, batch) times hyperrep.train.train_step, the step the trainer runs (two augmented
+Each (config, batch) times hyperrep.ae.train.train_step, the step the trainer runs (two augmented
 views per model, LWLN reconstruction + NT-Xent, backward, gradient clipping, the optimiser), on
 the seed zoo's train states (data/seed-zoo, epochs 21-25). Configs:
 
@@ -12,7 +12,7 @@ the seed zoo's train states (data/seed-zoo, epochs 21-25). Configs:
   paper  the same recipe at the authors' 2021 MNIST seed-zoo sizes: d_model 800, latent 700,
          d_ff 900, 4 heads, 2+2 blocks, projection head 4 layers 400 -> 50 (about 70 M parameters)
 
-FLOPs are counted from the config, not measured: hyperrep.model.matmul_flops gives 2 per
+FLOPs are counted from the config, not measured: hyperrep.ae.model.matmul_flops gives 2 per
 multiply-add of every matrix product of one view's forward pass; a step counts 3x that (the
 backward pass computes input and weight gradients, two products per forward product) for each of
 its 2B views. Norms, softmax, activations, the loss and the optimiser are not counted: they are
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from hyperrep.model import HyperRepresentation, ModelConfig, matmul_flops
-from hyperrep.train import make_optimizer, set_learning_rate, train_step
-from hyperrep.train_config import TrainConfig
+from hyperrep.ae.config import TrainConfig
+from hyperrep.ae.model import HyperRepresentation, ModelConfig, matmul_flops
+from hyperrep.ae.train import make_optimizer, set_learning_rate, train_step
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER_SIZES = {"d_model": 800, "latent_dim": 700, "d_ff": 900, "n_heads": 4, "n_blocks": 2,
@@ -53,7 +53,7 @@ def train_states() -> torch.Tensor:
     """The seed zoo's train states at epochs 21-25, or fresh uniform vectors where it is absent (speed does not depend on the values)."""
     zoo_path = REPO / "data" / "seed-zoo"
     if (zoo_path / "zoo.json").is_file():
-        from hyperrep.zoo import Zoo
+        from hyperrep.zoo.format import Zoo
 
         return Zoo.load(zoo_path).samples("train", [21, 22, 23, 24, 25])[0]
     return torch.rand(1050, 2464, generator=torch.Generator().manual_seed(0))
@@ -133,7 +133,7 @@ def compare_parts(batch: int = 128) -> None:
     """The two parts this bench's profile pointed at, the formulation the step had before next to the
     one it has now, on the paper-sized config's shapes: the Norm's forward + backward on one
     [2B x 48, 800] activation, and one AdamW step over the paper-sized model's parameters."""
-    from hyperrep.model import Norm
+    from hyperrep.ae.model import Norm
 
     d = PAPER_SIZES["d_model"]
     x = torch.randn(2 * batch * 48, d, requires_grad=True)

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from hyperrep.cnn import CNN_S, Architecture, forward, init_vector
-from hyperrep.data import ImageSet, load_split
-from hyperrep.device import pick_device
-from hyperrep.population import evaluate_population
+from hyperrep.images.datasets import ImageSet, load_split
+from hyperrep.nets.cnn import CNN_S, Architecture, forward, init_vector
+from hyperrep.nets.population import evaluate_population
+from hyperrep.runtime.device import pick_device
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,7 +45,7 @@ def forward_flops(arch: Architecture) -> int:
 def benchmark_models(n: int) -> tuple[torch.Tensor, str]:
     zoo_path = REPO / "data" / "zoo"
     if (zoo_path / "zoo.json").is_file():
-        from hyperrep.zoo import Zoo
+        from hyperrep.zoo.format import Zoo
 
         zoo = Zoo.load(zoo_path)
         if zoo.architecture.name == "cnn_s":

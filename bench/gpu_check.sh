@@ -5,7 +5,7 @@
 #
 # Uses $PYTHON, else .venv/bin/python, else python3; that interpreter needs the packages of
 # requirements.txt with a CUDA build of torch (Streamlit is not needed: the app's sampling path
-# is driven through `hyperrep sample --compare`, which runs the same hyperrep.experiment calls as
+# is driven through `hyperrep sample --compare`, which runs the same hyperrep.pipeline.experiment calls as
 # the Sample page). HYPERREP_DATA may point at a Fashion-MNIST IDX folder with at least 2,000
 # training images. Nothing is downloaded.
 set -uo pipefail

@@ -12,9 +12,9 @@ import argparse
 
 import torch
 
-from hyperrep import population
-from hyperrep.cnn import CNN_S, init_vector
-from hyperrep.device import pick_device
+from hyperrep.nets import population
+from hyperrep.nets.cnn import CNN_S, init_vector
+from hyperrep.runtime.device import pick_device
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ its metrics.json (written by `hyperrep train`), the mean-model reference, the pe
 the encoded differences (the model's `layer_scales`) and of the zoo's weights. Nothing is recomputed; the figures are the
 ones training measured, so this takes a second. `--heldout` also rebuilds every val and test model
 on the first 1,000 test images and prints agreement and accuracy ratio of the rebuilds and of
-the nearest training models with 95 % bootstrap CIs over models (hyperrep.heldout; a minute).
+the nearest training models with 95 % bootstrap CIs over models (hyperrep.evaluation.heldout; a minute).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from hyperrep.ae_artifact import load_hyperrep
-from hyperrep.zoo import Zoo
+from hyperrep.ae.artifact import load_hyperrep
+from hyperrep.zoo.format import Zoo
 
 ROOT = Path(__file__).resolve().parent.parent
 SPLITS = ("train", "val", "test")
@@ -37,7 +37,7 @@ def quality_rows(folders: list[Path]) -> list[str]:
     for split in SPLITS:
         for hyperrep in loaded:
             q = hyperrep.metrics["quality"][split]
-            layers = " / ".join(f"{q[f'rsq_l{i}']:.2f}" for i in range(len(hyperrep.model.arch.layers)))
+            layers = " / ".join(f"{q[f'rsq_l{i}']:.2f}" for i in range(len(hyperrep.ae.model.arch.layers)))
             rows.append(f"| {split} | {loss_name(hyperrep)} | {q['models']} | {q['acc_original']:.3f} | "
                         f"{q['acc_reconstructed']:.3f} | {q['models_above_threshold']} | {q['acc_ratio_above_threshold']:.3f} | "
                         f"{q['share_above_90pct']:.3f} | {q['acc_correlation']:.3f} | {q['prediction_agreement']:.3f} | "
@@ -50,7 +50,7 @@ def summary_lines(folder: Path) -> list[str]:
     metrics, quality = hyperrep.metrics, hyperrep.metrics["quality"]["test"]
     mean_model = quality["mean_model"]
     size = (folder / "model.safetensors").stat().st_size / 1e6
-    scales = hyperrep.model.layer_scales.tolist()
+    scales = hyperrep.ae.model.layer_scales.tolist()
     return [
         f"{folder}: {loss_name(hyperrep)}, {metrics['model_parameters']:,} parameters, model.safetensors {size:.1f} MB, "
         f"training {metrics['train_seconds']:.0f} s (metrics.json train_seconds), quality on the first "
@@ -88,9 +88,9 @@ def main() -> int:
 
 
 def heldout_summary(folder: Path, images: int = 1000) -> list[str]:
-    """hyperrep.heldout's figures for the val and test splits of `folder`."""
-    from hyperrep.ae_quality import load_eval_images
-    from hyperrep.heldout import heldout_lines, heldout_reconstruction
+    """hyperrep.evaluation.heldout's figures for the val and test splits of `folder`."""
+    from hyperrep.ae.quality import load_eval_images
+    from hyperrep.evaluation.heldout import heldout_lines, heldout_reconstruction
 
     hyperrep = load_hyperrep(folder)
     zoo = Zoo.load(hyperrep.zoo_path)

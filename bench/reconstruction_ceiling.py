@@ -18,12 +18,12 @@ import argparse
 
 import torch
 
-from hyperrep.data import load_split
-from hyperrep.population import evaluate_population
-from hyperrep.weights import canonicalize
-from hyperrep.zoo import Zoo
-from hyperrep.weight_stats import parameter_sigmas, r_squared
-from hyperrep.zoo_references import accuracy_figures, pca_rebuilds
+from hyperrep.images.datasets import load_split
+from hyperrep.nets.permutations import canonicalize
+from hyperrep.nets.population import evaluate_population
+from hyperrep.nets.weight_stats import parameter_sigmas, r_squared
+from hyperrep.zoo.format import Zoo
+from hyperrep.zoo.references import accuracy_figures, pca_rebuilds
 
 
 def kept_accuracy(zoo: Zoo, rebuilt: torch.Tensor, original_acc: torch.Tensor, data) -> float:

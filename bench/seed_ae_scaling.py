@@ -7,7 +7,7 @@
     .venv/bin/python bench/seed_ae_scaling.py --record shipped-e150 data/seed-hyperrep  # a row from a trained folder
 
 Every run is configs/seed_ae_study_base.json (the 1.8 M recipe shipped before this study) with the changes in RUNS, trained with
-hyperrep.train.train_hyperrep on data/seed-zoo (epochs 21-25). Its row in
+hyperrep.ae.train.train_hyperrep on data/seed-zoo (epochs 21-25). Its row in
 docs/seed-ae-scaling/runs.csv holds the train, val and test figures of metrics.json (R^2,
 accuracy ratio and prediction agreement of the reconstructions on 1,000 test images), the
 held-out references (the nearest train model; PCA with latent_dim components), parameters,
@@ -26,10 +26,10 @@ import shutil
 import time
 from pathlib import Path
 
-from hyperrep.model import matmul_flops
-from hyperrep.train import train_hyperrep
-from hyperrep.train_config import TrainConfig
-from hyperrep.zoo import Zoo
+from hyperrep.ae.config import TrainConfig
+from hyperrep.ae.model import matmul_flops
+from hyperrep.ae.train import train_hyperrep
+from hyperrep.zoo.format import Zoo
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "docs" / "seed-ae-scaling"
@@ -154,7 +154,7 @@ def train_run(name: str, csv_path: Path) -> dict:
 
 def record_run(name: str, folder: Path, csv_path: Path) -> dict:
     """The row of a RECORDED run from the folder `hyperrep train` wrote; its settings must be the run's."""
-    from hyperrep.files import read_json
+    from hyperrep.io.files import read_json
 
     expected = run_config(name).to_dict()
     trained = TrainConfig.from_dict(read_json(folder / "config.json")["training"]).to_dict()

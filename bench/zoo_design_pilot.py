@@ -8,7 +8,7 @@ canonical neuron order): R² and kept accuracy (bench/reconstruction_ceiling.py'
 tanh, Adam 3e-4, batch 10, the 50k training images; only the seed varies), once per
 initialisation (`uniform` as the public seed zoos, `kaiming_uniform` for contrast). For each
 saved epoch and each number of train models it prints what rebuilds held-out models without a
-latent (hyperrep.zoo_references): the mean model, the nearest train model and PCA's ceiling,
+latent (hyperrep.zoo.references): the mean model, the nearest train model and PCA's ceiling,
 with "kept" (the share of the originals' mean accuracy above chance that the rebuilds keep:
 (rebuilt − 10 %) / (original − 10 %)), per-image agreement with the originals,
 R², and how far the nearest train model is against the median one. The build time per
@@ -33,13 +33,13 @@ from pathlib import Path
 import torch
 from reconstruction_ceiling import kept_accuracy
 
-from hyperrep.data import load_split
-from hyperrep.population import evaluate_population
-from hyperrep.weights import canonicalize
-from hyperrep.zoo import Zoo
-from hyperrep.zoo_build import BuildConfig, build_zoo
-from hyperrep.weight_stats import r_squared
-from hyperrep.zoo_references import pca_rebuilds, zoo_references
+from hyperrep.images.datasets import load_split
+from hyperrep.nets.permutations import canonicalize
+from hyperrep.nets.population import evaluate_population
+from hyperrep.nets.weight_stats import r_squared
+from hyperrep.zoo.build import BuildConfig, build_zoo
+from hyperrep.zoo.format import Zoo
+from hyperrep.zoo.references import pca_rebuilds, zoo_references
 
 DESIGNS = {"seed zoo": None, "one shared start": 1, "4 shared starts": 4}
 SEED_RECIPE = Path(__file__).resolve().parent.parent / "configs" / "paper_seed_zoo.json"

@@ -7,9 +7,9 @@ shuffling) on the same Fashion-MNIST images, at batch 10 (the paper's) and batch
                baseline, timed with 1 torch thread (its fastest on this 2-core CPU: tiny ops gain
                nothing from a second thread, and lose up to 10x when other jobs share the cores);
                `--loop-threads 1 2` times it with both and the faster counts.
-  per-model    hyperrep.population.train_population(batched=False): the functional per-model loop
+  per-model    hyperrep.nets.population.train_population(batched=False): the functional per-model loop
   stacked      train_population(batched=True): every model steps together; on a CPU the gradients
-               come from the compiled kernel (hyperrep.native), on a GPU from grouped convolutions
+               come from the compiled kernel (hyperrep.nets.native), on a GPU from grouped convolutions
 
 Each path's time per model-epoch is the best of interleaved repeats; the stacked path trains
 `--models` models at once, the loops `--loop-models` (their cost per model does not depend on how
@@ -22,7 +22,7 @@ issue 10:
   stacked, batch 32: R x the plain loop
 
 Run:  .venv/bin/python bench/zoo_train.py [--models 100 --images 2000 --repeats 2]
-Device: HYPERREP_DEVICE, else CUDA / MPS / CPU (hyperrep.device.pick_device).
+Device: HYPERREP_DEVICE, else CUDA / MPS / CPU (hyperrep.runtime.device.pick_device).
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hyperrep.cnn import CNN_S, init_vector
-from hyperrep.data import ImageSet, load_split
-from hyperrep.device import pick_device
-from hyperrep.population import train_population
+from hyperrep.images.datasets import ImageSet, load_split
+from hyperrep.nets.cnn import CNN_S, init_vector
+from hyperrep.nets.population import train_population
+from hyperrep.runtime.device import pick_device
 
 ACTIVATION = "tanh"
 FLOP_PER_TRAINING_IMAGE = 1.16e6  # CNN-s forward + backward, dense (platform notes)

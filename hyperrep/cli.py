@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from hyperrep import settings
-from hyperrep.files import ArtifactError
+from hyperrep.io.files import ArtifactError
+from hyperrep.runtime import settings
 
 
 class Parser(argparse.ArgumentParser):
@@ -64,16 +64,16 @@ class TqdmProgress:
 
 
 def cmd_zoo_build(args: argparse.Namespace) -> None:
-    from hyperrep.cnn import get_architecture
-    from hyperrep.memory import check_models_fit
-    from hyperrep.zoo_build import BuildConfig, build_zoo
+    from hyperrep.nets.cnn import get_architecture
+    from hyperrep.runtime.memory import check_models_fit
+    from hyperrep.zoo.build import BuildConfig, build_zoo
 
     config = BuildConfig.from_file(args.config)
     check_models_fit(f"{args.config}: n_models {config.n_models}", config.n_models,
                      get_architecture(config.architecture).n_params, epochs=len(config.saved_epochs()))
     progress = TqdmProgress(f"training zoo {config.name}")
     if args.ray is not None:
-        from hyperrep.zoo_ray import build_zoo_on_ray
+        from hyperrep.zoo.ray_build import build_zoo_on_ray
 
         zoo = build_zoo_on_ray(config, args.out, address=args.ray or None, data_dir=args.data_dir,
                                cpus_per_chunk=args.cpus_per_chunk, progress=progress)
@@ -84,8 +84,8 @@ def cmd_zoo_build(args: argparse.Namespace) -> None:
 
 
 def cmd_zoo_import(args: argparse.Namespace) -> None:
-    from hyperrep.paper_import import import_paper_dataset, looks_like_paper_dataset, paper_datasets_in
-    from hyperrep.zoo_import import import_modelzoo
+    from hyperrep.paper.importing import import_paper_dataset, looks_like_paper_dataset, paper_datasets_in
+    from hyperrep.zoo.public_import import import_modelzoo
 
     epochs = sorted({e for part in args.epochs for e in part}) if args.epochs else None
     if looks_like_paper_dataset(args.modelzoo_dir):
@@ -109,8 +109,8 @@ def cmd_zoo_import(args: argparse.Namespace) -> None:
 
 
 def cmd_zoo_export(args: argparse.Namespace) -> None:
-    from hyperrep.artifacts import load_our_zoo
-    from hyperrep.zoo_export import export_modelzoo
+    from hyperrep.pipeline.artifacts import load_our_zoo
+    from hyperrep.zoo.export import export_modelzoo
 
     if not args.modelzoo:
         raise ValueError("zoo export: name the layout to write; there is one: --modelzoo")
@@ -122,7 +122,7 @@ def cmd_zoo_export(args: argparse.Namespace) -> None:
 
 
 def cmd_zoo_info(args: argparse.Namespace) -> None:
-    from hyperrep.artifacts import load_our_zoo
+    from hyperrep.pipeline.artifacts import load_our_zoo
 
     print_zoo_info(load_our_zoo(default_artifact(args.path, settings.default_zoo_path(), "zoo", "HYPERREP_ZOO", "PATH")))
 
@@ -151,15 +151,15 @@ def print_zoo_info(zoo) -> None:
 
 
 def epoch_list(text: str) -> list[int]:
-    from hyperrep.zoo_import import parse_epochs
+    from hyperrep.zoo.public_import import parse_epochs
 
     return parse_epochs(text)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from hyperrep.artifacts import ZOO, expect_kind
-    from hyperrep.train import train_hyperrep
-    from hyperrep.train_config import TrainConfig
+    from hyperrep.ae.config import TrainConfig
+    from hyperrep.ae.train import train_hyperrep
+    from hyperrep.pipeline.artifacts import ZOO, expect_kind
 
     expect_kind(args.zoo, ZOO)
     config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
@@ -181,7 +181,7 @@ GUIDED_FLAGS = {"base": "--guided-base", "steps": "--guided-steps", "images": "-
 
 def sampler_params(args: argparse.Namespace) -> dict:
     """The sampler parameters given on the command line: the --guided-* flags, for --method guided only."""
-    from hyperrep.guided import GUIDED_SPEC
+    from hyperrep.sampling.guided import GUIDED_SPEC
 
     given = {name: getattr(args, name_of(flag)) for name, flag in GUIDED_FLAGS.items()
              if getattr(args, name_of(flag)) is not None}
@@ -196,11 +196,11 @@ def name_of(flag: str) -> str:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from hyperrep.artifacts import load_hyperrep_with_zoo, weights_per_model
-    from hyperrep.experiment import choose_anchors, guidance_images_needed, run_sampling
-    from hyperrep.export import write_population, write_population_zoo
-    from hyperrep.memory import check_models_fit
-    from hyperrep.zoo import zoo_dataset_rule
+    from hyperrep.pipeline.artifacts import load_hyperrep_with_zoo, weights_per_model
+    from hyperrep.pipeline.experiment import choose_anchors, guidance_images_needed, run_sampling
+    from hyperrep.pipeline.export import write_population, write_population_zoo
+    from hyperrep.runtime.memory import check_models_fit
+    from hyperrep.zoo.format import zoo_dataset_rule
 
     params = sampler_params(args)
     check_models_fit(f"-n {args.n}", args.n, weights_per_model(args.hyperrep))
@@ -237,7 +237,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 def print_comparisons(run) -> None:
     """The comparisons of `hyperrep sample --compare`, as the app shows them."""
-    from hyperrep.summaries import finite_median
+    from hyperrep.pipeline.summaries import finite_median
 
     samples = run.members_table()[f"test_acc_first_{run.quick_images}"]
     print(f"  compared on the first {run.quick_images} test images (samples: mean accuracy {samples.mean():.3f}):")
@@ -247,7 +247,7 @@ def print_comparisons(run) -> None:
         print(f"    {group}: median distance to the nearest zoo model {finite_median(part['distance']):.3g}, "
               f"median mistake overlap (IoU) {finite_median(part['misclassification_iou']):.2f}")
     if run.frontier_delta is not None:
-        from hyperrep.frontier import delta_statement
+        from hyperrep.evaluation.frontier import delta_statement
 
         print(f"    frontier of the anchors: {delta_statement(run.frontier_delta, run.quick_images)}")
     for label, value in run.ensembles.items():
@@ -258,9 +258,9 @@ def print_comparisons(run) -> None:
 
 def check_populations_fit(args: argparse.Namespace, methods: int, frontier: int = 0) -> None:
     """Size the populations of `hyperrep report` or `transfer` (`methods` of --models, `frontier`
-    of --frontier-models) against the available memory before any work (hyperrep.memory)."""
-    from hyperrep.artifacts import weights_per_model
-    from hyperrep.memory import check_models_fit
+    of --frontier-models) against the available memory before any work (hyperrep.runtime.memory)."""
+    from hyperrep.pipeline.artifacts import weights_per_model
+    from hyperrep.runtime.memory import check_models_fit
 
     request = f"--models {args.models} in {methods} populations"
     if frontier:
@@ -270,8 +270,8 @@ def check_populations_fit(args: argparse.Namespace, methods: int, frontier: int 
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from hyperrep.report import run_report
-    from hyperrep.report_types import ReportConfig
+    from hyperrep.pipeline.report import run_report
+    from hyperrep.pipeline.report_types import ReportConfig
 
     args.hyperrep = default_artifact(args.hyperrep, settings.default_hyperrep_path(), "hyper-representation", "HYPERREP_MODEL",
                                      "--hyperrep")
@@ -295,15 +295,15 @@ def cmd_report(args: argparse.Namespace) -> None:
     progress.close()
     print(f"report written to {args.out}/report.md ({summary['method'].nunique()} methods)")
     if args.readme is not None:
-        from hyperrep.report_files import update_readme
+        from hyperrep.pipeline.report_files import update_readme
 
         update_readme(args.readme, Path(args.out) / "report.md")
         print(f"table, readings and frontier plot written into {args.readme}")
 
 
 def cmd_transfer(args: argparse.Namespace) -> None:
-    from hyperrep.report_types import ReportConfig
-    from hyperrep.transfer import run_transfer
+    from hyperrep.pipeline.report_types import ReportConfig
+    from hyperrep.pipeline.transfer import run_transfer
 
     config = ReportConfig(models_per_method=args.models, test_images=args.test_images,
                           fine_tune_images=args.fine_tune_images, fine_tune_epochs=args.epochs,
@@ -315,7 +315,7 @@ def cmd_transfer(args: argparse.Namespace) -> None:
     summary = run_transfer(args.hyperrep, args.data_dir, args.out, dataset=args.dataset, config=config,
                            workers=args.workers, progress=progress)
     progress.close()
-    from hyperrep.report_files import markdown_table
+    from hyperrep.pipeline.report_files import markdown_table
 
     print(markdown_table(summary))
     print(f"transfer table written to {args.out}/transfer.md")
@@ -371,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("hyperrep", type=Path, metavar="HYPERREP_DIR")
     sample.add_argument("out", type=Path)
     sample.add_argument("--method", default="kde",
-                        help="sampler name (see hyperrep.sampling.SAMPLERS), or guided (hyperrep.guided); default kde")
+                        help="sampler name (see hyperrep.sampling.samplers.SAMPLERS), or guided (hyperrep.sampling.guided); default kde")
     sample.add_argument("--guided-base", default=None, help="with --method guided: the sampler whose latents are refined (default kde)")
     sample.add_argument("--guided-steps", type=int, default=None, help="with --method guided: Adam steps on the latents (default 10)")
     sample.add_argument("--guided-images", type=int, default=None,

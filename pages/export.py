@@ -1,8 +1,8 @@
-"""Export: download the latest sampled population in hyperrep's population format (hyperrep.export)."""
+"""Export: download the latest sampled population in hyperrep's population format (hyperrep.pipeline.export)."""
 
 import streamlit as st
 
-from hyperrep import export
+from hyperrep.pipeline import export
 from pages import shared
 
 found = shared.artifacts()
@@ -16,8 +16,8 @@ stem = f"population-{run.strategy}-n{len(table)}-seed{run.seed}"
 st.markdown(
     f"**{len(table)} models** sampled with `{run.strategy}` (seed {run.seed}); {run.anchor_label}. "
     f"The .zip is the population folder `hyperrep sample` writes ({export.WEIGHTS_FILE} + {export.TABLE_FILE}; "
-    "`hyperrep.export.read_population` reads either back). The weights are flat vectors in the public Model Zoo "
-    "order (for each layer its weight, then its bias); `hyperrep.cnn` turns a row into a state_dict."
+    "`hyperrep.pipeline.export.read_population` reads either back). The weights are flat vectors in the public Model Zoo "
+    "order (for each layer its weight, then its bias); `hyperrep.nets.cnn` turns a row into a state_dict."
 )
 if run.comparisons is None:
     st.caption("The comparisons (novelty, map position) are still running or failed; their columns are not in the table yet.")

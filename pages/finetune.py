@@ -6,11 +6,11 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from hyperrep import experiment
-from hyperrep.evaluate import zoo_training_settings
-from hyperrep.files import ArtifactError
-from hyperrep.settings import MAX_FINETUNE_MODELS
-from hyperrep.summaries import learning_curves
+from hyperrep.evaluation.evaluate import zoo_training_settings
+from hyperrep.io.files import ArtifactError
+from hyperrep.pipeline import experiment
+from hyperrep.pipeline.summaries import learning_curves
+from hyperrep.runtime.settings import MAX_FINETUNE_MODELS
 from pages import shared
 
 COLOURS = {"samples": "crimson", experiment.SCRATCH: "gray", experiment.ZOO_MODELS: "royalblue"}

@@ -4,7 +4,8 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from hyperrep import regions, summaries
+from hyperrep.pipeline import summaries
+from hyperrep.sampling import regions
 from pages import shared
 
 SLIDERS = "Filters (accuracy, epochs, top-k %)"

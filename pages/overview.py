@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from hyperrep import settings, summaries
+from hyperrep.pipeline import summaries
+from hyperrep.runtime import settings
 from pages import shared
 
 found = shared.artifacts()

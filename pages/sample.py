@@ -5,10 +5,11 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from hyperrep import experiment, settings, summaries
-from hyperrep.experiment import SampleRun
-from hyperrep.frontier import delta_statement
-from hyperrep.progress import ThrottledProgress
+from hyperrep.evaluation.frontier import delta_statement
+from hyperrep.pipeline import experiment, summaries
+from hyperrep.pipeline.experiment import SampleRun
+from hyperrep.runtime import settings
+from hyperrep.runtime.progress import ThrottledProgress
 from pages import shared
 
 REGION = "Region from the latent map"

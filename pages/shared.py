@@ -16,16 +16,16 @@ import streamlit as st
 import torch
 from streamlit.runtime.pages_manager import PagesManager
 
-from hyperrep import artifacts as artifact_files
-from hyperrep import cores, experiment, settings
-from hyperrep.data import DatasetRule, ImageSet
-from hyperrep.device import pick_device
-from hyperrep.experiment import SampleRun
-from hyperrep.files import ArtifactError
-from hyperrep.regions import map_table as latent_map_table
-from hyperrep.shipped import shipped_pairs
-from hyperrep.transfer import target_rule
-from hyperrep.zoo import Zoo
+from hyperrep.images.datasets import DatasetRule, ImageSet
+from hyperrep.io.files import ArtifactError
+from hyperrep.pipeline import artifacts as artifact_files, experiment
+from hyperrep.pipeline.experiment import SampleRun
+from hyperrep.pipeline.shipped import shipped_pairs
+from hyperrep.pipeline.transfer import target_rule
+from hyperrep.runtime import cores, settings
+from hyperrep.runtime.device import pick_device
+from hyperrep.sampling.regions import map_table as latent_map_table
+from hyperrep.zoo.format import Zoo
 
 ZOO_PATH = "zoo_path"
 MODEL_PATH = "model_path"
@@ -42,7 +42,7 @@ class Artifacts:
 
     device: torch.device
     zoo: Zoo | None = None
-    hyperrep: object | None = None  # hyperrep.model.HyperRep
+    hyperrep: object | None = None  # hyperrep.ae.model.HyperRep
     test_data: ImageSet | None = None
     problems: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -53,7 +53,7 @@ class Artifacts:
 
 @st.cache_resource(show_spinner=False)
 def device() -> torch.device:
-    """The auto-selected device; on a CPU, sessions share the cores (hyperrep.cores: compute steps
+    """The auto-selected device; on a CPU, sessions share the cores (hyperrep.runtime.cores: compute steps
     take turns, with up to settings.cpu_threads() threads, as many as other processes leave free)
     and torch flushes denormals (in the thread that runs this first). Both are set once."""
     chosen = pick_device()
@@ -86,7 +86,7 @@ def cached_test_data(data_dir: str | None, rule: DatasetRule, device_name: str) 
 
 @st.cache_resource(show_spinner="Loading training images…", max_entries=4)
 def cached_train_data(n: int, data_dir: str | None, rule: DatasetRule, device_name: str) -> ImageSet:
-    """`n` images (seed 0) of the training part of the zoo's training split (hyperrep.data's rule)."""
+    """`n` images (seed 0) of the training part of the zoo's training split (hyperrep.images.datasets's rule)."""
     return rule.training_images(n, 0, data_dir).to(device_name)
 
 
@@ -151,7 +151,7 @@ def load_artifacts() -> Artifacts:
 def other_dataset_images(zoo_key: tuple[str, str], folder: str, n_train: int, n_test: int,
                          device_name: str) -> tuple[ImageSet, ImageSet]:
     """Training and test images of another dataset folder at the zoo's input shape (transfer learning,
-    hyperrep.transfer's rule: the folder's format and own statistics)."""
+    hyperrep.pipeline.transfer's rule: the folder's format and own statistics)."""
     rule = target_rule(cached_zoo(*zoo_key)[0], folder)
     return (rule.training_images(n_train, 0, folder).to(device_name), rule.first_images(n_test, folder).to(device_name))
 
@@ -186,7 +186,7 @@ def sidebar(found: Artifacts) -> None:
             help="a hyperrep hyper-representation (config.json + model.safetensors) or the paper's (config_ae.json + checkpoint_ae.pt)",
         )
         if found.hyperrep is not None:
-            st.caption(f":material/check_circle: latent dim {found.hyperrep.model.latent_dim}, {len(found.hyperrep.latent_table)} embedded models")
+            st.caption(f":material/check_circle: latent dim {found.hyperrep.ae.model.latent_dim}, {len(found.hyperrep.latent_table)} embedded models")
         else:
             st.error(found.problems.get("hyperrep", "no hyper-representation"), icon=":material/error:")
         if "test data" in found.problems:
@@ -312,7 +312,7 @@ def background_jobs() -> ThreadPoolExecutor:
     """One process-wide pool for work that must not hold a page (the comparisons after sampling):
     the page stays free for navigation and picks the result up when it is done. Torch keeps the
     denormal flushing of device() per thread, so its threads set it too (fine-tuning saturated B_T
-    models ran 3.8x slower without; docs/benchmarks.md); hyperrep.cores gives each turn its threads."""
+    models ran 3.8x slower without; docs/benchmarks.md); hyperrep.runtime.cores gives each turn its threads."""
     denormals = device().type == "cpu"
     return ThreadPoolExecutor(max_workers=2, thread_name_prefix="hyperrep-background",
                               initializer=lambda: torch.set_flush_denormal(denormals))

@@ -1,16 +1,16 @@
 """Two zoos side by side: why models that share a start can be rebuilt from each other and the
-models of a seed zoo cannot (references without a latent, hyperrep.zoo_references; latent maps)."""
+models of a seed zoo cannot (references without a latent, hyperrep.zoo.references; latent maps)."""
 
 import plotly.express as px
 import streamlit as st
 
-from hyperrep import artifacts as artifact_files
-from hyperrep import experiment, settings
-from hyperrep.heldout import heldout_reconstruction
-from hyperrep.regions import map_table
-from hyperrep.report_files import report_of, report_summary
-from hyperrep.shipped import BUILDING, load_zoo, shipped_artifacts
-from hyperrep.zoo_references import zoo_references
+from hyperrep.evaluation.heldout import heldout_reconstruction
+from hyperrep.pipeline import artifacts as artifact_files, experiment
+from hyperrep.pipeline.report_files import report_of, report_summary
+from hyperrep.pipeline.shipped import BUILDING, load_zoo, shipped_artifacts
+from hyperrep.runtime import settings
+from hyperrep.sampling.regions import map_table
+from hyperrep.zoo.references import zoo_references
 from pages import shared
 
 COMPONENTS = 32  # PCA components of the linear ceiling

@@ -3,8 +3,8 @@
 import plotly.express as px
 import streamlit as st
 
-from hyperrep import summaries
-from hyperrep.anchors import select_rows
+from hyperrep.pipeline import summaries
+from hyperrep.sampling.anchors import select_rows
 from pages import shared
 
 found = shared.artifacts()

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from hyperrep.data import SHIPPED_DATA, read_idx
-from hyperrep.model import ModelConfig
-from hyperrep.train import train_hyperrep
-from hyperrep.train_config import TrainConfig
-from hyperrep.zoo import Zoo
-from hyperrep.zoo_build import BuildConfig, build_zoo
+from hyperrep.ae.config import TrainConfig
+from hyperrep.ae.model import ModelConfig
+from hyperrep.ae.train import train_hyperrep
+from hyperrep.images.datasets import SHIPPED_DATA, read_idx
+from hyperrep.zoo.build import BuildConfig, build_zoo
+from hyperrep.zoo.format import Zoo
 
 torch.set_num_threads(1)  # deterministic and fair when other jobs share the 2 cores
 

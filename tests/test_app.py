@@ -23,16 +23,18 @@ from safetensors.torch import load as load_safetensors
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
-from hyperrep import artifacts, baselines, experiment, export, progress, regions, sampling, settings, summaries
-from hyperrep.ae_artifact import load_hyperrep
-from hyperrep.baselines import anchor_weights
-from hyperrep.cnn import CNN_S
-from hyperrep.data import load_split
-from hyperrep.files import ArtifactError, read_tensors, write_tensors
-from hyperrep.frontier import anchors_population
-from hyperrep.population import evaluate_population
-from hyperrep.weights import index_dict
-from hyperrep.zoo import Zoo, zoo_dataset_rule
+from hyperrep.ae.artifact import load_hyperrep
+from hyperrep.evaluation.frontier import anchors_population
+from hyperrep.images.datasets import load_split
+from hyperrep.io.files import ArtifactError, read_tensors, write_tensors
+from hyperrep.nets.cnn import CNN_S
+from hyperrep.nets.permutations import index_dict
+from hyperrep.nets.population import evaluate_population
+from hyperrep.pipeline import artifacts, experiment, export, summaries
+from hyperrep.runtime import progress, settings
+from hyperrep.sampling import baselines, regions, samplers as sampling
+from hyperrep.sampling.baselines import anchor_weights
+from hyperrep.zoo.format import Zoo, zoo_dataset_rule
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 PAGES = ["pages/overview.py", "pages/zoo.py", "pages/latent_map.py", "pages/sample.py", "pages/finetune.py", "pages/export.py",

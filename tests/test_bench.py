@@ -85,7 +85,7 @@ def test_zoo_train_bench_ends_with_the_two_goal_lines(idx_dir):
 
 
 def test_the_scaling_study_shrinks_only_the_train_split(tiny_zoo_path, tmp_path):
-    from hyperrep.zoo import Zoo
+    from hyperrep.zoo.format import Zoo
 
     study = load_bench("seed_ae_scaling")
     whole = Zoo.load(tiny_zoo_path)

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from hyperrep import artifacts, memory
 from hyperrep.cli import build_parser, main
-from hyperrep.files import ArtifactError
+from hyperrep.io.files import ArtifactError
+from hyperrep.pipeline import artifacts
+from hyperrep.runtime import memory
 
 ROOT = Path(__file__).resolve().parent.parent
 HYPERREP, ZOO = ROOT / "data" / "hyperrep", ROOT / "data" / "zoo"

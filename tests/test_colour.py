@@ -9,16 +9,16 @@ import pytest
 import torch
 from conftest import point_app_at
 
-from hyperrep.ae_artifact import load_hyperrep
+from hyperrep.ae.artifact import load_hyperrep
+from hyperrep.ae.config import TrainConfig
+from hyperrep.ae.model import ModelConfig
+from hyperrep.ae.train import train_hyperrep
 from hyperrep.cli import main
-from hyperrep.model import ModelConfig
-from hyperrep.population import evaluate_population
-from hyperrep.report import load_test_images, run_report
-from hyperrep.report_types import ReportConfig
-from hyperrep.train import train_hyperrep
-from hyperrep.train_config import TrainConfig
-from hyperrep.zoo import Zoo
-from hyperrep.zoo_build import BuildConfig, build_zoo
+from hyperrep.nets.population import evaluate_population
+from hyperrep.pipeline.report import load_test_images, run_report
+from hyperrep.pipeline.report_types import ReportConfig
+from hyperrep.zoo.build import BuildConfig, build_zoo
+from hyperrep.zoo.format import Zoo
 
 CLASS_COLOURS = np.random.default_rng(5).integers(30, 226, size=(10, 3))
 
@@ -144,7 +144,7 @@ def test_an_imported_colour_model_zoo_goes_through_the_app_and_the_report(colour
     directory itself) -> report, with the recorded accuracies kept at every step."""
     from test_app import metric, sample, start, texts
 
-    from hyperrep.report_types import ZOO_B_T
+    from hyperrep.pipeline.report_types import ZOO_B_T
 
     arch, data, original = colour_artifacts["arch"], colour_artifacts["data"], Zoo.load(colour_artifacts["zoo_path"])
     source, imported = tmp_path / "tune_zoo_cifar10_colour", tmp_path / "imported"

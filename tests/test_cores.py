@@ -8,8 +8,8 @@ import time
 import pytest
 import torch
 
-from hyperrep import cores
-from hyperrep.population import evaluate_population
+from hyperrep.nets.population import evaluate_population
+from hyperrep.runtime import cores
 
 
 def run_in_thread(target) -> threading.Thread:
@@ -131,7 +131,7 @@ def test_turns_set_the_free_cores_worth_of_threads_when_shared(monkeypatch):
 
 def test_concurrent_evaluations_take_turns_and_give_the_same_numbers(tiny_zoo):
     weights, _ = tiny_zoo.samples(split="train")
-    from hyperrep.data import load_split
+    from hyperrep.images.datasets import load_split
 
     data = load_split("test").subset(torch.arange(600))
     alone = evaluate_population(tiny_zoo.architecture, tiny_zoo.activation, weights, data)

@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import write_idx
 
-from hyperrep.data import NORMALISATION, image_statistics, load_split, read_idx, train_val_split
-from hyperrep.files import ArtifactError
-from hyperrep.zoo import zoo_dataset_rule
+from hyperrep.images.datasets import NORMALISATION, image_statistics, load_split, read_idx, train_val_split
+from hyperrep.io.files import ArtifactError
+from hyperrep.zoo.format import zoo_dataset_rule
 
 
 def test_read_idx_gz_and_raw(tmp_path):
@@ -110,11 +110,11 @@ def test_image_statistics_are_exact():
 
 
 def test_a_made_up_dataset_is_trained_recorded_and_evaluated_with_the_same_statistics(idx_dir, tmp_path, monkeypatch):
-    from hyperrep import artifacts
-    from hyperrep.ae_quality import load_eval_images
-    from hyperrep.population import evaluate_population
-    from hyperrep.report import load_fine_tune_images, load_test_images
-    from hyperrep.zoo_build import BuildConfig, build_zoo, load_build_data
+    from hyperrep.ae.quality import load_eval_images
+    from hyperrep.nets.population import evaluate_population
+    from hyperrep.pipeline import artifacts
+    from hyperrep.pipeline.report import load_fine_tune_images, load_test_images
+    from hyperrep.zoo.build import BuildConfig, build_zoo, load_build_data
 
     folder = made_up_dataset(tmp_path / "made-up", idx_dir)
     raw = read_idx(folder / "train-images-idx3-ubyte.gz").astype(np.float64) / 255

@@ -14,15 +14,19 @@ SOURCES = [*ROOT.glob("hyperrep/**/*.py"), *ROOT.glob("pages/*.py"), *ROOT.glob(
 
 def module_table() -> str:
     text = (ROOT / "README.md").read_text()
-    start = text.index("| step | module | what it does |")
+    start = text.index("| step | subpackage | modules | what it holds |")
     return text[start: text.index("\n\n", start)]
 
 
-def test_the_readme_module_table_names_every_module():
+def test_the_readme_module_table_names_every_subpackage_and_module():
     table = module_table()
-    named = set(re.findall(r"`(?:hyperrep\.)?([a-z_]+)`", table))
-    modules = {p.stem for p in (ROOT / "hyperrep").glob("*.py") if p.stem != "__init__"}
-    assert not modules - named, f"modules missing from the README's table: {sorted(modules - named)}"
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"\| `hyperrep\.([a-z_]+)` \| ([^|]*) \|", table)}
+    package = ROOT / "hyperrep"
+    for folder in sorted(p for p in package.iterdir() if (p / "__init__.py").is_file()):
+        assert folder.name in rows, f"hyperrep.{folder.name} is missing from the README's table"
+        named = set(re.findall(r"`([a-z_]+)`", rows[folder.name]))
+        modules = {p.stem for p in folder.glob("*.py") if p.stem != "__init__"}
+        assert named == modules, f"hyperrep.{folder.name}: the table names {sorted(named)}, the folder holds {sorted(modules)}"
 
 
 def test_no_file_cites_notes_that_are_not_in_the_repository():

@@ -7,10 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hyperrep import population as population_module
-from hyperrep.cnn import CNN_L, CNN_S, CNN_S3, forward, init_vector, population_forward
-from hyperrep.data import load_split
-from hyperrep.evaluate import (
+from hyperrep.ae.model import HyperRepresentation, ModelConfig
+from hyperrep.evaluation.evaluate import (
     TrainingSettings,
     ensemble_accuracies,
     ensemble_accuracy,
@@ -19,9 +17,11 @@ from hyperrep.evaluate import (
     fine_tune,
     zoo_training_settings,
 )
-from hyperrep.model import HyperRepresentation, ModelConfig
-from hyperrep.population import evaluate_population
-from hyperrep.baselines import scratch_baseline
+from hyperrep.images.datasets import load_split
+from hyperrep.nets import population as population_module
+from hyperrep.nets.cnn import CNN_L, CNN_S, CNN_S3, forward, init_vector, population_forward
+from hyperrep.nets.population import evaluate_population
+from hyperrep.sampling.baselines import scratch_baseline
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hyperrep.cnn import CNN_S
-from hyperrep.frontier import (
+from hyperrep.evaluation.frontier import (
     Frontier,
     FrontierPoint,
     FrontierSettings,
@@ -16,7 +15,8 @@ from hyperrep.frontier import (
     reference_populations,
     zoo_neighbour_distances,
 )
-from hyperrep.novelty import mistake_overlap, nearest_reference
+from hyperrep.evaluation.novelty import mistake_overlap, nearest_reference
+from hyperrep.nets.cnn import CNN_S
 
 
 def point(family, level, distance, accuracy, n=40, spread=0.0, seed=0):

@@ -8,18 +8,25 @@ import re
 import pytest
 import torch
 
-from hyperrep import experiment
-from hyperrep.ae_artifact import decode_latents, encode_weights, load_hyperrep
+from hyperrep.ae.artifact import decode_latents, encode_weights, load_hyperrep
+from hyperrep.ae.model import HyperRepresentation, ModelConfig
 from hyperrep.cli import GUIDED_FLAGS, build_parser, main
-from hyperrep.data import load_split
-from hyperrep.export import read_population
-from hyperrep.guided import GuidedSampler, _task_loss, guidance_batch, guided_parameters, refine_latents, refine_weights
-from hyperrep.model import HyperRepresentation, ModelConfig
-from hyperrep.population import evaluate_population
-from hyperrep.report_populations import guided_populations
-from hyperrep.report_types import ReportConfig
-from hyperrep.sampling import make_sampler
-from hyperrep.zoo import zoo_dataset_rule
+from hyperrep.images.datasets import load_split
+from hyperrep.nets.population import evaluate_population
+from hyperrep.pipeline import experiment
+from hyperrep.pipeline.export import read_population
+from hyperrep.pipeline.report_populations import guided_populations
+from hyperrep.pipeline.report_types import ReportConfig
+from hyperrep.sampling.guided import (
+    GuidedSampler,
+    _task_loss,
+    guidance_batch,
+    guided_parameters,
+    refine_latents,
+    refine_weights,
+)
+from hyperrep.sampling.samplers import make_sampler
+from hyperrep.zoo.format import zoo_dataset_rule
 
 
 @pytest.fixture()
@@ -148,7 +155,7 @@ def test_report_compares_the_guided_sampler_with_weight_steps_at_each_learning_r
     guided, zoo_lr, tuned = guided_populations(hyperrep, tiny_zoo, anchors, train, config)
     assert guided.label.startswith("S_guided (kde + 3 latent steps, 32 images")
     assert zoo_lr.label == "kde + 3 weight steps (equal cost)" and tuned.label == "kde + 3 weight steps (equal cost, lr 0.05)"
-    sampler = GuidedSampler(hyperrep.model, tiny_zoo.activation, train, steps=3, images=32).fit(anchors)
+    sampler = GuidedSampler(hyperrep.ae.model, tiny_zoo.activation, train, steps=3, images=32).fit(anchors)
     start = sampler.start_weights(4, config.seed)
     moved = [float((p.weights - start).norm(dim=1).median()) for p in (zoo_lr, tuned)]
     assert 0 < moved[0] < moved[1]  # the zoo's learning rate (0.0032 here) moves them less than 0.05

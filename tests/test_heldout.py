@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-from hyperrep import heldout
-from hyperrep.ae_artifact import load_hyperrep
-from hyperrep.data import load_split
-from hyperrep.zoo import Zoo
+from hyperrep.ae.artifact import load_hyperrep
+from hyperrep.evaluation import heldout
+from hyperrep.images.datasets import load_split
+from hyperrep.zoo.format import Zoo
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 from scipy.io import savemat
 
-from hyperrep import image_formats
-from hyperrep.data import load_split
-from hyperrep.files import ArtifactError
+from hyperrep.images.datasets import load_split
+from hyperrep.io import image_formats
+from hyperrep.io.files import ArtifactError
 
 
 def _images(n: int, side: int, seed: int) -> np.ndarray:
@@ -134,7 +134,7 @@ def test_corrupt_files_are_named(tmp_path):
 
 
 def test_app_dataset_source_names_the_colour_dataset_and_the_input_shape(monkeypatch):
-    from hyperrep import artifacts
+    from hyperrep.pipeline import artifacts
 
     monkeypatch.delenv("HYPERREP_DATA", raising=False)
     source = artifacts.dataset_source({"architecture": "cnn_l", "dataset": {"name": "cifar10", "normalisation": [0.5, 0.5]}})

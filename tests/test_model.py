@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from hyperrep.ae_views import Augmentation, erase_mask, make_views
-from hyperrep.cnn import CNN_S, forward, init_vector
-from hyperrep.model import HyperRepresentation, ModelConfig, Norm, matmul_flops, nt_xent, reconstruction_loss
-from hyperrep.weights import permute, random_permutation_index, tokenize
+from hyperrep.ae.model import HyperRepresentation, ModelConfig, Norm, matmul_flops, nt_xent, reconstruction_loss
+from hyperrep.ae.views import Augmentation, erase_mask, make_views
+from hyperrep.nets.cnn import CNN_S, forward, init_vector
+from hyperrep.nets.permutations import permute, random_permutation_index, tokenize
 
 SMALL = dict(d_model=16, n_heads=2, n_blocks=1, d_ff=32, latent_dim=8)
 

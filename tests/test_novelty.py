@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from hyperrep.cnn import CNN_S
-from hyperrep.data import load_split
-from hyperrep.population import evaluate_population
-from hyperrep.novelty import matched_distance, misclassification_iou, nearest_reference, novelty_table
-from hyperrep.weights import permute, random_permutation_index
+from hyperrep.evaluation.novelty import matched_distance, misclassification_iou, nearest_reference, novelty_table
+from hyperrep.images.datasets import load_split
+from hyperrep.nets.cnn import CNN_S
+from hyperrep.nets.permutations import permute, random_permutation_index
+from hyperrep.nets.population import evaluate_population
 
 
 def test_zoo_member_and_its_permuted_copy_have_distance_zero(tiny_zoo):

@@ -1,7 +1,7 @@
 """The paper's published AE loads and computes what the original code computed.
 
 The reference below is written from the documented formulas (the paper's AE_attn; keys in docs/formats.md),
-independently of hyperrep.model: a Python loop over tokens as in EmbedderNeuronGroup_index, the
+independently of hyperrep.ae.model: a Python loop over tokens as in EmbedderNeuronGroup_index, the
 custom Norm, multi-head attention, pre-norm blocks, flatten/first-token compression, and the
 debedder scattering tokens back into the flat vector.
 """
@@ -15,9 +15,9 @@ import pickle
 import pytest
 import torch
 
-from hyperrep.files import ArtifactError
-from hyperrep.paper_compat import load_paper_hyperrep
-from hyperrep.train_config import TrainConfig
+from hyperrep.ae.config import TrainConfig
+from hyperrep.ae.paper_checkpoint import load_paper_hyperrep
+from hyperrep.io.files import ArtifactError
 
 INDEX_DICT = {  # CNN-s, c_in = 1 (docs/formats.md)
     "layer": [0, 3, 6, 9, 11], "idx_start": [0, 208, 1414, 1514, 2254], "idx_length": [208, 1206, 100, 740, 210],
@@ -192,7 +192,7 @@ def test_another_model_type_is_named(tmp_path):
 
 
 def test_paper_config_chooses_the_optimiser_and_the_clipping(tmp_path):
-    from hyperrep.train import clip_gradients, make_optimizer
+    from hyperrep.ae.train import clip_gradients, make_optimizer
 
     def config_of(**keys):
         path = tmp_path / "config_ae.json"

@@ -19,18 +19,18 @@ import torch
 from test_app import app_env  # noqa: F401  (a fixture)
 
 from hyperrep.cli import main
-from hyperrep.cnn import CNN_S
-from hyperrep.files import ArtifactError, load_torch_file
-from hyperrep.paper_files import read_model_dataset, read_property_dataset
-from hyperrep.paper_import import (
+from hyperrep.io.files import ArtifactError, load_torch_file
+from hyperrep.io.paper_pickles import load_paper_pickle, read_image_dataset
+from hyperrep.nets.cnn import CNN_S
+from hyperrep.paper.files import read_model_dataset, read_property_dataset
+from hyperrep.paper.importing import (
     find_dataset_file,
     find_zoo_folder,
     import_paper_dataset,
     paper_sample_populations,
     paper_testsplit,
 )
-from hyperrep.paper_pickles import load_paper_pickle, read_image_dataset
-from hyperrep.zoo import Zoo
+from hyperrep.zoo.format import Zoo
 
 FIXTURES = Path(__file__).parent / "fixtures" / "paper"
 HYPER = FIXTURES / "hyper_reps" / "mnist"
@@ -95,7 +95,7 @@ def test_zoo_import_cli_accepts_dataset_pt_and_an_unzipped_hyper_reps_folder(tmp
 
 def test_a_public_model_zoo_with_its_own_dataset_pt_is_still_a_model_zoo(tmp_path):
     """The public zoos keep their images in a dataset.pt beside the model folders; that is no paper file."""
-    from hyperrep.paper_import import looks_like_paper_dataset
+    from hyperrep.paper.importing import looks_like_paper_dataset
 
     zoo = tmp_path / "tune_zoo_mnist_uniform"
     (zoo / "NN_tune_trainable_a_seed=1").mkdir(parents=True)
@@ -196,8 +196,8 @@ def write_paper_autoencoder(folder: Path, tiny_hyperrep_dir: Path) -> None:
     """config_ae.json + checkpoint_ae.pt of a tiny autoencoder, in the paper's key names (docs/formats.md)."""
     import json
 
-    from hyperrep.ae_artifact import load_hyperrep
-    from hyperrep.weights import index_dict
+    from hyperrep.ae.artifact import load_hyperrep
+    from hyperrep.nets.permutations import index_dict
 
     tiny = load_hyperrep(tiny_hyperrep_dir).model
     config = tiny.config
@@ -254,7 +254,7 @@ def test_paper_folder_adds_its_samples_and_b_t_as_comparison_rows(app_env, tmp_p
 
 
 def test_a_paper_zoos_folder_is_an_image_source(tmp_path):
-    from hyperrep.data import load_split
+    from hyperrep.images.datasets import load_split
 
     test = load_split("test", ZOOS, (0.1307, 0.3081), dataset="mnist", shape=(1, 28))
     stored = read_image_dataset(ZOOS / "image_dataset.pt")["test"]

@@ -20,16 +20,16 @@ import pytest
 import torch
 from conftest import point_app_at
 
-from hyperrep import artifacts
+from hyperrep.ae.paper_checkpoint import load_paper_hyperrep
 from hyperrep.cli import main
-from hyperrep.cnn import CNN_S
-from hyperrep.paper_compat import load_paper_hyperrep
-from hyperrep.paper_files import read_model_dataset, seed_from_path
-from hyperrep.paper_import import paper_sample_populations
-from hyperrep.population import evaluate_population
-from hyperrep.report import load_test_images, recorded_test_split
-from hyperrep.report_types import PAPER_B_T, RETRAINED_B_T, ZOO_B_T, ReportConfig
-from hyperrep.zoo import Zoo
+from hyperrep.nets.cnn import CNN_S
+from hyperrep.nets.population import evaluate_population
+from hyperrep.paper.files import read_model_dataset, seed_from_path
+from hyperrep.paper.importing import paper_sample_populations
+from hyperrep.pipeline import artifacts
+from hyperrep.pipeline.report import load_test_images, recorded_test_split
+from hyperrep.pipeline.report_types import PAPER_B_T, RETRAINED_B_T, ZOO_B_T, ReportConfig
+from hyperrep.zoo.format import Zoo
 
 FIXTURES = Path(__file__).parent / "fixtures" / "paper"
 HYPER = FIXTURES / "hyper_reps" / "mnist"
@@ -179,8 +179,8 @@ def test_recorded_b_t_names_what_is_missing(paper_root, tmp_path):
 
 
 def test_transfer_from_a_paper_folder_fine_tunes_its_samples_on_another_dataset(paper_root, tmp_path, monkeypatch):
-    from hyperrep.data import write_digits_idx
-    from hyperrep.transfer import run_transfer
+    from hyperrep.images.datasets import write_digits_idx
+    from hyperrep.pipeline.transfer import run_transfer
 
     monkeypatch.setenv("HYPERREP_IMPORT_CACHE", str(tmp_path / "imports"))
     digits = tmp_path / "digits"

@@ -13,11 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hyperrep import cores, native
-from hyperrep.cnn import CNN_L, CNN_S, CNN_S3, _per_model_images_forward_gemm, forward, init_vector
-from hyperrep.data import ImageSet, load_split
-from hyperrep.optim import PopulationOptimizer
-from hyperrep.population import evaluate_population, train_population, use_batched_path
+from hyperrep.images.datasets import ImageSet, load_split
+from hyperrep.nets import native
+from hyperrep.nets.cnn import CNN_L, CNN_S, CNN_S3, _per_model_images_forward_gemm, forward, init_vector
+from hyperrep.nets.optim import PopulationOptimizer
+from hyperrep.nets.population import evaluate_population, train_population, use_batched_path
+from hyperrep.runtime import cores
 
 needs_kernel = pytest.mark.skipif(not native.available(CNN_S, "tanh"), reason="no C compiler for the native kernel")
 
@@ -180,7 +181,7 @@ def test_without_the_kernel_training_falls_back_to_torch(train_images, monkeypat
 
 
 def test_the_faster_of_grouped_and_gemm_is_chosen_by_timing(monkeypatch):
-    from hyperrep import population
+    from hyperrep.nets import population
     calls = []
 
     def fake_time(arch, activation, params, images, gemm):

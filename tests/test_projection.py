@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hyperrep.projection import fit_map, place_on_map
+from hyperrep.ae.map import fit_map, place_on_map
 
 
 def test_pca_map_is_deterministic_and_keeps_the_main_direction():

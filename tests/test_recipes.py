@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from hyperrep.ae_views import make_views
-from hyperrep.cnn import CNN_S, forward, init_vector
-from hyperrep.model import HyperRepresentation, reconstruction_loss
-from hyperrep.train_config import TrainConfig
-from hyperrep.weights import detokenize, tokenize
-from hyperrep.zoo_build import BuildConfig
+from hyperrep.ae.config import TrainConfig
+from hyperrep.ae.model import HyperRepresentation, reconstruction_loss
+from hyperrep.ae.views import make_views
+from hyperrep.nets.cnn import CNN_S, forward, init_vector
+from hyperrep.nets.permutations import detokenize, tokenize
+from hyperrep.zoo.build import BuildConfig
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 RECIPE, ABLATION = CONFIGS / "paper_seed_hyperrep.json", CONFIGS / "paper_seed_hyperrep_no_lwln.json"

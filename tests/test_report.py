@@ -10,17 +10,17 @@ import pandas as pd
 import pytest
 import torch
 
-from hyperrep import experiment
-from hyperrep.ae_artifact import load_hyperrep
+from hyperrep.ae.artifact import load_hyperrep
 from hyperrep.cli import main
-from hyperrep.experiment import choose_anchors
-from hyperrep.export import population_zip, read_population, write_population, write_population_zoo
-from hyperrep.files import ArtifactError
-from hyperrep.report import load_test_images, run_report, summarise
-from hyperrep.report_files import markdown_table
-from hyperrep.report_types import MethodResult, ReportConfig
-from hyperrep.statistics import bootstrap_ci, holm, mann_whitney_floor, mann_whitney_p
-from hyperrep.zoo import Zoo
+from hyperrep.evaluation.statistics import bootstrap_ci, holm, mann_whitney_floor, mann_whitney_p
+from hyperrep.io.files import ArtifactError
+from hyperrep.pipeline import experiment
+from hyperrep.pipeline.experiment import choose_anchors
+from hyperrep.pipeline.export import population_zip, read_population, write_population, write_population_zoo
+from hyperrep.pipeline.report import load_test_images, run_report, summarise
+from hyperrep.pipeline.report_files import markdown_table
+from hyperrep.pipeline.report_types import MethodResult, ReportConfig
+from hyperrep.zoo.format import Zoo
 
 TINY_REPORT = dict(models_per_method=6, fine_tune_models=4, test_images=200, fine_tune_images=200, fine_tune_epochs=[0, 1],
                    samplers=["uniform_unit", "kde_legacy", "gaussian"], ablation_samplers=["kde_legacy"],
@@ -184,7 +184,7 @@ def test_population_loader_refuses_other_files(tiny_hyperreps, idx_dir, tmp_path
         read_population(tmp_path / "p")
     (tmp_path / "z").mkdir()
     zoo.save(tmp_path / "z" / "zoo")
-    from hyperrep.files import write_tensors
+    from hyperrep.io.files import write_tensors
 
     write_tensors(tmp_path / "z" / "weights.safetensors", {"weights": torch.zeros(2, 3)}, {"label": "x"})
     with pytest.raises(ArtifactError, match="not a hyperrep population"):
@@ -223,7 +223,7 @@ def test_cli_sample_and_report(tiny_hyperreps, idx_dir, tmp_path, capsys):
 
 
 def test_update_readme_replaces_only_the_marked_table(tmp_path):
-    from hyperrep.report_files import update_readme
+    from hyperrep.pipeline.report_files import update_readme
 
     report_md = tmp_path / "report.md"
     report_md.write_text("# title\ntext\n| a | b |\n|---|---|\n| 1 | 2 |\n\nafter\n")
@@ -237,7 +237,7 @@ def test_update_readme_replaces_only_the_marked_table(tmp_path):
 
 
 def test_readme_block_carries_table_readings_and_frontier_plot(tmp_path):
-    from hyperrep.report_files import readme_block, readme_report_block, update_readme
+    from hyperrep.pipeline.report_files import readme_block, readme_report_block, update_readme
 
     out = tmp_path / "docs" / "report"
     out.mkdir(parents=True)
@@ -260,7 +260,7 @@ def test_the_readme_shows_the_committed_report():
     docs/report/report.md: no number in it was edited by hand."""
     from pathlib import Path
 
-    from hyperrep.report_files import readme_block, readme_report_block
+    from hyperrep.pipeline.report_files import readme_block, readme_report_block
 
     root = Path(__file__).resolve().parent.parent
     assert readme_report_block(root / "README.md") == readme_block(root / "docs" / "report" / "report.md", root)

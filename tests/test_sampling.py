@@ -7,13 +7,19 @@ import pandas as pd
 import pytest
 import torch
 
-from hyperrep.ae_artifact import decode_latents, encode_weights
-from hyperrep.anchors import select_box, select_lasso, select_points, select_rows, top_fraction
-from hyperrep.baselines import anchor_weights, noise_baseline, reconstruction_baseline, scratch_baseline, zoo_baseline
-from hyperrep.cnn import init_vector
-from hyperrep.model import HyperRepresentation, ModelConfig
-from hyperrep.sampling import SAMPLERS, PerDimensionKDESampler, UmapBoxSampler, describe_samplers, make_sampler
-from hyperrep.zoo_build import BuildConfig
+from hyperrep.ae.artifact import decode_latents, encode_weights
+from hyperrep.ae.model import HyperRepresentation, ModelConfig
+from hyperrep.nets.cnn import init_vector
+from hyperrep.sampling.anchors import select_box, select_lasso, select_points, select_rows, top_fraction
+from hyperrep.sampling.baselines import (
+    anchor_weights,
+    noise_baseline,
+    reconstruction_baseline,
+    scratch_baseline,
+    zoo_baseline,
+)
+from hyperrep.sampling.samplers import SAMPLERS, PerDimensionKDESampler, UmapBoxSampler, describe_samplers, make_sampler
+from hyperrep.zoo.build import BuildConfig
 
 FAST = [name for name in SAMPLERS if not name.startswith("neigh") and name != "interpolate"]
 

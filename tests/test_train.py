@@ -7,14 +7,14 @@ import json
 import pytest
 import torch
 
-from hyperrep.ae_artifact import load_hyperrep
+from hyperrep.ae.artifact import load_hyperrep
+from hyperrep.ae.config import TrainConfig
+from hyperrep.ae.train import train_hyperrep
 from hyperrep.cli import main
-from hyperrep.cnn import CNN_L
-from hyperrep.files import read_tensors
-from hyperrep.train import train_hyperrep
-from hyperrep.train_config import TrainConfig
-from hyperrep.weights import index_dict
-from hyperrep.zoo import Zoo
+from hyperrep.io.files import read_tensors
+from hyperrep.nets.cnn import CNN_L
+from hyperrep.nets.permutations import index_dict
+from hyperrep.zoo.format import Zoo
 
 TINY = {
     "model": {"d_model": 16, "n_heads": 2, "n_blocks": 1, "d_ff": 32, "latent_dim": 8, "scale_inputs": True},
@@ -50,7 +50,7 @@ def test_training_lowers_the_loss_and_writes_a_loadable_artifact(tiny_zoo_path, 
     assert {"acc_ratio_above_threshold", "acc_correlation", "prediction_agreement"} <= set(test_quality)
     assert 0 <= test_quality["mean_model"]["prediction_agreement"] <= 1
     assert test_quality["mean_model"]["acc_correlation"] is None  # one model: no spread to correlate
-    for split in ("val", "test"):  # held-out splits carry the no-latent references of hyperrep.zoo_references
+    for split in ("val", "test"):  # held-out splits carry the no-latent references of hyperrep.zoo.references
         nearest, pca = rep.metrics["quality"][split]["nearest_train"], rep.metrics["quality"][split]["pca"]
         assert nearest["distance"] > 0 and 0 <= nearest["prediction_agreement"] <= 1
         assert pca["components"] == min(8, len(zoo.splits["train"]) * len(zoo.epochs) - 1) and pca["rsq"] <= 1
@@ -163,7 +163,7 @@ def test_a_bad_config_stops_with_one_line_before_training(tiny_zoo_path, tmp_pat
 
 
 def test_loading_refuses_foreign_or_incomplete_directories(tmp_path):
-    from hyperrep.files import ArtifactError
+    from hyperrep.io.files import ArtifactError
 
     with pytest.raises(ArtifactError, match="not a directory"):
         load_hyperrep(tmp_path / "missing")
@@ -179,8 +179,8 @@ def test_loading_refuses_foreign_or_incomplete_directories(tmp_path):
 def test_accuracy_figures_tell_a_copy_from_a_constant_model():
     import numpy as np
 
-    from hyperrep.population import Evaluation
-    from hyperrep.zoo_references import accuracy_figures
+    from hyperrep.nets.population import Evaluation
+    from hyperrep.zoo.references import accuracy_figures
 
     predictions = torch.tensor([[0, 1, 2, 3], [0, 1, 1, 1], [2, 2, 2, 2]], dtype=torch.int8)
     accuracy = np.array([1.0, 0.75, 0.6])

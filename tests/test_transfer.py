@@ -8,10 +8,10 @@ import pytest
 from test_app import app_env  # noqa: F401  (a fixture)
 
 from hyperrep.cli import main
-from hyperrep.data import read_idx, write_digits_idx
-from hyperrep.report_types import ReportConfig
-from hyperrep.transfer import run_transfer, target_rule
-from hyperrep.zoo import Zoo
+from hyperrep.images.datasets import read_idx, write_digits_idx
+from hyperrep.pipeline.report_types import ReportConfig
+from hyperrep.pipeline.transfer import run_transfer, target_rule
+from hyperrep.zoo.format import Zoo
 
 
 @pytest.fixture(scope="module")

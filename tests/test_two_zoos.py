@@ -11,17 +11,17 @@ import pytest
 from conftest import point_app_at
 from streamlit.testing.v1 import AppTest
 
-from hyperrep.artifacts import HYPERREP, ZOO, dataset_source
-from hyperrep.experiment import QUICK_IMAGES
-from hyperrep.files import ArtifactError
-from hyperrep.model import ModelConfig
-from hyperrep.report_files import report_of, report_summary
-from hyperrep.shipped import BUILDING, load_zoo, shipped_artifacts, shipped_pairs
-from hyperrep.train import train_hyperrep
-from hyperrep.train_config import TrainConfig
-from hyperrep.zoo import Zoo
-from hyperrep.zoo_build import BuildConfig, build_zoo
-from hyperrep.zoo_references import zoo_references
+from hyperrep.ae.config import TrainConfig
+from hyperrep.ae.model import ModelConfig
+from hyperrep.ae.train import train_hyperrep
+from hyperrep.io.files import ArtifactError
+from hyperrep.pipeline.artifacts import HYPERREP, ZOO, dataset_source
+from hyperrep.pipeline.experiment import QUICK_IMAGES
+from hyperrep.pipeline.report_files import report_of, report_summary
+from hyperrep.pipeline.shipped import BUILDING, load_zoo, shipped_artifacts, shipped_pairs
+from hyperrep.zoo.build import BuildConfig, build_zoo
+from hyperrep.zoo.format import Zoo
+from hyperrep.zoo.references import zoo_references
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 SEED_REPORT = APP.parent / "docs" / "report-seed"
@@ -147,8 +147,8 @@ def test_the_two_zoo_page_shows_both_zoos_references_and_the_map(app_env, shelf,
     assert [c.proto.id.rsplit("-", 1)[-1] for c in at.get("plotly_chart")] == ["two_zoos_map_left"]
     assert any("No shipped hyper-representation of this zoo yet" in i.value for i in at.info)
     # the shared zoo's hyper-representation: its held-out rebuilds against the nearest train model, live
-    from hyperrep.ae_artifact import load_hyperrep
-    from hyperrep.heldout import heldout_reconstruction
+    from hyperrep.ae.artifact import load_hyperrep
+    from hyperrep.evaluation.heldout import heldout_reconstruction
 
     zoo = Zoo.load(shelf / "shared")
     images = dataset_source(zoo.manifest).rule.load("test", idx_dir).first(QUICK_IMAGES)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hyperrep.cnn import CNN_L, CNN_S, forward, init_vector
-from hyperrep.weights import (
+from hyperrep.nets.cnn import CNN_L, CNN_S, forward, init_vector
+from hyperrep.nets.permutations import (
     canonicalize,
     detokenize,
     index_dict,

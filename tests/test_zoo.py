@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import save_file
 
 from hyperrep import cli
-from hyperrep.files import ArtifactError, read_json, read_tensor_metadata, read_tensors, write_json, write_tensors
-from hyperrep.zoo import Zoo
-from hyperrep.zoo_build import BuildConfig, build_zoo
+from hyperrep.io.files import ArtifactError, read_json, read_tensor_metadata, read_tensors, write_json, write_tensors
+from hyperrep.zoo.build import BuildConfig, build_zoo
+from hyperrep.zoo.format import Zoo
 
 SMALL = dict(name="small", n_models=4, epochs=1, train_images=300, train_metric_images=100, test_images=200,
              learning_rate=[0.001, 0.01])

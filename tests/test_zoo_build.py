@@ -6,10 +6,11 @@ import pandas as pd
 import pytest
 import torch
 
-from hyperrep import native, zoo_build
-from hyperrep.cnn import get_architecture, init_vector
-from hyperrep.population import train_population
-from hyperrep.zoo_build import BuildConfig, build_zoo, load_build_data
+from hyperrep.nets import native
+from hyperrep.nets.cnn import get_architecture, init_vector
+from hyperrep.nets.population import train_population
+from hyperrep.zoo import build as zoo_build
+from hyperrep.zoo.build import BuildConfig, build_zoo, load_build_data
 
 SMALL = dict(name="small", n_models=4, epochs=1, train_images=300, train_metric_images=100, test_images=200,
              learning_rate=[0.001, 0.01], init={"kaiming_uniform": 0.5, "uniform": 0.5})

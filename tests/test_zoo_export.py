@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from hyperrep import cli
-from hyperrep.files import ArtifactError
-from hyperrep.zoo import Zoo
-from hyperrep.zoo_export import export_modelzoo
-from hyperrep.zoo_import import import_modelzoo, read_state_dict
+from hyperrep.io.files import ArtifactError
+from hyperrep.zoo.export import export_modelzoo
+from hyperrep.zoo.format import Zoo
+from hyperrep.zoo.public_import import import_modelzoo, read_state_dict
 
 SHARED_COLUMNS = ["model_id", "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "init", "split"]
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from hyperrep import cli
-from hyperrep.cnn import CNN_S, init_vector
-from hyperrep.files import ArtifactError
-from hyperrep.zoo import Zoo
-from hyperrep.zoo_import import import_modelzoo, parse_epochs, read_state_dict
+from hyperrep.io.files import ArtifactError
+from hyperrep.nets.cnn import CNN_S, init_vector
+from hyperrep.zoo.format import Zoo
+from hyperrep.zoo.public_import import import_modelzoo, parse_epochs, read_state_dict
 
 EPOCHS = [0, 1, 2]
 
@@ -224,9 +224,9 @@ def test_a_missing_result_line_keeps_nan_metrics_and_combines_with_a_paper_hyper
     "lacks rows"; the state is kept with NaN metrics, reported, and never chosen as an anchor."""
     from test_paper_compat import paper_config, random_state_dict, write_paper_dir
 
-    from hyperrep import artifacts
-    from hyperrep.ae_artifact import latent_table
-    from hyperrep.anchors import top_fraction
+    from hyperrep.ae.artifact import latent_table
+    from hyperrep.pipeline import artifacts
+    from hyperrep.sampling.anchors import top_fraction
 
     root, _ = modelzoo
     folder = root / "NN_tune_trainable_a_0_seed=7"

@@ -16,9 +16,9 @@ import torch
 
 import hyperrep
 from hyperrep import cli
-from hyperrep.zoo import Zoo
-from hyperrep.zoo_build import BuildConfig, build_zoo, finished_seeds
-from hyperrep.zoo_ray import RayNotInstalled, build_zoo_on_ray, import_ray
+from hyperrep.zoo.build import BuildConfig, build_zoo, finished_seeds
+from hyperrep.zoo.format import Zoo
+from hyperrep.zoo.ray_build import RayNotInstalled, build_zoo_on_ray, import_ray
 
 # 6 models in 3 chunks of 2; each chunk trains a few seconds, long enough to be caught mid-run.
 CONFIG = dict(name="ray", n_models=6, chunk_models=2, epochs=2, train_images=1500, train_metric_images=100,

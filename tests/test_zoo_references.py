@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hyperrep.data import load_split
-from hyperrep.population import evaluate_population
-from hyperrep.weight_stats import r_squared
-from hyperrep.zoo_references import pca_rebuilds, references, zoo_references
+from hyperrep.images.datasets import load_split
+from hyperrep.nets.population import evaluate_population
+from hyperrep.nets.weight_stats import r_squared
+from hyperrep.zoo.references import pca_rebuilds, references, zoo_references
 
 
 @pytest.fixture(scope="module")

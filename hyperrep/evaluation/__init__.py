@@ -1,0 +1,3 @@
+"""Judging populations: ensembles and fine-tuning, novelty (distance and mistake overlap), the
+accuracy-novelty frontier, held-out rebuilds, and the statistics every comparison reports. May
+import: everything below (io to sampling)."""
