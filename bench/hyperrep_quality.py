@@ -37,7 +37,7 @@ def quality_rows(folders: list[Path]) -> list[str]:
     for split in SPLITS:
         for hyperrep in loaded:
             q = hyperrep.metrics["quality"][split]
-            layers = " / ".join(f"{q[f'rsq_l{i}']:.2f}" for i in range(len(hyperrep.ae.model.arch.layers)))
+            layers = " / ".join(f"{q[f'rsq_l{i}']:.2f}" for i in range(len(hyperrep.model.arch.layers)))
             rows.append(f"| {split} | {loss_name(hyperrep)} | {q['models']} | {q['acc_original']:.3f} | "
                         f"{q['acc_reconstructed']:.3f} | {q['models_above_threshold']} | {q['acc_ratio_above_threshold']:.3f} | "
                         f"{q['share_above_90pct']:.3f} | {q['acc_correlation']:.3f} | {q['prediction_agreement']:.3f} | "
@@ -50,7 +50,7 @@ def summary_lines(folder: Path) -> list[str]:
     metrics, quality = hyperrep.metrics, hyperrep.metrics["quality"]["test"]
     mean_model = quality["mean_model"]
     size = (folder / "model.safetensors").stat().st_size / 1e6
-    scales = hyperrep.ae.model.layer_scales.tolist()
+    scales = hyperrep.model.layer_scales.tolist()
     return [
         f"{folder}: {loss_name(hyperrep)}, {metrics['model_parameters']:,} parameters, model.safetensors {size:.1f} MB, "
         f"training {metrics['train_seconds']:.0f} s (metrics.json train_seconds), quality on the first "

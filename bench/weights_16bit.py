@@ -39,14 +39,14 @@ def compare(folder: Path, images: int) -> list[str]:
     zoo = Zoo.load(hyperrep.zoo_path)
     image_set = load_eval_images(zoo, images, None, torch.device("cpu"))
     epochs = hyperrep.config["zoo_epochs"]
-    half = rounded_to_16bit(hyperrep.ae.model)
+    half = rounded_to_16bit(hyperrep.model)
     stored = hyperrep.config.get("training", {}).get("storage_dtype", "float32")
-    lines = [f"{folder}: {sum(p.numel() for p in hyperrep.ae.model.parameters()):,} parameters stored as {stored}, "
+    lines = [f"{folder}: {sum(p.numel() for p in hyperrep.model.parameters()):,} parameters stored as {stored}, "
              f"{images} test images"]
     for split in ("val", "test"):
         weights, _ = zoo.samples(split, epochs)
         full_eval, half_eval = (evaluate_population(zoo.architecture, zoo.activation, reconstruct_weights(m, weights), image_set,
-                                                    keep_predictions=True) for m in (hyperrep.ae.model, half))
+                                                    keep_predictions=True) for m in (hyperrep.model, half))
         change = (half_eval.accuracy - full_eval.accuracy).abs() * 100
         flipped = (half_eval.predictions != full_eval.predictions).float().mean() * 100
         lines.append(f"  {split}: {len(weights)} decoded models, accuracy change mean {change.mean():.3f} points, "

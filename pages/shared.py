@@ -42,7 +42,7 @@ class Artifacts:
 
     device: torch.device
     zoo: Zoo | None = None
-    hyperrep: object | None = None  # hyperrep.ae.model.HyperRep
+    hyperrep: object | None = None  # hyperrep.ae.artifact.HyperRep
     test_data: ImageSet | None = None
     problems: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -186,7 +186,7 @@ def sidebar(found: Artifacts) -> None:
             help="a hyperrep hyper-representation (config.json + model.safetensors) or the paper's (config_ae.json + checkpoint_ae.pt)",
         )
         if found.hyperrep is not None:
-            st.caption(f":material/check_circle: latent dim {found.hyperrep.ae.model.latent_dim}, {len(found.hyperrep.latent_table)} embedded models")
+            st.caption(f":material/check_circle: latent dim {found.hyperrep.model.latent_dim}, {len(found.hyperrep.latent_table)} embedded models")
         else:
             st.error(found.problems.get("hyperrep", "no hyper-representation"), icon=":material/error:")
         if "test data" in found.problems:

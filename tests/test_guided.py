@@ -155,7 +155,7 @@ def test_report_compares_the_guided_sampler_with_weight_steps_at_each_learning_r
     guided, zoo_lr, tuned = guided_populations(hyperrep, tiny_zoo, anchors, train, config)
     assert guided.label.startswith("S_guided (kde + 3 latent steps, 32 images")
     assert zoo_lr.label == "kde + 3 weight steps (equal cost)" and tuned.label == "kde + 3 weight steps (equal cost, lr 0.05)"
-    sampler = GuidedSampler(hyperrep.ae.model, tiny_zoo.activation, train, steps=3, images=32).fit(anchors)
+    sampler = GuidedSampler(hyperrep.model, tiny_zoo.activation, train, steps=3, images=32).fit(anchors)
     start = sampler.start_weights(4, config.seed)
     moved = [float((p.weights - start).norm(dim=1).median()) for p in (zoo_lr, tuned)]
     assert 0 < moved[0] < moved[1]  # the zoo's learning rate (0.0032 here) moves them less than 0.05

@@ -37,7 +37,7 @@ def heldout_reconstruction(hyperrep: HyperRep, zoo: Zoo, images: ImageSet, split
     """Mean and 95 % CI of agreement and accuracy ratio of the rebuilt `split` models, of their
     nearest training models (L2, at the trained epochs), and of the paired difference; and both R²."""
     epochs = hyperrep.config.get("zoo_epochs") or zoo.epochs
-    model, arch, activation = hyperrep.ae.model, zoo.architecture, zoo.activation
+    model, arch, activation = hyperrep.model, zoo.architecture, zoo.activation
     held, table = zoo.samples(split, epochs)
     train = model.comparable(zoo.samples("train", epochs)[0])
     target = model.comparable(held)  # the neuron order the decoder produces (the same functions)

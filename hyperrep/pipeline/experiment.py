@@ -231,7 +231,7 @@ def build_sampler(hyperrep: HyperRep, name: str, params: dict, *, activation: st
     the zoo's `activation`, its training images `train` and a `progress(step, steps)` callback.
     Bad parameters are a ValueError."""
     spec = strategy(name)
-    context = SamplerContext(hyperrep.ae.model, activation, train, progress)
+    context = SamplerContext(hyperrep.model, activation, train, progress)
     try:
         return spec.build(context, **params)
     except TypeError as err:
@@ -250,7 +250,7 @@ def draw_population(hyperrep: HyperRep, strategy: str, params: dict, anchor_rows
         raise ValueError("no anchors: choose a region on the latent map or use the top-k % anchors")
     sampler = build_sampler(hyperrep, strategy, params, activation=activation, train=train, progress=progress)
     anchors = hyperrep.latents[torch.as_tensor(rows)].cpu()
-    return sample_population(hyperrep.ae.model, sampler, anchors, n, seed)
+    return sample_population(hyperrep.model, sampler, anchors, n, seed)
 
 
 def start_run(hyperrep: HyperRep, strategy: str, params: dict, anchor_rows, anchor_label: str, n: int, seed: int,

@@ -352,7 +352,7 @@ def report_header(hyperrep, ablation_dir, zoo: Zoo, config: ReportConfig, second
     return "\n".join([
         "# Sampling methods vs baselines",
         "",
-        f"Hyper-representation `{hyperrep.path}` (latent dim {hyperrep.ae.model.latent_dim}) of zoo `{zoo.name}` "
+        f"Hyper-representation `{hyperrep.path}` (latent dim {hyperrep.model.latent_dim}) of zoo `{zoo.name}` "
         f"({zoo.n_models} {zoo.architecture.name} models, {zoo.activation})"
         + (f"; ablation without LWLN `{ablation_dir}`." if ablation_dir else "."),
         *([paper] if paper else []),

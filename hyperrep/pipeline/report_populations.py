@@ -38,9 +38,9 @@ def guided_populations(hyperrep, zoo: Zoo, anchors: torch.Tensor, train: ImageSe
     steps, images, size = config.guided_steps, min(config.guided_images, len(train)), config.guided_step_size
     rates = [(zoo_training_settings(zoo).lr, "")] + [(lr, f", lr {lr:g}") for lr in config.guided_weight_step_sizes]
     for base in config.guided_bases:
-        sampler = GuidedSampler(hyperrep.ae.model, zoo.activation, train, base=base, steps=steps, images=images,
+        sampler = GuidedSampler(hyperrep.model, zoo.activation, train, base=base, steps=steps, images=images,
                                 step_size=size).fit(anchors)
-        guided = sample_population(hyperrep.ae.model, sampler, anchors, n, seed)
+        guided = sample_population(hyperrep.model, sampler, anchors, n, seed)
         guided.label = f"S_guided ({base} + {steps} latent steps, {images} images, top {config.anchor_fraction:.0%})"
         out.append(guided)
         start, batch = sampler.start_weights(n, seed), guidance_batch(train, images, seed)
@@ -89,7 +89,7 @@ def build_populations(
         for population in guided_populations(hyperrep, zoo, anchors, train, replace(config, guided_bases=bases)):
             (guided if population.label.startswith("S_guided") else refined).append(population)
         out += [(p, "sampler", tag) for p in guided] + [(p, "baseline", "-") for p in refined]
-    recon = reconstruction_baseline(hyperrep.ae.model, weights, n, seed, anchor_info=info)
+    recon = reconstruction_baseline(hyperrep.model, weights, n, seed, anchor_info=info)
     recon.label = f"reconstructed (top {config.anchor_fraction:.0%}){suffix}"
     out.append((recon, "baseline", tag))
     if baselines:

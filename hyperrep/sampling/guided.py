@@ -169,5 +169,5 @@ def guided_cost(steps: int, images: int, n: int) -> str:
 GUIDED_SPEC = SamplerSpec(
     GuidedSampler.name, GuidedSampler.paper_name, GuidedSampler.description, guided_from_context, contextual=True,
     images=guided_images, tunable=guided_parameters,
-    cost=lambda params, n: guided_cost(int(_given(params, "steps")), guided_images(params), n),
+    cost=lambda params, n: guided_cost(int(_given(params, "steps")), int(_given(params, "images")), n),
 )
