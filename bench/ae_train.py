@@ -18,7 +18,10 @@ backward pass computes input and weight gradients, two products per forward prod
 its 2B views. Norms, softmax, activations, the loss and the optimiser are not counted: they are
 the overhead. The matmul rate is the best of several fp32 2048x2048 products timed in the same
 run, before and after the configs (the machine's clock and neighbours change over minutes).
-The last lines read `ae train <name>, batch B: G GFLOP/s = F % of matmul`.
+The last lines read `ae train <name>, batch B: G GFLOP/s = F % of matmul`. The goal
+(MATMUL_SHARE_GOAL): the paper-sized config at batch >= 128 reaches >= 40 % of the matmul rate;
+`--check` exits 1 when it is missed, `--record` appends the figures to
+docs/bench-results/ae_train.csv (bench/record.py).
 """
 
 from __future__ import annotations
@@ -28,14 +31,17 @@ import time
 from pathlib import Path
 
 import torch
+from record import Figure, add_options, finish, matmul_gflops
 
 from hyperrep.ae.config import TrainConfig
-from hyperrep.ae.model import HyperRepresentation, ModelConfig, matmul_flops
+from hyperrep.ae.model import HyperRepresentation, matmul_flops
 from hyperrep.ae.train import make_optimizer, set_learning_rate, train_step
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER_SIZES = {"d_model": 800, "latent_dim": 700, "d_ff": 900, "n_heads": 4, "n_blocks": 2,
                "projection_layers": 4, "projection_dim": 400, "projection_out": 50}
+MATMUL_SHARE_GOAL = {"paper": (128, 40.0)}  # config: (from this batch size on, at least this % of matmul)
+MATMUL_SECONDS = 2.0  # each matmul measurement: the machine's clock and neighbours change over minutes
 
 
 def bench_config(name: str, batch: int) -> TrainConfig:
@@ -57,18 +63,6 @@ def train_states() -> torch.Tensor:
 
         return Zoo.load(zoo_path).samples("train", [21, 22, 23, 24, 25])[0]
     return torch.rand(1050, 2464, generator=torch.Generator().manual_seed(0))
-
-
-def matmul_gflops(size: int = 2048, seconds: float = 2.0) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    out = a @ b
-    best = 0.0
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        began = time.perf_counter()
-        torch.mm(a, b, out=out)
-        best = max(best, 2 * size**3 / (time.perf_counter() - began) / 1e9)
-    return best
 
 
 class Run:
@@ -159,7 +153,7 @@ def compare_parts(batch: int = 128) -> None:
           + f" (fused {timings['per-tensor loop'] / timings['fused']:.1f}x the loop)")
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)
     parser.add_argument("--configs", default="seed,paper", help="comma-separated: seed, paper")
@@ -168,21 +162,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--profile", metavar="CONFIG", default=None, help="print a per-operator profile of CONFIG instead")
     parser.add_argument("--parts", action="store_true", help="time the Norm and the optimiser step, old vs new, instead")
-    args = parser.parse_args()
+    args = add_options(parser).parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.parts:
         compare_parts()
-        return
+        return finish(args, "ae_train", [])
     batches = [int(b) for b in args.batches.split(",")]
     if args.profile:
         for batch in batches:
             profile(args.profile, batch)
-        return
+        return finish(args, "ae_train", [])
 
     states = train_states()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {len(states)} train states")
-    peak = matmul_gflops()
+    peak = matmul_gflops(seconds=MATMUL_SECONDS)
     results = []
     for name in args.configs.split(","):
         for batch in batches:
@@ -195,11 +189,24 @@ def main() -> None:
             print(f"  {name:5s} batch {batch:4d}: {params / 1e6:5.1f} M parameters, {1 / seconds:7.2f} steps/s, "
                   f"{batch / seconds:7.1f} models/s, {step_flops(config) / 1e9:8.1f} GFLOP per step (counted)")
             del run
-    peak = max(peak, matmul_gflops())
+    peak = max(peak, matmul_gflops(seconds=MATMUL_SECONDS))
     print(f"fp32 matmul 2048^2, best in this run: {peak:.1f} GFLOP/s")
     for name, batch, gflops in results:
         print(f"ae train {name}, batch {batch}: {gflops:.1f} GFLOP/s = {100 * gflops / peak:.0f} % of matmul")
+    return finish(args, "ae_train", bench_figures(results, peak), peak)
+
+
+def bench_figures(results: list[tuple[str, int, float]], peak: float) -> list[Figure]:
+    """Per (config, batch) the counted GFLOP/s and its share of the matmul rate, the share against
+    MATMUL_SHARE_GOAL where the config and batch size have one."""
+    found = []
+    for name, batch, gflops in results:
+        from_batch, share = MATMUL_SHARE_GOAL.get(name, (None, None))
+        goal = share if from_batch is not None and batch >= from_batch else None
+        found.append(Figure(f"{name}_batch{batch}_gflops", gflops))
+        found.append(Figure(f"{name}_batch{batch}_matmul_percent", 100 * gflops / peak, at_least=goal))
+    return found + [Figure("matmul_gflops", peak)]
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -9,10 +9,12 @@ measures in headless Chromium (1) process start -> Overview rendered with the ar
 test images), each in a fresh session. `--busy K` repeats (2) while K busy-looping processes
 run; `--sessions N` clicks Sample in N sessions at once (`--session-models` each) next to one
 session alone. The measurements are interleaved, round by round, so each ratio compares runs
-minutes apart. Goals: (1) <= 10 s; (2) first estimate <= 2 s, results <= 10 s; N = 4 sessions:
-slowest results <= 5x one session; 1 busy process: results <= 2x quiet. The last lines are the
-ratios. `--write-docs` replaces only the text between the app-latency markers in
-docs/benchmarks.md. tests/test_browser.py reuses AppServer and launch_chromium from here.
+minutes apart. Goals (GOALS; times are medians over the rounds): (1) <= 10 s; (2) first estimate
+<= 2 s, results <= 10 s; N = 4 sessions: slowest results <= 5x one session; 1 busy process:
+results <= 2x quiet. The last lines are the ratios. `--write-docs` replaces only the text between
+the app-latency markers in docs/benchmarks.md. `--check` exits 1 when a figure misses its goal,
+`--record` appends the figures to docs/bench-results/app_latency.csv (bench/record.py).
+tests/test_browser.py reuses AppServer and launch_chromium from here.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import urllib.request
 from pathlib import Path
 
 import torch
+from record import Figure, add_options, finish
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -36,6 +39,9 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TIMEOUT_MS = 180_000
+GOALS = {"start_to_overview_s": 10.0, "first_estimate_s": 2.0, "results_s": 10.0,
+         "sessions_slowest_vs_one": 5.0, "busy_vs_quiet": 2.0}  # each figure at most this
+SESSIONS_GOAL_AT, BUSY_GOAL_AT = 4, 1  # the sessions and busy-process counts those two ratios are set for
 
 
 def free_port() -> int:
@@ -266,6 +272,25 @@ def ratio_lines(figures: dict) -> list[str]:
     return lines
 
 
+def bench_figures(figures: dict) -> list[Figure]:
+    """The figures for --check and --record: start, medians of the quiet rounds and the two ratios
+    of ratio_lines, each against GOALS (the ratios only at the session and busy counts the goals
+    are set for)."""
+    quiet = figures["quiet"]
+    found = {"start_to_overview_s": figures["start_to_overview"],
+             "first_estimate_s": median([t["first"] for _, t in quiet]),
+             "results_s": median([t["results"] for _, t in quiet])}
+    if figures["many_sessions"]:
+        slowest = median([max(t["results"] for t in run) for _, run in figures["many_sessions"]])
+        found["sessions_slowest_vs_one"] = slowest / median([t["results"] for _, t in figures["one_session"]])
+    if figures["busy_runs"]:
+        found["busy_vs_quiet"] = median([t["results"] for _, t in figures["busy_runs"]]) / found["results_s"]
+    goal_set = {"sessions_slowest_vs_one": figures["sessions"] == SESSIONS_GOAL_AT,
+                "busy_vs_quiet": figures["busy"] == BUSY_GOAL_AT}
+    return [Figure(name, value, at_most=GOALS[name] if goal_set.get(name, True) else None)
+            for name, value in found.items()]
+
+
 def report_lines(figures: dict, command: str) -> list[str]:
     device = "CUDA" if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     lines = [
@@ -322,17 +347,17 @@ def main() -> int:
     parser.add_argument("--busy", type=int, default=0, help="K busy-looping processes for the busy runs (0: skip)")
     parser.add_argument("--log", default=str(ROOT / "runs" / "bench_app_latency.log"), help="the server's log file")
     parser.add_argument("--write-docs", action="store_true", help="write the figures into docs/benchmarks.md")
-    args = parser.parse_args()
+    args = add_options(parser).parse_args()
     if cpu_busy() > 0.5:
         print(f"warning: the CPU is busy (load {cpu_busy():.2f} per core); figures will be pessimistic", file=sys.stderr)
     figures = measure(args)
-    shown = [a for i, a in enumerate(sys.argv[1:]) if a != "--write-docs" and not a.startswith("--log")
-             and (i == 0 or sys.argv[i] != "--log")]  # the measurement's settings, not where its log went
+    shown = [a for i, a in enumerate(sys.argv[1:]) if a not in ("--write-docs", "--check", "--record")
+             and not a.startswith("--log") and (i == 0 or sys.argv[i] != "--log")]  # the settings, not where its log went
     lines = report_lines(figures, " ".join(["bench/app_latency.py", *shown]))
     if args.write_docs:
         write_docs(lines)
     print("\n".join(lines))
-    return 0
+    return finish(args, "app_latency", bench_figures(figures))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ initialisations; speed does not depend on the values) on the same test images, a
 identical predictions. Also measured: the machine's fp32 matmul rate, to put the evaluation's
 arithmetic rate (useful FLOPs of the CNN forward per second) in context. `--profile` instead
 prints where a per-model forward spends its CPU time (torch.profiler, one model, 1,000 images)
-and the cost per element of tanh and sigmoid.
+and the cost per element of tanh and sigmoid. The goal (SPEEDUP_GOAL, on a CPU): evaluate_population
+>= 4x the loop; `--check` exits 1 when it is missed, `--record` appends the figures to
+docs/bench-results/eval_throughput.csv (bench/record.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from record import Figure, add_options, finish, matmul_gflops, synchronize
 
 from hyperrep.images.datasets import ImageSet, load_split
 from hyperrep.nets.cnn import CNN_S, Architecture, forward, init_vector
@@ -27,6 +30,7 @@ from hyperrep.nets.population import evaluate_population
 from hyperrep.runtime.device import pick_device
 
 REPO = Path(__file__).resolve().parent.parent
+SPEEDUP_GOAL = {"cpu": 4.0}  # evaluate_population over the per-model loop, per device type
 
 
 def forward_flops(arch: Architecture) -> int:
@@ -66,23 +70,6 @@ def per_model_loop(weights: torch.Tensor, data: ImageSet, activation: str) -> tu
     return torch.stack(predictions).cpu(), torch.stack(losses).cpu()
 
 
-def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    a @ b
-    synchronize(device)
-    began = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    synchronize(device)
-    return 2 * size**3 * repeats / (time.perf_counter() - began) / 1e9
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def best_time(run, repeats: int, device: torch.device) -> tuple[float, object]:
     times, result = [], None
     for _ in range(repeats):
@@ -114,7 +101,7 @@ def profile_per_model(activation: str, rows: int = 8) -> None:
         print(f"  torch.{name:8s} {seconds / x.numel() * 1e9:5.2f} ns per element (best of 5, 4 M elements)")
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=int, default=100)
     parser.add_argument("--images", type=int, default=10_000)
@@ -123,12 +110,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     parser.add_argument("--profile", action="store_true", help="profile a per-model forward instead (CPU)")
-    args = parser.parse_args()
+    args = add_options(parser).parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.profile:
         profile_per_model(args.activation)
-        return
+        return finish(args, "eval_throughput", [])
 
     device = pick_device()
     weights, source = benchmark_models(args.models)
@@ -142,7 +129,7 @@ def main() -> None:
     identical = bool(torch.equal(metrics.predictions, loop_pred))
     differing = int((metrics.predictions != loop_pred).sum())
     loss_error = float((metrics.loss - loop_loss).abs().max())
-    peak = matmul_gflops(device)
+    peak = matmul_gflops(device, repeats=5)
     useful = forward_flops(CNN_S) * args.models * len(data) / 1e9
 
     figures = {
@@ -160,7 +147,16 @@ def main() -> None:
           f"max loss difference {loss_error:.2e}")
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return finish(args, "eval_throughput", bench_figures(figures), peak)
+
+
+def bench_figures(figures: dict) -> list[Figure]:
+    """The numeric figures as `Figure`s for --check and --record; the speed-up against SPEEDUP_GOAL."""
+    goal = SPEEDUP_GOAL.get(figures["device"].split(":")[0])
+    names = ("per_model_loop_s", "evaluate_population_s", "differing_predictions", "max_loss_difference",
+             "matmul_gflops", "loop_gflops", "evaluate_population_gflops", "model_images_per_s")
+    return [Figure("speedup", figures["speedup"], at_least=goal), *(Figure(n, float(figures[n])) for n in names)]
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

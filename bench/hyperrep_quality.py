@@ -9,6 +9,9 @@ the encoded differences (the model's `layer_scales`) and of the zoo's weights. N
 ones training measured, so this takes a second. `--heldout` also rebuilds every val and test model
 on the first 1,000 test images and prints agreement and accuracy ratio of the rebuilds and of
 the nearest training models with 95 % bootstrap CIs over models (hyperrep.evaluation.heldout; a minute).
+`--record` appends each folder's training time and, per split, ratio, agreement and R² to
+docs/bench-results/hyperrep_quality.csv (bench/record.py). The goals these figures are read
+against differ by zoo (docs/benchmarks.md), so `--check` has none to check here.
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ import argparse
 from pathlib import Path
 
 import torch
+from record import Figure, add_options, finish
 
 from hyperrep.ae.artifact import load_hyperrep
+from hyperrep.io.files import read_json
 from hyperrep.zoo.format import Zoo
 
 ROOT = Path(__file__).resolve().parent.parent
 SPLITS = ("train", "val", "test")
+RECORDED = ("acc_ratio_above_threshold", "prediction_agreement", "rsq")  # per split, from metrics.json
 
 
 def loss_name(hyperrep) -> str:
@@ -76,7 +82,7 @@ def main() -> int:
                         default=[ROOT / "data" / "hyperrep", ROOT / "data" / "hyperrep-no-lwln"])
     parser.add_argument("--heldout", action="store_true",
                         help="also rebuild the val and test models: CIs against the nearest training model")
-    args = parser.parse_args()
+    args = add_options(parser).parse_args()
     for folder in args.folders:
         print("\n".join(summary_lines(folder)))
     print()
@@ -84,7 +90,18 @@ def main() -> int:
     if args.heldout:
         for folder in args.folders:
             print(f"\n{folder}:\n" + "\n".join(heldout_summary(folder)), flush=True)
-    return 0
+    return finish(args, "hyperrep_quality", bench_figures(args.folders))
+
+
+def bench_figures(folders: list[Path]) -> list[Figure]:
+    """Per folder its training seconds and, per split, the RECORDED figures of its metrics.json."""
+    found = []
+    for folder in folders:
+        metrics = read_json(folder / "metrics.json")
+        found.append(Figure(f"{folder.name}/train_seconds", float(metrics["train_seconds"])))
+        found += [Figure(f"{folder.name}/{split}/{key}", float(metrics["quality"][split][key]))
+                  for split in SPLITS for key in RECORDED]
+    return found
 
 
 def heldout_summary(folder: Path, images: int = 1000) -> list[str]:

@@ -4,7 +4,7 @@
     .venv/bin/python bench/seed_ae_scaling.py --only base-e40 latent256-e40
     .venv/bin/python bench/seed_ae_scaling.py --list           # the runs and whether they are done
     .venv/bin/python bench/seed_ae_scaling.py --figure         # redraw the figure, PCA table and fit from the CSV
-    .venv/bin/python bench/seed_ae_scaling.py --record shipped-e150 data/seed-hyperrep  # a row from a trained folder
+    .venv/bin/python bench/seed_ae_scaling.py --record-run shipped-e150 data/seed-hyperrep  # a row from a trained folder
 
 Every run is configs/seed_ae_study_base.json (the 1.8 M recipe shipped before this study) with the changes in RUNS, trained with
 hyperrep.ae.train.train_hyperrep on data/seed-zoo (epochs 21-25). Its row in
@@ -14,7 +14,10 @@ held-out references (the nearest train model; PCA with latent_dim components), p
 counted training FLOPs, the training seconds (the epochs' wall time, summed over resumed
 sessions) and the wall seconds of the last session (training, scoring and the map). Rows are appended as runs finish, so an
 interrupted study continues where it stopped; a run is resumed from its own checkpoint.
-Validation figures choose between runs; test figures are reported.
+Validation figures choose between runs; test figures are reported. `--record` (as every bench
+takes it, bench/record.py) also appends the test and validation figures of the runs this
+invocation trained or recorded to docs/bench-results/seed_ae_scaling.csv; the study states no
+goal per run, so `--check` has none to check.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import json
 import shutil
 import time
 from pathlib import Path
+
+from record import Figure, add_options, finish
 
 from hyperrep.ae.config import TrainConfig
 from hyperrep.ae.model import matmul_flops
@@ -58,7 +63,7 @@ RUNS: dict[str, tuple[dict, dict, int | None, str]] = {
     "latent700-s2-e40": (L700, {"epochs": 40, "seed": 2}, None, "latent 700, seed 2"),
     "latent700-nolwln-s2-e40": (L700, {"epochs": 40, "seed": 2, "lwln": False}, None, "latent 700, plain MSE, seed 2"),
     "latent700-half-e40": (L700, {"epochs": 40}, 105, "latent 700, half the train models"),
-    # the shipped pair (configs/paper_seed_hyperrep*.json), recorded from data/ with --record
+    # the shipped pair (configs/paper_seed_hyperrep*.json), recorded from data/ with --record-run
     "shipped-e150": (L700, {"epochs": 150}, None, "shipped: latent 700, 150 epochs"),
     "shipped-nolwln-e150": (L700, {"epochs": 150, "lwln": False}, None, "shipped: latent 700, 150 epochs, plain MSE"),
 }
@@ -67,6 +72,7 @@ ABLATION = {"LWLN": ["latent700-e40", "latent700-s1-e40", "latent700-s2-e40"],
             "plain MSE": ["latent700-nolwln-e40", "latent700-nolwln-s1-e40", "latent700-nolwln-s2-e40"]}
 RECORDED = ("shipped-e150", "shipped-nolwln-e150")  # trained by `hyperrep train`, not by this script
 FIGURES = ["rsq", "acc_ratio_above_threshold", "prediction_agreement"]
+RECORDED_SPLITS = ("val", "test")  # the splits whose FIGURES --record writes, per run
 
 
 def run_config(name: str) -> TrainConfig:
@@ -292,37 +298,38 @@ def draw_figure(csv_path: Path, figure_path: Path) -> None:
     fig.savefig(figure_path, dpi=110)
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)
     parser.add_argument("--only", nargs="+", choices=sorted(RUNS), help="these runs (in this order), if not done")
     parser.add_argument("--list", action="store_true", help="list the runs and whether the CSV has them")
     parser.add_argument("--figure", action="store_true", help="only redraw the figure from the CSV")
-    parser.add_argument("--record", nargs=2, metavar=("RUN", "FOLDER"),
+    parser.add_argument("--record-run", nargs=2, metavar=("RUN", "FOLDER"),
                         help=f"append the row of RUN (one of {', '.join(RECORDED)}) from a folder `hyperrep train` wrote")
     parser.add_argument("--out", type=Path, default=OUT, help="folder of runs.csv and scaling.png")
-    args = parser.parse_args()
+    args = add_options(parser).parse_args()
     csv_path, figure_path = args.out / "runs.csv", args.out / "scaling.png"
-    done = done_runs(csv_path)
-    if args.record:
-        name, folder = args.record
+    done, rows = done_runs(csv_path), []
+    if args.record_run:
+        name, folder = args.record_run
         if name not in RECORDED:
-            parser.error(f"--record: {name} is not one of {', '.join(RECORDED)}")
+            parser.error(f"--record-run: {name} is not one of {', '.join(RECORDED)}")
         if name in done:
-            parser.error(f"--record: {csv_path} has {name} already")
-        record_run(name, Path(folder), csv_path)
+            parser.error(f"--record-run: {csv_path} has {name} already")
+        rows.append(record_run(name, Path(folder), csv_path))
         args.figure = True
     if args.list:
         for name, (_, _, _, note) in RUNS.items():
             print(f"{'done' if name in done else 'todo'}  {name:18s} {note}")
-        return
+        return 0
     if not args.figure:
         args.out.mkdir(parents=True, exist_ok=True)
         for name in args.only or [run for run in RUNS if run not in RECORDED]:
             if name in RECORDED:
-                parser.error(f"{name} is trained by `hyperrep train` (README); add its row with --record")
+                parser.error(f"{name} is trained by `hyperrep train` (README); add its row with --record-run")
             if name not in done:
                 row = train_run(name, csv_path)
+                rows.append(row)
                 print(f"   -> train R2 {row['train_rsq']:.3f}, val R2 {row['val_rsq']:.3f}, val agreement "
                       f"{row['val_prediction_agreement']:.3f} (nearest train {row['val_nearest_train_prediction_agreement']:.3f})",
                       flush=True)
@@ -338,7 +345,14 @@ def main() -> None:
         (args.out / "size_fit.txt").write_text("\n".join(fit) + "\n")
         (args.out / "ablation.md").write_text("\n".join(ablation_table(csv_path)) + "\n")
         print("\n".join(fit))
+    return finish(args, "seed_ae_scaling", bench_figures(rows))
+
+
+def bench_figures(rows: list[dict]) -> list[Figure]:
+    """The RECORDED_SPLITS' FIGURES and the training seconds of each row this invocation added."""
+    return [Figure(f"{row['run']}/{name}", float(row[name])) for row in rows
+            for name in ["train_s", *(f"{split}_{key}" for split in RECORDED_SPLITS for key in FIGURES)]]
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

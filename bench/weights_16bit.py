@@ -9,6 +9,9 @@ predictions change. `--write` then stores model.safetensors and latents.safetens
 (training.storage_dtype in config.json says so), as `hyperrep train` does with storage_dtype
 "float16"; metrics.json keeps the float32 figures it was trained with. `--drop-projection-head`
 also leaves out the NT-Xent projection head (store_projection_head false), which only training uses.
+The goal (MEAN_CHANGE_GOAL): the mean accuracy change of each split <= 0.1 points; `--check` exits 1
+when it is missed, `--record` appends the figures to docs/bench-results/weights_16bit.csv
+(bench/record.py).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import copy
 from pathlib import Path
 
 import torch
+from record import Figure, add_options, finish
 
 from hyperrep.ae.artifact import load_hyperrep, reconstruct_weights
 from hyperrep.ae.config import PROJECTION_HEAD, stored_as
@@ -25,6 +29,8 @@ from hyperrep.ae.quality import load_eval_images
 from hyperrep.io.files import read_json, read_tensors, write_json, write_tensors
 from hyperrep.nets.population import evaluate_population
 from hyperrep.zoo.format import Zoo
+
+MEAN_CHANGE_GOAL = 0.1  # accuracy points, mean over a split's decoded models
 
 
 def rounded_to_16bit(model: torch.nn.Module) -> torch.nn.Module:
@@ -34,15 +40,18 @@ def rounded_to_16bit(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def compare(folder: Path, images: int) -> list[str]:
+def compare(folder: Path, images: int) -> tuple[list[str], list[Figure]]:
+    """The printed lines and, per split, the figures: mean (against MEAN_CHANGE_GOAL) and largest
+    accuracy change in points, and the share of predictions changed in %."""
     hyperrep = load_hyperrep(folder)
     zoo = Zoo.load(hyperrep.zoo_path)
     image_set = load_eval_images(zoo, images, None, torch.device("cpu"))
     epochs = hyperrep.config["zoo_epochs"]
     half = rounded_to_16bit(hyperrep.model)
     stored = hyperrep.config.get("training", {}).get("storage_dtype", "float32")
-    lines = [f"{folder}: {sum(p.numel() for p in hyperrep.model.parameters()):,} parameters stored as {stored}, "
+    lines = [f"{folder}: {sum(p.numel() for p in hyperrep.ae.model.parameters()):,} parameters stored as {stored}, "
              f"{images} test images"]
+    figures = []
     for split in ("val", "test"):
         weights, _ = zoo.samples(split, epochs)
         full_eval, half_eval = (evaluate_population(zoo.architecture, zoo.activation, reconstruct_weights(m, weights), image_set,
@@ -51,7 +60,10 @@ def compare(folder: Path, images: int) -> list[str]:
         flipped = (half_eval.predictions != full_eval.predictions).float().mean() * 100
         lines.append(f"  {split}: {len(weights)} decoded models, accuracy change mean {change.mean():.3f} points, "
                      f"largest {change.max():.3f} points; predictions changed {flipped:.3f} %")
-    return lines
+        figures += [Figure(f"{split}_mean_accuracy_change_points", float(change.mean()), at_most=MEAN_CHANGE_GOAL),
+                    Figure(f"{split}_largest_accuracy_change_points", float(change.max())),
+                    Figure(f"{split}_predictions_changed_percent", float(flipped))]
+    return lines, figures
 
 
 def write_16bit(folder: Path, drop_projection_head: bool = False) -> None:
@@ -68,7 +80,7 @@ def write_16bit(folder: Path, drop_projection_head: bool = False) -> None:
     write_json(folder / "config.json", config)
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)
     parser.add_argument("folder", type=Path, help="a hyper-representation trained in float32")
@@ -76,13 +88,15 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="then store its weights and latents in float16")
     parser.add_argument("--drop-projection-head", action="store_true",
                         help="with --write: leave the NT-Xent projection head (training only) out of model.safetensors")
-    args = parser.parse_args()
-    print("\n".join(compare(args.folder, args.images)), flush=True)
+    args = add_options(parser).parse_args()
+    lines, figures = compare(args.folder, args.images)
+    print("\n".join(lines), flush=True)
     if args.write:
         write_16bit(args.folder, args.drop_projection_head)
         print(f"{args.folder}: model.safetensors and latents.safetensors now float16"
               + (", without the projection head" if args.drop_projection_head else ""))
+    return finish(args, "weights_16bit", figures)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -18,6 +18,9 @@ Usage: python bench/zoo_design_pilot.py [designs] [--models 48] [--epochs 3] [--
        python bench/zoo_design_pilot.py seed [--models 32] [--epochs 12] [--save 0,1,2,4,8,12]
            [--counts 6,12,24] [--inits uniform,kaiming_uniform] [--train-images 50000]
            [--keep DIR] [--threads 1]
+`--record` appends the printed figures (R² and kept accuracy per zoo, order and component count;
+per seed-study row the references' kept and agreement) to docs/bench-results/zoo_design_pilot.csv
+(bench/record.py); the studies state no goal, so `--check` has none to check.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pathlib import Path
 
 import torch
 from reconstruction_ceiling import kept_accuracy
+from record import Figure, add_options, finish
 
 from hyperrep.images.datasets import load_split
 from hyperrep.nets.permutations import canonicalize
@@ -45,7 +49,9 @@ DESIGNS = {"seed zoo": None, "one shared start": 1, "4 shared starts": 4}
 SEED_RECIPE = Path(__file__).resolve().parent.parent / "configs" / "paper_seed_zoo.json"
 
 
-def designs(args) -> None:
+def designs(args) -> list[Figure]:
+    """Print R² and kept accuracy of PCA's rebuilds per zoo design and neuron order; return them as figures."""
+    found = []
     data = load_split("test").subset(torch.arange(args.images))
     print(f"{args.models} models × {args.epochs} epochs per zoo, Adam lr log-uniform [3e-4, 1e-2], kaiming-uniform, "
           f"split 75/0/25; states of epochs 1..{args.epochs}; first {args.images} test images")
@@ -62,9 +68,14 @@ def designs(args) -> None:
                 fit, held = (train, test) if order == "plain" else (canonicalize(zoo.architecture, train),
                                                                   canonicalize(zoo.architecture, test))
                 rebuilds = list(pca_rebuilds(zoo.architecture, fit, held, (8, 32, 64)))
-                rsq = " / ".join(f"{r_squared(r, held, fit.mean(dim=0)):.2f}" for _, r in rebuilds)
-                kept = " / ".join(f"{kept_accuracy(zoo, r, original, data):.2f}" for _, r in rebuilds)
-                print(f"{name} | {order} | {rsq} | {kept}", flush=True)
+                rsq = [r_squared(r, held, fit.mean(dim=0)) for _, r in rebuilds]
+                kept = [kept_accuracy(zoo, r, original, data) for _, r in rebuilds]
+                print(f"{name} | {order} | {' / '.join(f'{v:.2f}' for v in rsq)} | "
+                      f"{' / '.join(f'{v:.2f}' for v in kept)}", flush=True)
+                for (components, _), r, k in zip(rebuilds, rsq, kept):
+                    found += [Figure(f"{name}/{order}/pca{components}/rsq", r),
+                              Figure(f"{name}/{order}/pca{components}/kept", k)]
+    return found
 
 
 def cpu_seconds() -> float:
@@ -85,7 +96,8 @@ def seed_zoo(config: BuildConfig, folder: Path, workers: int) -> tuple[Zoo, floa
     return zoo, time.time() - wall, cpu_seconds() - cpu
 
 
-def seed(args) -> None:
+def seed(args) -> list[Figure]:
+    """Print the seed-zoo study's rows and table; return their references as figures."""
     torch.set_num_threads(args.threads)
     base = BuildConfig.from_file(SEED_RECIPE)
     saves = sorted({int(e) for e in args.save.split(",") if int(e) <= args.epochs} | {0, args.epochs})
@@ -113,6 +125,17 @@ def seed(args) -> None:
                 rows.append((init, epoch, count, figures))
                 print(row_text(init, epoch, count, figures, components), flush=True)
     print("\n" + table(rows, components))
+    return [figure for row in rows for figure in row_figures(*row, components)]
+
+
+def row_figures(init: str, epoch: int, count: int, f: dict, components: tuple[int, ...]) -> list[Figure]:
+    """One seed-study row's test accuracy, the references' kept and agreement, PCA's kept."""
+    at = f"{init}/epoch{epoch}/train{count}"
+    found = [Figure(f"{at}/test_acc", f["test_acc"]),
+             Figure(f"{at}/mean_model_agreement", f["mean_model"]["prediction_agreement"]),
+             Figure(f"{at}/nearest_kept", f["nearest"]["kept_above_chance"]),
+             Figure(f"{at}/nearest_agreement", f["nearest"]["prediction_agreement"])]
+    return found + [Figure(f"{at}/pca{k}_kept", f["pca"][k]["kept_above_chance"]) for k in components]
 
 
 def row_text(init: str, epoch: int, count: int, f: dict, components: tuple[int, ...]) -> str:
@@ -136,7 +159,7 @@ def table(rows, components: tuple[int, ...]) -> str:
     return "\n".join([head, line] + [row_text(*row, components) for row in rows])
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", nargs="?", choices=("designs", "seed"), default="designs")
     parser.add_argument("--models", type=int, default=None, help="models per zoo (designs 48, seed 32)")
@@ -150,14 +173,15 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=50_000, help="seed: training images per epoch")
     parser.add_argument("--threads", type=int, default=1, help="seed: torch threads")
     parser.add_argument("--keep", default=None, help="seed: folder to keep (and reuse) the built pilot zoos in")
-    args = parser.parse_args()
+    args = add_options(parser).parse_args()
     if args.study == "designs":
         args.models, args.epochs, args.workers = args.models or 48, args.epochs or 3, args.workers or 2
-        designs(args)
+        found = designs(args)
     else:
         args.models, args.epochs, args.workers = args.models or 32, args.epochs or 12, args.workers or 1
-        seed(args)
+        found = seed(args)
+    return finish(args, "zoo_design_pilot", found)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -16,13 +16,16 @@ Each path's time per model-epoch is the best of interleaved repeats; the stacked
 many there are). GFLOP/s counts the nominal 1.16 MFLOP of a dense CNN-s training step per image.
 On a machine shared with other jobs the wall-clock ratio flatters the stacked path (its two
 threads get more of the machine than the loop's one); the CPU-seconds ratio beside it does not
-count the second thread at all. Read the two as bounds. The last two lines are the goals of
-issue 10:
+count the second thread at all. Read the two as bounds. The last two lines are the figures
+the goals are set on (GOALS: on a CPU batch 10 >= 20x and batch 32 >= 4x; on CUDA batch 10 >= 50x
+and the projected 1,000-model zoo <= 30 min):
   stacked, batch 10: R x the plain loop
   stacked, batch 32: R x the plain loop
 
-Run:  .venv/bin/python bench/zoo_train.py [--models 100 --images 2000 --repeats 2]
-Device: HYPERREP_DEVICE, else CUDA / MPS / CPU (hyperrep.runtime.device.pick_device).
+Run:  .venv/bin/python bench/zoo_train.py [--models 100 --images 2000 --repeats 2] [--check] [--record]
+Device: HYPERREP_DEVICE, else CUDA / MPS / CPU (hyperrep.runtime.device.pick_device). `--check` exits 1
+when a ratio (or the projection) misses its goal; `--record` appends the figures to
+docs/bench-results/zoo_train.csv (bench/record.py).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from record import Figure, add_options, finish, matmul_gflops
 from torch import nn
 
 from hyperrep.images.datasets import ImageSet, load_split
@@ -44,8 +48,11 @@ from hyperrep.runtime.device import pick_device
 
 ACTIVATION = "tanh"
 FLOP_PER_TRAINING_IMAGE = 1.16e6  # CNN-s forward + backward, dense (platform notes)
-SEED_ZOO = dict(models=300, epochs=25, images=50_000)  # the seed zoo of issue 11, at batch 10
+SEED_ZOO = dict(models=300, epochs=25, images=50_000)  # the seed zoo's size, at batch 10
 GPU_ZOO = dict(models=1000, epochs=25, images=50_000)
+# stacked over the plain loop, per device type and batch size (speed-ups below these miss)
+GOALS = {"cpu": {10: 20.0, 32: 4.0}, "cuda": {10: 50.0}}
+PROJECTION_GOAL_MINUTES = {"cuda": 30.0}  # the projected GPU_ZOO at batch 10
 
 
 class PlainCNN(nn.Module):
@@ -113,22 +120,6 @@ def timed(name: str, models: int, device: torch.device, run, threads: int | None
     return timing
 
 
-def matmul_gflops(device: torch.device, size: int = 2048) -> float:
-    """The machine's fp32 matmul rate, for scale."""
-    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
-    a @ b
-    best = float("inf")
-    for _ in range(3):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        began = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - began)
-    return 2 * size ** 3 / best / 1e9
-
-
 def measure_batch(batch: int, starts, seeds, data: ImageSet, args, device) -> dict[str, Timing]:
     """Best-of-repeats timing of each path at one batch size (interleaved, so load hits all alike)."""
     n_loop = min(args.loop_models, len(seeds))
@@ -172,7 +163,7 @@ def report_batch(batch: int, best: dict[str, Timing], images: int, epochs: int, 
     return plain.per_model() / stacked.per_model(), stacked.per_model() / (images * epochs), cpu_ratio
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=int, default=100, help="models the stacked path trains at once")
     parser.add_argument("--loop-models", type=int, default=4, help="models each per-model loop trains")
@@ -184,7 +175,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None, help="IDX folder (default: HYPERREP_DATA or Debian's Fashion-MNIST)")
     parser.add_argument("--threads", type=int, default=None, help="threads of the stacked path (default: torch's)")
     parser.add_argument("--loop-threads", type=int, nargs="+", default=[1], help="thread counts to time the loops with")
-    args = parser.parse_args()
+    args = add_options(parser).parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     args.threads = torch.get_num_threads()
@@ -211,14 +202,32 @@ def main() -> None:
         ratios[batch] = report_batch(batch, best, len(data), args.epochs, matmul)
     load = f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
     print(f"\n{load}")
+    minutes = None
     if 10 in ratios:
         zoo = GPU_ZOO if device.type == "cuda" else SEED_ZOO
         hours = ratios[10][1] * zoo["models"] * zoo["epochs"] * zoo["images"] / 3600
+        minutes = hours * 60
         print(f"projected: {zoo['models']} models x {zoo['epochs']} epochs x {zoo['images']} images at batch 10 "
               f"in {hours:.2f} h ({hours * 60:.0f} min) on this {device.type}")
     for batch, (ratio, _, cpu_ratio) in ratios.items():
         print(f"stacked, batch {batch}: {ratio:.1f} x the plain loop (CPU seconds per model: {cpu_ratio:.1f} x; {load})")
+    return finish(args, "zoo_train", bench_figures(ratios, minutes, device.type, matmul), matmul)
+
+
+def bench_figures(ratios: dict[int, tuple[float, float, float]], projected_minutes: float | None, device_type: str,
+                  matmul: float) -> list[Figure]:
+    """The bench's figures for --check and --record: per batch size the wall-clock and CPU-seconds
+    ratios (the wall-clock one against GOALS for this device type), the projection, the matmul rate."""
+    goals = GOALS.get(device_type, {})
+    found = []
+    for batch, (ratio, _, cpu_ratio) in ratios.items():
+        found.append(Figure(f"stacked_vs_plain_batch{batch}", ratio, at_least=goals.get(batch)))
+        found.append(Figure(f"stacked_vs_plain_cpu_seconds_batch{batch}", cpu_ratio))
+    if projected_minutes is not None:
+        found.append(Figure("projected_zoo_minutes", projected_minutes,
+                            at_most=PROJECTION_GOAL_MINUTES.get(device_type)))
+    return found + [Figure("matmul_gflops", matmul)]
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

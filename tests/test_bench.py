@@ -1,14 +1,20 @@
-"""The benches: each starts on a fresh checkout, and app_latency's docs writer keeps hand-written text."""
+"""The benches: each starts on a fresh checkout, takes --check and --record, fails --check when a
+figure misses its goal, records one row set per run; app_latency's docs writer keeps hand-written
+text; bench/gpu_check.sh stops with a non-zero status at the first failing step."""
 
 from __future__ import annotations
 
+import argparse
+import csv
 import importlib.util
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import record
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,8 +22,10 @@ BENCHES = sorted(p.name for p in (ROOT / "bench").glob("*.py"))
 
 
 def load_bench(name: str):
+    """A fresh copy of bench/<name>.py, registered in sys.modules as dataclasses need."""
     spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -32,6 +40,8 @@ def test_every_bench_starts_and_explains_itself(name):
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "usage:" in done.stdout
+    if name != "record.py":  # the shared module, not a bench
+        assert "--check" in done.stdout and "--record" in done.stdout
 
 
 def fake_figures() -> dict:
@@ -107,7 +117,7 @@ def test_the_size_fit_extrapolates_a_straight_line_in_log_parameters(tmp_path):
     (tmp_path / "runs.csv").write_text("\n".join(rows) + "\n")
     lines = study.size_fit(tmp_path / "runs.csv")
     at = math.log10(study.AUTHORS_PARAMETERS) - 6
-    assert f"at 71.2 M: {0.3 + 0.1 * at:.3f}" in lines[1] and f"b +0.100 per decade" in lines[1]
+    assert f"at 71.2 M: {0.3 + 0.1 * at:.3f}" in lines[1] and "b +0.100 per decade" in lines[1]
     assert f"at 71.2 M: {0.2 + 0.2 * at:.3f}" in lines[2]
 
 
@@ -131,3 +141,123 @@ def test_a_recorded_row_must_come_from_the_runs_settings(tiny_hyperrep_path, tmp
     with pytest.raises(SystemExit, match="other settings than run shipped-e150 .*epochs.*model"):
         study.record_run("shipped-e150", tiny_hyperrep_path, tmp_path / "runs.csv")
     assert not (tmp_path / "runs.csv").exists()
+
+
+def read_rows(path: Path) -> list[dict]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_missed_goal_fails_the_check_with_one_line_saying_by_how_much(capsys):
+    met = [record.Figure("speedup", 5.0, at_least=4.0), record.Figure("seconds", 8.0, at_most=10.0),
+           record.Figure("no goal", -1.0)]
+    assert record.check(met) == 0
+    assert "2 goal(s) met" in capsys.readouterr().err
+    assert record.check(met + [record.Figure("start_s", 12.5, at_most=10.0)]) == 1
+    assert capsys.readouterr().err.splitlines() == ["check: start_s = 12.5 missed its goal <= 10 by 2.5 (25%)"]
+    assert record.Figure("speedup", 3.0, at_least=4.0).miss() == "check: speedup = 3 missed its goal >= 4 by 1 (25%)"
+
+
+def test_record_appends_one_row_set_with_the_machine_fields(tmp_path, monkeypatch):
+    monkeypatch.setenv(record.RESULTS_ENV, str(tmp_path))
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "bench" / "some_bench.py"), "--record"])
+    args = argparse.Namespace(record=True, check=False)
+    figures = [record.Figure("speedup", 5.0, at_least=4.0), record.Figure("seconds", 12.0, at_most=10.0),
+               record.Figure("matmul", 99.0)]
+    assert record.finish(args, "some_bench", figures, matmul=123.4) == 0  # --record alone never fails the run
+    rows = read_rows(tmp_path / "some_bench.csv")
+    assert list(rows[0]) == record.COLUMNS and len(rows) == 3
+    assert [(r["figure"], r["goal"], r["met"]) for r in rows] == [("speedup", ">= 4", "true"),
+                                                                  ("seconds", "<= 10", "false"), ("matmul", "", "")]
+    for row in rows:
+        assert row["command"] == "bench/some_bench.py --record" and row["matmul_gflops"] == "123.4"
+        assert row["cpu_model"] and int(row["cores"]) >= 1 and row["torch_version"] == torch.__version__
+    record.finish(args, "some_bench", figures[:1])
+    rows = read_rows(tmp_path / "some_bench.csv")
+    assert len(rows) == 4 and float(rows[-1]["matmul_gflops"]) > 0  # measured when the bench gave none
+    (tmp_path / "other.csv").write_text("date,value\n")
+    with pytest.raises(SystemExit, match="columns"):
+        record.append_rows("other", figures, record.machine(1.0), "x")
+
+
+def test_zoo_train_check_exits_1_when_a_goal_is_missed_and_the_record_holds_the_run(idx_dir, tmp_path, monkeypatch,
+                                                                                      capsys):
+    bench = load_bench("zoo_train")
+    monkeypatch.setenv(record.RESULTS_ENV, str(tmp_path))
+    monkeypatch.setattr(bench, "GOALS", {"cpu": {10: 1e6}, "cuda": {10: 1e6}})
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "bench" / "zoo_train.py"), "--models", "2", "--images", "20",
+                                      "--repeats", "1", "--loop-models", "1", "--data-dir", str(idx_dir),
+                                      "--check", "--record"])
+    assert bench.main() == 1
+    out, err = capsys.readouterr()
+    assert out.strip().splitlines()[-1].startswith("stacked, batch 32: ")  # the printed lines are unchanged
+    checked = [line for line in err.splitlines() if line.startswith("check:")]
+    assert len(checked) == 1 and checked[0].startswith("check: stacked_vs_plain_batch10 = ")
+    assert "missed its goal >= 1e+06 by" in checked[0]
+    rows = read_rows(tmp_path / "zoo_train.csv")
+    assert {r["figure"] for r in rows} == {"stacked_vs_plain_batch10", "stacked_vs_plain_batch32",
+                                           "stacked_vs_plain_cpu_seconds_batch10", "stacked_vs_plain_cpu_seconds_batch32",
+                                           "projected_zoo_minutes", "matmul_gflops"}
+    assert len(rows) == 6 and len({r["date"] for r in rows}) == 1 and rows[0]["command"].endswith("--check --record")
+
+
+def test_zoo_train_goals_follow_the_device():
+    bench = load_bench("zoo_train")
+    cpu = bench.bench_figures({10: (25.0, 1e-6, 20.0), 32: (3.5, 1e-6, 3.0)}, 35.0, "cpu", 200.0)
+    assert [f.miss() for f in cpu if f.miss()] == ["check: stacked_vs_plain_batch32 = 3.5 missed its goal >= 4 by 0.5 (12%)"]
+    assert bench.bench_figures({10: (60.0, 1e-6, 50.0)}, 20.0, "cuda", 1e4)[-2].met() is True
+    assert record.check(bench.bench_figures({10: (60.0, 1e-6, 50.0)}, 40.0, "cuda", 1e4)) == 1
+
+
+@pytest.mark.parametrize("goal, status", [(1e6, 1), (0.0, 0)])
+def test_eval_throughput_check_follows_its_speedup_goal(goal, status, tmp_path, monkeypatch):
+    bench = load_bench("eval_throughput")
+    monkeypatch.setenv(record.RESULTS_ENV, str(tmp_path))
+    monkeypatch.setattr(bench, "SPEEDUP_GOAL", {"cpu": goal})
+    monkeypatch.setattr(sys, "argv", ["bench/eval_throughput.py", "--models", "2", "--images", "128", "--repeats", "1",
+                                      "--check", "--record"])
+    assert bench.main() == status
+    rows = read_rows(tmp_path / "eval_throughput.csv")
+    assert len(rows) == 9 and rows[0]["figure"] == "speedup" and rows[0]["met"] == ("false" if status else "true")
+
+
+def test_app_latency_goals_are_the_medians_and_ratios():
+    bench = load_app_latency()
+    figures = fake_figures()
+    assert record.check(bench.bench_figures(figures)) == 0  # medians 1.45 s / 10.0 s, ratios 4.0 and 1.5
+    figures["start_to_overview"] = 12.0
+    assert [f.name for f in bench.bench_figures(figures) if f.met() is False] == ["start_to_overview_s"]
+    figures["sessions"] = 3  # the sessions goal is set for 4 sessions
+    assert next(f for f in bench.bench_figures(figures) if f.name == "sessions_slowest_vs_one").met() is None
+
+
+def test_ae_train_goal_is_the_paper_config_from_batch_128():
+    bench = load_bench("ae_train")
+    figures = bench.bench_figures([("seed", 128, 10.0), ("paper", 16, 10.0), ("paper", 128, 60.0)], 200.0)
+    assert [(f.name, f.met()) for f in figures if f.met() is not None] == [("paper_batch128_matmul_percent", False)]
+
+
+def shim(folder: Path, name: str, body: str) -> Path:
+    path = folder / name
+    path.write_text("#!/usr/bin/env bash\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+@pytest.mark.parametrize("failing, step", [("", None), ("-c", "torch sees a CUDA device"), ("pytest", "tests on CUDA"),
+                                           ("bench/zoo_train.py", "bench/zoo_train.py"),
+                                           ("hyperrep.cli", "hyperrep sample --compare")])
+def test_gpu_check_stops_at_the_first_failing_step(failing, step, tmp_path):
+    """Every step through a stand-in python (and nvidia-smi) that fails the calls naming `failing`."""
+    python = shim(tmp_path, "python", 'echo "python $*"\ncase " $* " in *" $SHIM_FAIL "*) exit 3;; esac\n')
+    shim(tmp_path, "nvidia-smi", "echo 'Stand-in GPU, 80 GiB'\n")
+    env = {**os.environ, "PYTHON": str(python), "SHIM_FAIL": failing or "-", "OUT": str(tmp_path / "out"),
+           "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh")], env=env, capture_output=True, text=True,
+                          timeout=60)
+    if step is None:
+        assert done.returncode == 0, done.stderr
+        assert "gpu_check: every step passed" in done.stdout and "--check --record" in done.stdout
+    else:
+        assert done.returncode != 0 and f"gpu_check: FAILED (exit 3): {step}" in done.stderr + done.stdout
+        assert "every step passed" not in done.stdout
