@@ -126,9 +126,10 @@ def main() -> int:
     loop_s, (loop_pred, loop_loss) = best_time(lambda: per_model_loop(weights, data, args.activation), args.repeats, device)
     ours_s, metrics = best_time(lambda: evaluate_population(CNN_S, args.activation, weights, data, keep_predictions=True),
                                 args.repeats, device)
-    identical = bool(torch.equal(metrics.predictions, loop_pred))
-    differing = int((metrics.predictions != loop_pred).sum())
-    loss_error = float((metrics.loss - loop_loss).abs().max())
+    predictions = metrics.predictions.long()
+    identical = bool(torch.equal(predictions, loop_pred.long()))
+    differing = int((predictions != loop_pred).sum())
+    loss_error = float(abs(metrics.loss - loop_loss.double().numpy()).max())
     peak = matmul_gflops(device, repeats=5)
     useful = forward_flops(CNN_S) * args.models * len(data) / 1e9
 

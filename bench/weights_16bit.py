@@ -56,7 +56,7 @@ def compare(folder: Path, images: int) -> tuple[list[str], list[Figure]]:
         weights, _ = zoo.samples(split, epochs)
         full_eval, half_eval = (evaluate_population(zoo.architecture, zoo.activation, reconstruct_weights(m, weights), image_set,
                                                     keep_predictions=True) for m in (hyperrep.model, half))
-        change = (half_eval.accuracy - full_eval.accuracy).abs() * 100
+        change = abs(half_eval.accuracy - full_eval.accuracy) * 100
         flipped = (half_eval.predictions != full_eval.predictions).float().mean() * 100
         lines.append(f"  {split}: {len(weights)} decoded models, accuracy change mean {change.mean():.3f} points, "
                      f"largest {change.max():.3f} points; predictions changed {flipped:.3f} %")

@@ -211,7 +211,7 @@ def test_zoo_baseline_takes_train_models_at_the_last_epoch(tiny_zoo):
 def test_noise_baseline_adds_sigma_noise_to_anchor_weights(tiny_zoo):
     weights, table = tiny_zoo.samples(split="train", epochs=[2])
     population = noise_baseline(weights, 0.04, 20, seed=0, anchor_info=table)
-    base = weights[torch.as_tensor(population.members["anchor"].to_numpy())]
+    base = weights[torch.as_tensor(population.members["anchor"].to_numpy().copy())]
     assert abs(float((population.weights - base).std()) - 0.04) < 0.002
     assert population.members["anchor"].nunique() == min(20, len(weights))
     assert population.label == "noise σ=0.04"
@@ -240,7 +240,7 @@ def test_batched_encode_decode_and_reconstruction_baseline(tiny_zoo):
     assert latents.shape == (len(weights), 8)
     assert torch.allclose(decode_latents(model, latents, batch_size=2), expected, atol=1e-5)
     population = reconstruction_baseline(model, weights, 4, seed=0, anchor_info=table)
-    assert torch.allclose(population.weights, expected[torch.as_tensor(population.members["anchor"].to_numpy())], atol=1e-5)
+    assert torch.allclose(population.weights, expected[torch.as_tensor(population.members["anchor"].to_numpy().copy())], atol=1e-5)
 
 
 def test_umap_sampler_keeps_torch_single_threaded():
