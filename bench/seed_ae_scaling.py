@@ -63,6 +63,9 @@ RUNS: dict[str, tuple[dict, dict, int | None, str]] = {
     "latent700-s2-e40": (L700, {"epochs": 40, "seed": 2}, None, "latent 700, seed 2"),
     "latent700-nolwln-s2-e40": (L700, {"epochs": 40, "seed": 2, "lwln": False}, None, "latent 700, plain MSE, seed 2"),
     "latent700-half-e40": (L700, {"epochs": 40}, 105, "latent 700, half the train models"),
+    # the paper's batch sizes at equal epochs (so equal FLOPs, fewer steps; same learning rate)
+    "latent700-b128-e40": (L700, {"epochs": 40, "batch_size": 128}, None, "latent 700, batch 128"),
+    "latent700-b500-e40": (L700, {"epochs": 40, "batch_size": 500}, None, "latent 700, the paper's batch 500"),
     # the shipped pair (configs/paper_seed_hyperrep*.json), recorded from data/ with --record-run
     "shipped-e150": (L700, {"epochs": 150}, None, "shipped: latent 700, 150 epochs"),
     "shipped-nolwln-e150": (L700, {"epochs": 150, "lwln": False}, None, "shipped: latent 700, 150 epochs, plain MSE"),
