@@ -50,12 +50,13 @@ def report_summary(folder: Path | str) -> pd.DataFrame:
     rows = []
     for method, group in table.groupby("method", sort=False):
         at = {int(e): row for e, row in zip(group["epoch"], group.itertuples())}
-        row = {"method": method, "distance": at[min(at)].distance_median}
+        row = {"method": method}
         for epoch, name in [(0, "zero-shot")] + ([(last, f"after {last} epochs")] if last > 0 else []):
             if epoch in at:
                 r = at[epoch]
                 row[f"{name} (%)"] = f"{100 * r.mean:.1f} [{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}]"
                 row[f"Δ {name} (pp)"] = _delta(r.frontier_delta, r.frontier_delta_lo, r.frontier_delta_hi)
+        row["distance"] = round(float(at[min(at)].distance_median), 2)  # zero-shot, to the nearest zoo model
         rows.append(row)
     return pd.DataFrame(rows)
 
