@@ -14,7 +14,7 @@ import hyperrep
 PACKAGE = Path(hyperrep.__file__).resolve().parent
 LAYERS = ["io", "runtime", "images", "nets", "zoo", "paper", "ae", "sampling", "evaluation", "pipeline"]
 TOP = "cli"  # the command line sits on top of every layer
-MAX_LINES = 480
+MAX_LINES = 450
 
 
 def module_name(path: Path) -> str:

@@ -12,7 +12,8 @@ from hyperrep import cli
 from hyperrep.io.files import ArtifactError
 from hyperrep.zoo.export import export_modelzoo
 from hyperrep.zoo.format import Zoo
-from hyperrep.zoo.public_import import import_modelzoo, read_state_dict
+from hyperrep.zoo.public_folders import read_state_dict
+from hyperrep.zoo.public_import import import_modelzoo
 
 SHARED_COLUMNS = ["model_id", "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "init", "split"]
 

@@ -15,7 +15,8 @@ from hyperrep import cli
 from hyperrep.io.files import ArtifactError
 from hyperrep.nets.cnn import CNN_S, init_vector
 from hyperrep.zoo.format import Zoo
-from hyperrep.zoo.public_import import import_modelzoo, parse_epochs, read_state_dict
+from hyperrep.zoo.public_folders import read_state_dict
+from hyperrep.zoo.public_import import import_modelzoo, parse_epochs
 
 EPOCHS = [0, 1, 2]
 

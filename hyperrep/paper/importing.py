@@ -30,7 +30,8 @@ from hyperrep.paper.files import (
     seed_from_path,
 )
 from hyperrep.zoo.format import Zoo, make_manifest
-from hyperrep.zoo.public_import import DATASET_HINTS, MODELZOO_NORMALISATION, read_state_dict
+from hyperrep.zoo.public_folders import read_state_dict
+from hyperrep.zoo.public_import import DATASET_HINTS, MODELZOO_NORMALISATION
 
 DATASET_FILE = "dataset.pt"
 TESTSPLIT_FILE = "zoo_testsplit.pt"

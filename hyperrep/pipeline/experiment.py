@@ -45,8 +45,9 @@ from hyperrep.sampling.baselines import (
     zoo_baseline,
 )
 from hyperrep.sampling.guided import GUIDED_SPEC
+from hyperrep.sampling.parameters import SamplerParameter
 from hyperrep.sampling.population import Population, sample_population
-from hyperrep.sampling.samplers import SAMPLERS, LatentSampler, SamplerContext, SamplerParameter, SamplerSpec
+from hyperrep.sampling.samplers import SAMPLERS, LatentSampler, SamplerContext, SamplerSpec
 from hyperrep.zoo.format import Zoo
 
 Progress = Callable[[int, int], None]

@@ -17,15 +17,8 @@ from hyperrep.ae.artifact import decode_latents
 from hyperrep.images.datasets import ImageSet
 from hyperrep.nets.cnn import Architecture, population_forward
 from hyperrep.runtime import cores
-from hyperrep.sampling.samplers import (
-    SAMPLERS,
-    LatentSampler,
-    SamplerContext,
-    SamplerParameter,
-    SamplerSpec,
-    constructor_parameters,
-    make_sampler,
-)
+from hyperrep.sampling.parameters import SamplerParameter, constructor_parameters
+from hyperrep.sampling.samplers import SAMPLERS, LatentSampler, SamplerContext, SamplerSpec, make_sampler
 
 Progress = Callable[[int, int], None]
 

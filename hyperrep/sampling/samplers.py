@@ -22,7 +22,6 @@ samples are compared with live in hyperrep.sampling.baselines.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -31,6 +30,7 @@ import pandas as pd
 import torch
 
 from hyperrep.runtime.device import torch_threads_kept
+from hyperrep.sampling.parameters import SamplerParameter, constructor_parameters
 
 # -- anchors in, latents out ------------------------------------------------------------------
 
@@ -419,38 +419,8 @@ def describe_samplers() -> pd.DataFrame:
 # -- populations: decoded samples -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SamplerParameter:
-    """One constructor parameter of a sampler that a user may set (the app shows a widget)."""
-
-    name: str
-    default: object
-    kind: str  # "bool" | "int" | "float" | "optional_float" | "text" | "choice"
-    options: tuple = ()  # the allowed values of a "choice"
-
-
 def sampler_parameters(name: str) -> list[SamplerParameter]:
     """The tunable parameters of a registered sampler: its constructor's, minus those the registry fixes."""
     return SAMPLERS[name].parameters()
 
 
-def constructor_parameters(factory: Callable, fixed=()) -> list[SamplerParameter]:
-    """The parameters of `factory` that have a default and are not in `fixed`, with a widget kind
-    read from the default (and the annotation where the default is None)."""
-    found = []
-    for parameter in inspect.signature(factory).parameters.values():
-        if parameter.name in fixed or parameter.default is inspect.Parameter.empty:
-            continue
-        annotation, default = str(parameter.annotation), parameter.default
-        if isinstance(default, bool):
-            kind = "bool"
-        elif isinstance(default, int):
-            kind = "int"
-        elif isinstance(default, float):
-            kind = "float"
-        elif default is None and "float" in annotation:
-            kind = "optional_float"
-        else:
-            kind = "text"
-        found.append(SamplerParameter(parameter.name, default, kind))
-    return found

@@ -10,10 +10,7 @@ that cannot be used is dropped, counted and named in the ImportReport instead of
 
 from __future__ import annotations
 
-import json
 import math
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,15 +18,24 @@ from typing import Callable
 import pandas as pd
 import torch
 
-from hyperrep.io.files import ArtifactError, load_torch_file, read_json
-from hyperrep.nets.cnn import ARCHITECTURES, Architecture, get_activation, get_architecture
+from hyperrep.io.files import ArtifactError
+from hyperrep.nets.cnn import get_activation, get_architecture
 from hyperrep.zoo.format import Zoo, make_manifest, split_model_ids
+from hyperrep.zoo.public_folders import (
+    MISSING_EPOCHS,
+    OTHER_ACTIVATION,
+    DroppedFolder,
+    ModelFolder,
+    _detect_or_drop,
+    find_model_folders,
+    read_weights,
+    scan_or_drop,
+)
 
 DEFAULT_WEIGHT_THRESHOLD = 100.0  # |w| above this counts as exploded (SANE's filter)
 RESULT_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc")
 OPTIONAL_RESULT_KEYS = ("val_loss", "val_acc")
 MISSING_METRIC = -999  # the public zoos log train_loss/train_acc = -999 for the untrained state
-CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")
 
 # Image normalisation the public zoos trained with (their generators' Normalize transforms).
 MODELZOO_NORMALISATION = {
@@ -47,15 +53,6 @@ DATASET_HINTS = (
     (("stl",), "stl10"),
     (("usps",), "usps"),
 )
-
-# Reasons a model is dropped; the report and the manifest count each.
-MISSING_FILE = "missing_file"
-UNREADABLE_FILE = "unreadable_file"
-MISSING_EPOCHS = "missing_epochs"
-WRONG_ARCHITECTURE = "wrong_architecture"
-OTHER_ACTIVATION = "other_activation"
-NON_FINITE = "non_finite"
-EXPLODED = "exploded"
 
 
 @dataclass(frozen=True)
@@ -107,22 +104,6 @@ class ImportReport:
         return "\n".join(f"    {m.folder}: {m.reason}: {m.detail}" for m in self.dropped)
 
 
-@dataclass
-class _ModelFolder:
-    """What the cheap first pass learns about one model folder."""
-
-    path: Path
-    params: dict
-    results: dict[int, dict]  # training_iteration -> result line
-    checkpoints: dict[int, Path]  # epoch -> checkpoint file
-
-
-class _Dropped(Exception):
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
-
-
 def import_modelzoo(
     src: Path | str,
     out: Path | str,
@@ -145,7 +126,7 @@ def import_modelzoo(
     report = ImportReport(source=src)
     folders = find_model_folders(src)
     report.found = len(folders)
-    models = _keep_passing(report, [_scan_or_drop(folder) for folder in folders])
+    models = _keep_passing(report, [scan_or_drop(folder) for folder in folders])
     if not models:
         raise ArtifactError(f"{src}: none of the {len(folders)} model folders is readable\n" + report.dropped_lines())
     chosen_epochs = _choose_epochs(models, epochs, src)
@@ -178,9 +159,9 @@ def _load_weights(models, arch, epochs, threshold, report, progress):
         try:
             if arch is None:
                 arch = _detect_or_drop(model.checkpoints[epochs[0]])
-            weights.append(_read_weights(model, arch, epochs, threshold))
+            weights.append(read_weights(model, arch, epochs, threshold))
             kept.append(model)
-        except _Dropped as dropped:
+        except DroppedFolder as dropped:
             report.dropped.append(DroppedModel(model.path.name, dropped.reason, dropped.detail))
         if progress is not None:
             progress(done, len(models))
@@ -208,157 +189,20 @@ def _is_normalisation(value) -> bool:
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value) and value[1] > 0)
 
 
-# -- reading one folder ------------------------------------------------------------------------
-def find_model_folders(src: Path) -> list[Path]:
-    """The model folders of a Model Zoo directory, sorted by name (never filesystem order)."""
-    if not src.exists():
-        raise ArtifactError(f"{src}: Model Zoo directory not found")
-    if not src.is_dir():
-        raise ArtifactError(f"{src}: not a directory (a Model Zoo is a folder of model folders)")
-    folders = sorted(
-        (p for p in src.iterdir() if p.is_dir() and _looks_like_model_folder(p)), key=lambda p: p.name
-    )
-    if not folders:
-        raise ArtifactError(
-            f"{src}: no model folders found (a model folder holds params.json, result.json and checkpoint_<N>/checkpoints)"
-        )
-    return folders
-
-
-def _looks_like_model_folder(path: Path) -> bool:
-    if (path / "params.json").exists() or (path / "result.json").exists():
-        return True
-    return any(CHECKPOINT_DIR.match(p.name) for p in path.iterdir() if p.is_dir())
-
-
-def _scan_or_drop(folder: Path) -> tuple[_ModelFolder | Path, tuple[str, str] | None]:
-    try:
-        return _scan_folder(folder), None
-    except _Dropped as dropped:
-        return folder, (dropped.reason, dropped.detail)
-
-
-def _scan_folder(folder: Path) -> _ModelFolder:
-    params = _read_json_file(folder / "params.json")
-    if not isinstance(params, dict):
-        raise _Dropped(UNREADABLE_FILE, f"{folder / 'params.json'}: not a JSON object")
-    results = read_results(folder / "result.json")
-    checkpoints = find_checkpoints(folder)
-    if not checkpoints:
-        raise _Dropped(MISSING_FILE, f"{folder}: no checkpoint_<N>/checkpoints files")
-    return _ModelFolder(folder, params, results, checkpoints)
-
-
-def _read_json_file(path: Path):
-    if not path.is_file():
-        raise _Dropped(MISSING_FILE, f"{path}: file not found")
-    try:
-        return read_json(path)
-    except ArtifactError as err:
-        raise _Dropped(UNREADABLE_FILE, str(err)) from err
-
-
-def read_results(path: Path) -> dict[int, dict]:
-    """The result lines of `result.json` keyed by `training_iteration` (the last line wins)."""
-    if not path.is_file():
-        raise _Dropped(MISSING_FILE, f"{path}: file not found")
-    results = {}
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise _Dropped(UNREADABLE_FILE, f"{path}: unreadable ({err})") from err
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-            iteration = int(entry["training_iteration"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-            raise _Dropped(UNREADABLE_FILE, f"{path}: line {number} is not a result with a training_iteration ({err})") from err
-        results[iteration] = entry
-    return results
-
-
-def find_checkpoints(folder: Path) -> dict[int, Path]:
-    """Epoch -> `checkpoint_<N>/checkpoints`; `checkpoint_N` wins over `checkpoint_00000N` as in the loader."""
-    found: dict[int, Path] = {}
-    for child in sorted(folder.iterdir(), key=lambda p: (len(p.name), p.name)):
-        match = CHECKPOINT_DIR.match(child.name)
-        if match and child.is_dir():
-            found.setdefault(int(match.group(1)), child / "checkpoints")
-    return dict(sorted(found.items()))
-
-
-def read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
-    """A checkpoint's state_dict, loaded without running pickled code (ArtifactError otherwise)."""
-    state = load_torch_file(path)
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ArtifactError(f"{path}: not a state_dict of tensors")
-    return state
-
-
-def _read_state_dict_or_drop(path: Path) -> Mapping[str, torch.Tensor]:
-    try:
-        return read_state_dict(path)
-    except ArtifactError as err:
-        raise _Dropped(UNREADABLE_FILE if path.exists() else MISSING_FILE, str(err)) from err
-
-
-def detect_architecture(state: Mapping[str, torch.Tensor], path: Path) -> Architecture:
-    """The known architecture whose keys and shapes the state_dict has."""
-    for arch in ARCHITECTURES.values():
-        try:
-            arch.state_dict_to_vector(dict(state))
-            return arch
-        except ValueError:
-            continue
-    shapes = {k: tuple(v.shape) for k, v in state.items()}
-    raise ArtifactError(
-        f"{path}: state_dict matches no known architecture ({', '.join(ARCHITECTURES)}); its shapes: {shapes}"
-    )
-
-
-def _detect_or_drop(path: Path) -> Architecture:
-    try:
-        return detect_architecture(_read_state_dict_or_drop(path), path)
-    except ArtifactError as err:
-        raise _Dropped(WRONG_ARCHITECTURE, f"{err}; pass the architecture to import") from err
-
-
-def _read_weights(model: _ModelFolder, arch: Architecture, epochs: list[int], threshold: float) -> torch.Tensor:
-    """Flat weights [epochs, P] of one model, checked for shape, NaN/inf and explosion."""
-    vectors = []
-    for epoch in epochs:
-        path = model.checkpoints[epoch]
-        try:
-            vectors.append(arch.state_dict_to_vector(dict(_read_state_dict_or_drop(path)), source=str(path)))
-        except ValueError as err:
-            raise _Dropped(WRONG_ARCHITECTURE, str(err)) from err
-    weights = torch.stack(vectors)
-    bad_epochs = [e for e, row in zip(epochs, weights) if not torch.isfinite(row).all()]
-    if bad_epochs:
-        raise _Dropped(NON_FINITE, f"NaN/inf weights at epochs {bad_epochs} ({model.checkpoints[bad_epochs[0]]})")
-    largest = float(weights.abs().max())
-    if largest > threshold:
-        epoch = epochs[int(weights.abs().amax(dim=1).argmax())]
-        raise _Dropped(EXPLODED, f"|w| = {largest:.4g} > {threshold:g} at epoch {epoch} ({model.checkpoints[epoch]})")
-    return weights
-
-
 # -- choosing what to keep ---------------------------------------------------------------------
-def _keep_passing(report: ImportReport, checked: list[tuple]) -> list[_ModelFolder]:
+def _keep_passing(report: ImportReport, checked: list[tuple]) -> list[ModelFolder]:
     """The models whose check found no problem; the others go into the report."""
     kept = []
     for model, problem in checked:
         if problem is None:
             kept.append(model)
         else:
-            folder = model.path if isinstance(model, _ModelFolder) else model
+            folder = model.path if isinstance(model, ModelFolder) else model
             report.dropped.append(DroppedModel(folder.name, *problem))
     return kept
 
 
-def _choose_epochs(models: list[_ModelFolder], requested: list[int] | None, src: Path) -> list[int]:
+def _choose_epochs(models: list[ModelFolder], requested: list[int] | None, src: Path) -> list[int]:
     if requested is not None:
         if not requested:
             raise ValueError("epochs: need at least one epoch")
@@ -369,19 +213,19 @@ def _choose_epochs(models: list[_ModelFolder], requested: list[int] | None, src:
     return sorted(common)
 
 
-def _missing_epochs(model: _ModelFolder, epochs: list[int]) -> tuple[str, str] | None:
+def _missing_epochs(model: ModelFolder, epochs: list[int]) -> tuple[str, str] | None:
     missing = [e for e in epochs if e not in model.checkpoints]
     if not missing:
         return None
     return MISSING_EPOCHS, f"{model.path / f'checkpoint_{missing[0]}'}: no checkpoint for epochs {missing}"
 
 
-def _nlin(model: _ModelFolder) -> str | None:
+def _nlin(model: ModelFolder) -> str | None:
     value = model.params.get("model::nlin")
     return str(value) if value is not None else None
 
 
-def _choose_activation(models: list[_ModelFolder], requested: str | None, src: Path) -> str:
+def _choose_activation(models: list[ModelFolder], requested: str | None, src: Path) -> str:
     if requested is not None:
         get_activation(requested)
         return requested
@@ -397,7 +241,7 @@ def _choose_activation(models: list[_ModelFolder], requested: str | None, src: P
     return found[0]
 
 
-def _other_activation(model: _ModelFolder, activation: str) -> tuple[str, str] | None:
+def _other_activation(model: ModelFolder, activation: str) -> tuple[str, str] | None:
     nlin = _nlin(model)
     if nlin is None or nlin == activation:
         return None
@@ -405,12 +249,12 @@ def _other_activation(model: _ModelFolder, activation: str) -> tuple[str, str] |
 
 
 # -- ids and properties ------------------------------------------------------------------------
-def _seed(model: _ModelFolder) -> int | None:
+def _seed(model: ModelFolder) -> int | None:
     seed = model.params.get("seed")
     return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
-def _model_ids(kept: list[_ModelFolder], folders: list[Path]) -> list[int]:
+def _model_ids(kept: list[ModelFolder], folders: list[Path]) -> list[int]:
     """Each model's seed when the seeds are present and unique, else its position among the sorted folders."""
     seeds = [_seed(m) for m in kept]
     if None not in seeds and len(set(seeds)) == len(seeds):
@@ -426,7 +270,7 @@ def _metric(entry: dict | None, key: str) -> float:
     return float(value)
 
 
-def _properties(kept: list[_ModelFolder], model_ids: list[int], epochs: list[int]) -> pd.DataFrame:
+def _properties(kept: list[ModelFolder], model_ids: list[int], epochs: list[int]) -> pd.DataFrame:
     optional = [k for k in OPTIONAL_RESULT_KEYS if any(k in line for m in kept for line in m.results.values())]
     rows = []
     for model, model_id in zip(kept, model_ids):
