@@ -30,7 +30,7 @@ from hyperrep.runtime import cores
 CPU_IMAGE_CHUNK = 128  # images per step of the CPU evaluation path (measured: docs/benchmarks.md)
 
 
-PREDICTION_BUDGET_BYTES = 256 * 2**20  # int64 predictions held at once while evaluating
+PREDICTION_BUDGET_BYTES = 256 * 2**20  # predictions of one call, counted at 8 bytes each (argmax gives int64)
 
 
 @dataclass

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hyperrep.images.datasets import ImageSet
 from hyperrep.runtime.device import torch_threads_kept
 from hyperrep.sampling.parameters import SamplerParameter, constructor_parameters
 
@@ -334,9 +335,9 @@ class SamplerContext:
     """What a sampler that uses more than the anchors' latents is built with: the
     hyper-representation's network, the zoo's activation, training images, a progress callback."""
 
-    model: object = None
+    model: torch.nn.Module | None = None
     activation: str | None = None
-    train: object = None  # hyperrep.images.datasets.ImageSet
+    train: ImageSet | None = None
     progress: Callable[[int, int], None] | None = None
 
 
@@ -364,7 +365,7 @@ class SamplerSpec:
     contextual: bool = False
     images: Callable[[dict], int] = _no_images
     cost: Callable[[dict, int], str | None] = _no_cost
-    tunable: Callable[[], list] | None = None
+    tunable: Callable[[], list[SamplerParameter]] | None = None
 
     def build(self, context: SamplerContext | None = None, **overrides) -> LatentSampler:
         args = {**self.params, **overrides}
@@ -372,7 +373,7 @@ class SamplerSpec:
         sampler.name = self.name
         return sampler
 
-    def parameters(self) -> list:
+    def parameters(self) -> list[SamplerParameter]:
         """The parameters a user may set (the app's widgets): the constructor's, minus those fixed here."""
         return self.tunable() if self.tunable is not None else constructor_parameters(self.factory, fixed=self.params)
 
