@@ -49,22 +49,16 @@ def report_summary(folder: Path | str) -> pd.DataFrame:
     last = int(table["epoch"].max())
     rows = []
     for method, group in table.groupby("method", sort=False):
-        at = {int(e): row for e, row in zip(group["epoch"], group.itertuples())}
+        at = {int(r["epoch"]): r for _, r in group.iterrows()}
         row = {"method": method}
         for epoch, name in [(0, "zero-shot")] + ([(last, f"after {last} epochs")] if last > 0 else []):
             if epoch in at:
                 r = at[epoch]
-                row[f"{name} (%)"] = f"{100 * r.mean:.1f} [{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}]"
-                row[f"Δ {name} (pp)"] = _delta(r.frontier_delta, r.frontier_delta_lo, r.frontier_delta_hi)
-        row["distance"] = round(float(at[min(at)].distance_median), 2)  # zero-shot, to the nearest zoo model
+                row[f"{name} (%)"] = f"{_pct(r['mean'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]"
+                row[f"Δ {name} (pp)"] = _delta_cell(r)
+        row["distance"] = round(float(at[min(at)]["distance_median"]), 2)  # zero-shot, to the nearest zoo model
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _delta(value: float, low: float, high: float) -> str:
-    if pd.isna(value):
-        return "–"
-    return f"{100 * value:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
 
 
 def _pct(value: float) -> str:
