@@ -1,0 +1,149 @@
+"""`hyperrep train` and `hyperrep sample`: a hyper-representation from a zoo, and populations from it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from hyperrep.cli.common import TqdmProgress, count, name_of
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from hyperrep.ae.config import TrainConfig
+    from hyperrep.ae.train import train_hyperrep
+    from hyperrep.pipeline.artifacts import ZOO, expect_kind
+
+    expect_kind(args.zoo, ZOO)
+    config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    progress = TqdmProgress(f"training hyper-representation -> {args.out}")
+    progress.unit = "step"
+    out = train_hyperrep(args.zoo, args.out, config, resume=args.resume, data_dir=args.data_dir,
+                         progress=progress, log=tqdm.write)
+    progress.close()
+    print(f"hyper-representation written to {out}")
+
+
+
+GUIDED_FLAGS = {"base": "--guided-base", "steps": "--guided-steps", "images": "--guided-images",
+                "step_size": "--guided-step-size"}  # the guided sampler's parameters -> `hyperrep sample` flags
+
+
+def sampler_params(args: argparse.Namespace) -> dict:
+    """The sampler parameters given on the command line: the --guided-* flags, for --method guided only."""
+    from hyperrep.sampling.guided import GUIDED_SPEC
+
+    given = {name: getattr(args, name_of(flag)) for name, flag in GUIDED_FLAGS.items()
+             if getattr(args, name_of(flag)) is not None}
+    if given and args.method != GUIDED_SPEC.name:
+        flags = ", ".join(GUIDED_FLAGS[name] for name in given)
+        raise ValueError(f"{flags}: parameters of --method {GUIDED_SPEC.name}, not of --method {args.method}")
+    return given
+
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from hyperrep.pipeline.artifacts import load_hyperrep_with_zoo, weights_per_model
+    from hyperrep.pipeline.experiment import choose_anchors, guidance_images_needed, run_sampling
+    from hyperrep.pipeline.export import write_population, write_population_zoo
+    from hyperrep.runtime.memory import check_models_fit
+    from hyperrep.zoo.format import zoo_dataset_rule
+
+    params = sampler_params(args)
+    check_models_fit(f"-n {args.n}", args.n, weights_per_model(args.hyperrep))
+    hyperrep, zoo, notes = load_hyperrep_with_zoo(args.hyperrep)
+    for note in notes:
+        print(note, file=sys.stderr)
+    spec = args.anchors[0] if len(args.anchors) == 1 and not args.anchors[0].isdigit() else [int(a) for a in args.anchors]
+    rows, label = choose_anchors(hyperrep.latent_table, spec, args.anchor_epochs)
+    rule = zoo_dataset_rule(zoo.manifest, args.data_dir)
+    needed = guidance_images_needed(args.method, params)
+    train = rule.training_images(needed, 0, args.data_dir) if needed else None  # the app's guidance images too
+    evaluate = not args.no_evaluate or args.format == "zoo" or args.compare
+    test = rule.first_images(args.test_images, args.data_dir) if evaluate else None
+    steps = TqdmProgress("guided latent steps")
+    steps.unit = "step"
+    progress = TqdmProgress("evaluating")
+    run = run_sampling(hyperrep, zoo, args.method, params, rows, label, args.n, args.seed, test, comparisons=args.compare,
+                       train=train, sample_progress=steps, progress=progress, log=tqdm.write)
+    steps.close()
+    progress.close()
+    table = run.members_table()
+    if args.format == "zoo":
+        out = write_population_zoo(run.population, table, args.out, zoo)
+    else:
+        out = write_population(args.out, run.population.weights, run.population.latents, table, run.metadata(zoo, hyperrep))
+    print(f"{len(run.population)} models from {args.method} on {len(rows)} anchors written to {out}")
+    if run.full is not None:
+        accuracy = table["test_acc"]
+        print(f"  test accuracy on {len(test)} images: mean {accuracy.mean():.3f}, "
+              f"max {accuracy.max():.3f}, non-finite {int(accuracy.isna().sum())}")
+    if run.comparisons is not None:
+        print_comparisons(run)
+
+
+def print_comparisons(run) -> None:
+    """The comparisons of `hyperrep sample --compare`, as the app shows them."""
+    from hyperrep.pipeline.summaries import finite_median
+
+    samples = run.members_table()[f"test_acc_first_{run.quick_images}"]
+    print(f"  compared on the first {run.quick_images} test images (samples: mean accuracy {samples.mean():.3f}):")
+    for label, accuracy in run.baselines.items():
+        print(f"    {label}: mean accuracy {pd.Series(accuracy).mean():.3f}")
+    for group, part in run.novelty.groupby("group", sort=False):
+        print(f"    {group}: median distance to the nearest zoo model {finite_median(part['distance']):.3g}, "
+              f"median mistake overlap (IoU) {finite_median(part['misclassification_iou']):.2f}")
+    if run.frontier_delta is not None:
+        from hyperrep.evaluation.frontier import delta_statement
+
+        print(f"    frontier of the anchors: {delta_statement(run.frontier_delta, run.quick_images)}")
+    for label, value in run.ensembles.items():
+        print(f"    {label}: {value:.3f}")
+    for level, message in run.messages:
+        print(f"  {level}: {message}")
+
+
+
+
+def add_train_command(commands) -> None:
+    train = commands.add_parser("train", help="train a hyper-representation on a zoo (resumable)")
+    train.add_argument("zoo", type=Path)
+    train.add_argument("out", type=Path)
+    train.add_argument("--config", type=Path, default=None, help="JSON config (ours, or the paper's config_ae.json)")
+    train.add_argument("--resume", action="store_true", help="continue the unfinished run in OUT")
+    train.add_argument("--data-dir", type=Path, default=None, help="folder of IDX files for the accuracy checks")
+    train.add_argument("--threads", type=int, default=None, help="CPU threads for torch (1 is fastest on a busy machine)")
+    train.set_defaults(run=cmd_train)
+
+
+def add_sample_command(commands) -> None:
+    sample = commands.add_parser("sample", help="sample a hyper-representation, decode and export a population")
+    sample.add_argument("hyperrep", type=Path, metavar="HYPERREP_DIR")
+    sample.add_argument("out", type=Path)
+    sample.add_argument("--method", default="kde",
+                        help="sampler name (see hyperrep.sampling.samplers.SAMPLERS), or guided (hyperrep.sampling.guided); default kde")
+    sample.add_argument("--guided-base", default=None, help="with --method guided: the sampler whose latents are refined (default kde)")
+    sample.add_argument("--guided-steps", type=int, default=None, help="with --method guided: Adam steps on the latents (default 10)")
+    sample.add_argument("--guided-images", type=int, default=None,
+                        help="with --method guided: training images every step uses (default 256)")
+    sample.add_argument("--guided-step-size", type=float, default=None,
+                        help="with --method guided: Adam step size of the latent steps (default 0.1)")
+    sample.add_argument("-n", "--models", dest="n", type=count, default=100, help="models to generate (default 100)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--anchors", nargs="+", default=["top30"], help="top30 (any topNN), all, or model ids")
+    sample.add_argument("--anchor-epochs", type=int, nargs="+", default=None, help="epochs of the anchor model ids (default: last)")
+    sample.add_argument("--format", choices=["safetensors", "zoo"], default="safetensors",
+                        help="a population folder (weights.safetensors + samples.csv, docs/formats.md), or a zoo directory")
+    sample.add_argument("--compare", action="store_true",
+                        help="also compare with the zoo (novelty), a distance-matched noise baseline, the frontier (Δ), B_T and ensembles")
+    sample.add_argument("--no-evaluate", action="store_true", help="skip the test accuracy (safetensors format only)")
+    sample.add_argument("--test-images", type=count, default=10_000)
+    sample.add_argument("--data-dir", type=Path, default=None, help="folder of IDX files")
+    sample.set_defaults(run=cmd_sample)

@@ -1,0 +1,124 @@
+"""`hyperrep report` and `hyperrep transfer`: the paper-style comparisons."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hyperrep.cli.common import TqdmProgress, count, count_or_zero, default_artifact
+from hyperrep.runtime import settings
+
+
+def check_populations_fit(args: argparse.Namespace, methods: int, frontier: int = 0) -> None:
+    """Size the populations of `hyperrep report` or `transfer` (`methods` of --models, `frontier`
+    of --frontier-models) against the available memory before any work (hyperrep.runtime.memory)."""
+    from hyperrep.pipeline.artifacts import weights_per_model
+    from hyperrep.runtime.memory import check_models_fit
+
+    request = f"--models {args.models} in {methods} populations"
+    if frontier:
+        request += f", --frontier-models {args.frontier_models} in {frontier}"
+    total = methods * args.models + frontier * (args.frontier_models if frontier else 0)
+    check_models_fit(request, total, weights_per_model(args.hyperrep))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from hyperrep.pipeline.report import run_report
+    from hyperrep.pipeline.report_types import ReportConfig
+
+    args.hyperrep = default_artifact(args.hyperrep, settings.default_hyperrep_path(), "hyper-representation", "HYPERREP_MODEL",
+                                     "--hyperrep")
+    if args.ablation is None:
+        args.ablation = settings.artifact_root() / "data" / "hyperrep-no-lwln"
+    config = ReportConfig(models_per_method=args.models, test_images=args.test_images,
+                          fine_tune_images=args.fine_tune_images, seed=args.seed, fine_tune_epochs=args.epochs,
+                          fine_tune_models=None if args.fine_tune_models == 0 else args.fine_tune_models,
+                          frontier_models=args.frontier_models, guided_steps=args.guided_steps,
+                          guided_images=args.guided_images, guided_step_size=args.guided_step_size,
+                          guided_weight_step_sizes=args.guided_weight_step_sizes,
+                          **({"frontier_sigmas": args.frontier_sigmas} if args.frontier_sigmas else {}))
+    ablation = args.ablation if args.ablation is not None and args.ablation.exists() else None
+    check_populations_fit(args, *config.populations_held(ablation=ablation is not None))
+    if args.ablation is not None and ablation is None:
+        print(f"note: no ablation hyper-representation at {args.ablation}; the report has no no-LWLN rows", file=sys.stderr)
+    progress = TqdmProgress("report")
+    progress.unit = "population"
+    summary = run_report(args.hyperrep, args.out, ablation_dir=ablation, config=config, data_dir=args.data_dir,
+                         workers=args.workers, progress=progress)
+    progress.close()
+    print(f"report written to {args.out}/report.md ({summary['method'].nunique()} methods)")
+    if args.readme is not None:
+        from hyperrep.pipeline.report_files import update_readme
+
+        update_readme(args.readme, Path(args.out) / "report.md")
+        print(f"table, readings and frontier plot written into {args.readme}")
+
+
+def cmd_transfer(args: argparse.Namespace) -> None:
+    from hyperrep.pipeline.report_types import ReportConfig
+    from hyperrep.pipeline.transfer import run_transfer
+
+    config = ReportConfig(models_per_method=args.models, test_images=args.test_images,
+                          fine_tune_images=args.fine_tune_images, fine_tune_epochs=args.epochs,
+                          samplers=args.samplers, ablation_samplers=[], noise_sigmas=[], seed=args.seed,
+                          fine_tune_models=None)
+    check_populations_fit(args, config.populations_held(guided=False, ablation=False)[0])
+    progress = TqdmProgress("transfer")
+    progress.unit = "population"
+    summary = run_transfer(args.hyperrep, args.data_dir, args.out, dataset=args.dataset, config=config,
+                           workers=args.workers, progress=progress)
+    progress.close()
+    from hyperrep.pipeline.report_files import markdown_table
+
+    print(markdown_table(summary))
+    print(f"transfer table written to {args.out}/transfer.md")
+
+
+
+
+def add_report_command(commands) -> None:
+    report = commands.add_parser("report", help="the paper-style table: samplers vs baselines, fine-tuned 0/1/5 epochs")
+    report.add_argument("--hyperrep", type=Path, default=None,
+                        help="hyper-representation: ours, or a paper hyper_reps/<dataset>/ folder, which brings its zoo, "
+                             "samples/ and zoo_testsplit.pt (default: HYPERREP_MODEL, else data/hyperrep of the checkout "
+                             "or the current folder)")
+    report.add_argument("--ablation", type=Path, default=None,
+                        help="hyper-rep trained without LWLN (default: data/hyperrep-no-lwln next to the default artifacts; "
+                             "left out with a note when trained on another zoo)")
+    report.add_argument("--out", type=Path, default=Path("docs/report"))
+    report.add_argument("--models", type=count, default=100, help="models per method, all evaluated zero-shot (default 100)")
+    report.add_argument("--epochs", type=int, nargs="+", default=[0, 1, 5], help="fine-tuning epochs reported (default 0 1 5)")
+    report.add_argument("--fine-tune-models", type=count_or_zero, default=10, help="of those, fine-tuned per method (0: all; default 10)")
+    report.add_argument("--frontier-models", type=count, default=40, help="models per frontier reference population")
+    report.add_argument("--frontier-sigmas", type=float, nargs="+", default=None,
+                        help="σ of the noise references (default 0.01 to 0.32, distances up to about 16 on CNN-s; "
+                             "a seed zoo's samples lie farther, so extend it there)")
+    report.add_argument("--guided-steps", type=int, default=10, help="latent steps of the guided sampler")
+    report.add_argument("--guided-images", type=int, default=256, help="training images the guided steps use")
+    report.add_argument("--guided-step-size", type=float, default=0.1, help="Adam step size of the guided latent steps")
+    report.add_argument("--guided-weight-step-sizes", type=float, nargs="+", default=[],
+                        help="more learning rates of the equal-cost weight steps, a row each (the zoo's is always one)")
+    report.add_argument("--test-images", type=count, default=2_000)
+    report.add_argument("--fine-tune-images", type=count, default=2_000)
+    report.add_argument("--seed", type=int, default=42)
+    report.add_argument("--data-dir", type=Path, default=None, help="folder of IDX files (needs the train split)")
+    report.add_argument("--workers", type=int, default=None, help="processes on a CPU (default: one per core)")
+    report.add_argument("--readme", type=Path, default=None, help="also write the table between this file's report markers")
+    report.set_defaults(run=cmd_report)
+
+
+def add_transfer_command(commands) -> None:
+    transfer = commands.add_parser("transfer", help="samples of a hyper-representation vs B_T and B_F, fine-tuned on another dataset")
+    transfer.add_argument("hyperrep", type=Path, metavar="HYPERREP_DIR")
+    transfer.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="the target dataset (IDX, CIFAR-10, SVHN or STL-10 files)")
+    transfer.add_argument("--out", type=Path, default=Path("runs/transfer"))
+    transfer.add_argument("--dataset", default=None, help="target name (default: its format, else the folder name)")
+    transfer.add_argument("--samplers", nargs="+", default=["kde", "gaussian"], help="sampler names (default kde gaussian)")
+    transfer.add_argument("--models", type=count, default=20, help="models per population (default 20)")
+    transfer.add_argument("--epochs", type=int, nargs="+", default=[0, 1, 5], help="fine-tuning epochs reported (default 0 1 5)")
+    transfer.add_argument("--test-images", type=count, default=5_000)
+    transfer.add_argument("--fine-tune-images", type=count, default=2_000)
+    transfer.add_argument("--seed", type=int, default=42)
+    transfer.add_argument("--workers", type=int, default=None, help="processes on a CPU (default: one per core)")
+    transfer.set_defaults(run=cmd_transfer)
