@@ -256,6 +256,20 @@ class DatasetRule:
         chosen = np.sort(np.random.default_rng(seed).choice(part, size=min(n, len(part)), replace=False))
         return full.subset(chosen)
 
+    def validation_part(self, n_total: int) -> np.ndarray:
+        """Indices of the training split's validation part: images no zoo model and no fine-tuning saw."""
+        return train_val_split(n_total, self.val_fraction, self.data_seed)[1]
+
+    def validation_images(self, n: int | None, data_dir: Path | str | None = None,
+                          full: ImageSet | None = None) -> ImageSet:
+        """The first `n` images (all when None) of the validation part: the images every tuned
+        hyperparameter is chosen on, disjoint from the training part and from the test split."""
+        full = full if full is not None else self.load("train", data_dir)
+        part = self.validation_part(len(full))
+        if len(part) == 0:
+            raise ValueError(f"dataset {self.name!r} has no validation part (val_fraction {self.val_fraction})")
+        return full.subset(part[: len(part) if n is None else n])
+
     def manifest_entry(self) -> dict:
         """What a zoo manifest records under `dataset` so that every reader applies the same rule."""
         return {"name": self.name, "normalisation": [float(v) for v in self.normalisation]}
