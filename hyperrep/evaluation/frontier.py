@@ -174,31 +174,73 @@ class Frontier:
         return pd.DataFrame({"distance": grid, "accuracy": _envelope(summary, grid)})
 
     def delta(self, distance: np.ndarray, accuracy: np.ndarray, *, resamples: int = 2_000,
-              seed: int = 42) -> pd.DataFrame:
+              seed: int = 42, family: int = 1) -> pd.DataFrame:
         """Δ = mean accuracy − the frontier's at the median distance, per epoch, for a population
         with zero-shot distances [M] and accuracies [M, epochs]; columns epoch, distance,
         frontier_accuracy, delta, delta_lo, delta_hi (percentile bootstrap 95 % CI over members of
-        the population and of every reference point)."""
+        the population and of every reference point), delta_fw_lo/hi (the CI at 1 − 0.05/`family`:
+        family-wise 95 % over `family` such intervals, Bonferroni) and delta_p (two-sided bootstrap p of Δ = 0)."""
+        accuracy = self._check(distance, accuracy)
+        rng = np.random.default_rng(seed)
+        boot_distance, boot_accuracy = _bootstrap_population(distance, accuracy, resamples, rng)
+        boot_points = [_bootstrap_population(p.distance, p.accuracy, resamples, rng) for p in self.points]
+        rows = []
+        for i, epoch in enumerate(self.epochs):
+            frontier = self.accuracy_at(_nanmedian(distance), epoch)
+            draws = boot_accuracy[:, i] - self._boot_envelope(boot_points, boot_distance, i)
+            rows.append({"epoch": epoch, "distance": _nanmedian(distance), "frontier_accuracy": frontier,
+                         "delta": _nanmean(accuracy[:, i]) - frontier, **_interval(draws, resamples, family, "delta")})
+        return pd.DataFrame(rows)
+
+    def delta_difference(self, a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], *,
+                         resamples: int = 2_000, seed: int = 42) -> pd.DataFrame:
+        """Δ(a) − Δ(b) per epoch for two populations given as (distance [M], accuracy [M, epochs]),
+        with a bootstrap 95 % CI in which both share each resample of the references (and of the
+        members, paired by index, when the two have the same members count: the same starts)."""
+        (da, aa), (db, ab) = (a[0], self._check(*a)), (b[0], self._check(*b))
+        rng = np.random.default_rng(seed)
+        paired = len(da) == len(db)
+        index_a = rng.integers(len(da), size=(resamples, len(da)))
+        index_b = index_a if paired else rng.integers(len(db), size=(resamples, len(db)))
+        boot_points = [_bootstrap_population(p.distance, p.accuracy, resamples, rng) for p in self.points]
+        rows = []
+        for i, epoch in enumerate(self.epochs):
+            value = ((_nanmean(aa[:, i]) - self.accuracy_at(_nanmedian(da), epoch))
+                     - (_nanmean(ab[:, i]) - self.accuracy_at(_nanmedian(db), epoch)))
+            draws = []
+            for index, d, acc in ((index_a, da, aa), (index_b, db, ab)):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    distance, mean = np.nanmedian(d[index], axis=1), np.nanmean(acc[:, i][index], axis=1)
+                draws.append(mean - self._boot_envelope(boot_points, distance, i))
+            rows.append({"epoch": epoch, "difference": value, **_interval(draws[0] - draws[1], resamples, 1, "difference")})
+        return pd.DataFrame(rows)
+
+    def _check(self, distance: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
         accuracy = np.asarray(accuracy, dtype=np.float64).reshape(len(distance), -1)
         if accuracy.shape[1] != len(self.epochs):
             raise ValueError(f"accuracy has {accuracy.shape[1]} epochs, the frontier {len(self.epochs)}")
-        rng = np.random.default_rng(seed)
-        median = _nanmedian(distance)
-        rows = []
-        boot_distance, boot_accuracy = _bootstrap_population(distance, accuracy, resamples, rng)
-        boot_points = [_bootstrap_population(p.distance, p.accuracy, resamples, rng) for p in self.points]
-        for i, epoch in enumerate(self.epochs):
-            frontier = self.accuracy_at(median, epoch)
-            draws = np.array([
-                boot_accuracy[b, i] - _envelope([(p.family, d[b], a[b, i]) for p, (d, a) in zip(self.points, boot_points)],
-                                                np.array([boot_distance[b]]))[0]
-                for b in range(resamples)])
-            draws = draws[np.isfinite(draws)]
-            enough = len(draws) >= 0.9 * resamples
-            low, high = (np.percentile(draws, [2.5, 97.5]) if enough else (np.nan, np.nan))
-            rows.append({"epoch": epoch, "distance": median, "frontier_accuracy": frontier,
-                         "delta": _nanmean(accuracy[:, i]) - frontier, "delta_lo": float(low), "delta_hi": float(high)})
-        return pd.DataFrame(rows)
+        return accuracy
+
+    def _boot_envelope(self, boot_points, boot_distance: np.ndarray, i: int) -> np.ndarray:
+        """The frontier of each resample of the references at that resample's distance."""
+        return np.array([_envelope([(p.family, d[b], a[b, i]) for p, (d, a) in zip(self.points, boot_points)],
+                                   np.array([boot_distance[b]]))[0] for b in range(len(boot_distance))])
+
+
+def _interval(draws: np.ndarray, resamples: int, family: int, name: str) -> dict:
+    """The 95 % and the family-wise (Bonferroni over `family`) percentile intervals of bootstrap
+    draws, and the two-sided bootstrap p of 0 (NaN when under 90 % of the draws are finite)."""
+    draws = draws[np.isfinite(draws)]
+    if len(draws) < 0.9 * resamples:
+        return {f"{name}_lo": np.nan, f"{name}_hi": np.nan, f"{name}_fw_lo": np.nan, f"{name}_fw_hi": np.nan,
+                f"{name}_p": np.nan}
+    alpha = 0.05 / max(family, 1)
+    low, high = np.percentile(draws, [2.5, 97.5])
+    fw_low, fw_high = np.percentile(draws, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    p = min(1.0, 2 * min((draws <= 0).mean(), (draws >= 0).mean()) + 1 / len(draws))
+    return {f"{name}_lo": float(low), f"{name}_hi": float(high), f"{name}_fw_lo": float(fw_low),
+            f"{name}_fw_hi": float(fw_high), f"{name}_p": float(p)}
 
 
 def verdict(low: float, high: float) -> str:
