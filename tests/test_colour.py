@@ -171,7 +171,7 @@ def test_an_imported_colour_model_zoo_goes_through_the_app_and_the_report(colour
     np.testing.assert_allclose(run.full.accuracy, direct.accuracy, atol=1e-6)
 
     config = ReportConfig(models_per_method=3, test_images=300, fine_tune_images=200, fine_tune_epochs=[0, 1],
-                          samplers=["gaussian"], ablation_samplers=[], guided_bases=[], ensemble_size=2,
+                          samplers=["gaussian"], ablation_samplers=[], ensemble_size=2,
                           bootstrap_resamples=100, frontier_models=3)
     summary = run_report(hyperrep, tmp_path / "report", config=config, data_dir=data, workers=1)
     rows = summary.set_index(["method", "epoch"])

@@ -6,17 +6,20 @@ from __future__ import annotations
 import re
 
 import pytest
+import numpy as np
+import pandas as pd
 import torch
 
-from hyperrep.ae.artifact import decode_latents, encode_weights, load_hyperrep
+from hyperrep.ae.artifact import decode_latents, encode_weights
 from hyperrep.ae.model import HyperRepresentation, ModelConfig
 from hyperrep.cli import GUIDED_FLAGS, build_parser, main
 from hyperrep.images.datasets import load_split
 from hyperrep.nets.population import evaluate_population
 from hyperrep.pipeline import experiment
 from hyperrep.pipeline.export import read_population
-from hyperrep.pipeline.report_populations import guided_populations
+from hyperrep.pipeline.report import run_report
 from hyperrep.pipeline.report_types import ReportConfig
+from hyperrep.pipeline.tuning import TuningConfig
 from hyperrep.sampling.guided import (
     GuidedSampler,
     _task_loss,
@@ -147,17 +150,22 @@ def test_cli_guided_flags_are_checked(tiny_hyperrep_path, idx_dir, tmp_path, cap
     assert not (tmp_path / "x").exists()
 
 
-def test_report_compares_the_guided_sampler_with_weight_steps_at_each_learning_rate(tiny_hyperrep_path, tiny_zoo, idx_dir):
-    hyperrep = load_hyperrep(tiny_hyperrep_path)
-    train = zoo_dataset_rule(tiny_zoo.manifest, idx_dir).training_images(64, 0, idx_dir)
-    anchors = hyperrep.latents[torch.as_tensor(experiment.top_train_anchors(hyperrep.latent_table))]
-    config = ReportConfig(models_per_method=4, guided_steps=3, guided_images=32, guided_weight_step_sizes=[0.05])
-    guided, zoo_lr, tuned = guided_populations(hyperrep, tiny_zoo, anchors, train, config)
-    assert guided.label.startswith("S_guided (kde + 3 latent steps, 32 images")
-    assert zoo_lr.label == "kde + 3 weight steps (equal cost)" and tuned.label == "kde + 3 weight steps (equal cost, lr 0.05)"
-    sampler = GuidedSampler(hyperrep.model, tiny_zoo.activation, train, steps=3, images=32).fit(anchors)
-    start = sampler.start_weights(4, config.seed)
-    moved = [float((p.weights - start).norm(dim=1).median()) for p in (zoo_lr, tuned)]
-    assert 0 < moved[0] < moved[1]  # the zoo's learning rate (0.0032 here) moves them less than 0.05
-    with pytest.raises(ValueError, match="weight step sizes"):
-        ReportConfig(guided_weight_step_sizes=[0.0]).validate()
+def test_report_compares_guided_and_weight_steps_at_equal_budgets(tiny_hyperrep_path, idx_dir, tmp_path):
+    config = ReportConfig(models_per_method=4, fine_tune_models=2, test_images=100, fine_tune_images=64, fine_tune_epochs=[0],
+                          samplers=["kde"], ablation_samplers=[], frontier_sigmas=[0.02, 0.2], frontier_average_sizes=[2],
+                          frontier_gaussian_scales=[0.5], frontier_models=4, bootstrap_resamples=200,
+                          tuning=TuningConfig(validation_images=60, models=2, anchor_fractions=[0.3], bandwidths=[0.3],
+                                              gmm_components=[1], budgets=[2, 4], images=16,
+                                              latent_step_sizes=[0.1], weight_step_sizes=[0.003, 0.03]))
+    run_report(tiny_hyperrep_path, tmp_path, config=config, data_dir=idx_dir, workers=1)
+    budgets = pd.read_csv(tmp_path / "budgets.csv")
+    assert sorted(set(budgets["budget"])) == [2, 4] and budgets.groupby("budget")["method"].nunique().eq(4).all()
+    assert (budgets["seconds_per_model"] > 0).all() and set(budgets["step_size"]) <= {0.1, 0.003, 0.03}
+    differences = pd.read_csv(tmp_path / "budget_differences.csv")
+    delta = budgets.set_index(["method", "budget"])["delta"]
+    for _, row in differences.iterrows():
+        assert row["difference"] == pytest.approx(delta[(row["a"], row["budget"])] - delta[(row["b"], row["budget"])], abs=1e-5)
+        assert row["difference_lo"] <= row["difference"] + 1e-9 <= row["difference_hi"] + 2e-9 or not np.isfinite(row["difference_lo"])
+    assert "## Guided latent steps vs weight steps at equal budgets" in (tmp_path / "report.md").read_text()
+
+

@@ -132,8 +132,8 @@ def test_the_app_embeds_the_zoo_with_the_papers_autoencoder(paper_env):
 def report_command(folder: Path, out: Path, data: Path, ablation: Path, epochs: list[int]) -> list[str]:
     """`hyperrep report` on the fixture in a few seconds: 4 models per method, 2 of them fine-tuned."""
     return ["report", "--hyperrep", str(folder), "--ablation", str(ablation), "--out", str(out), "--models", "4",
-            "--fine-tune-models", "2", "--epochs", *map(str, epochs), "--frontier-models", "4", "--guided-steps", "1",
-            "--guided-images", "6", "--test-images", "4", "--fine-tune-images", "6", "--data-dir", str(data),
+            "--fine-tune-models", "2", "--epochs", *map(str, epochs), "--frontier-models", "4", "--step-budgets", "2",
+            "--step-images", "6", "--validation-images", "20", "--tuning-models", "2", "--test-images", "4", "--fine-tune-images", "6", "--data-dir", str(data),
             "--workers", "1"]
 
 

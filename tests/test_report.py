@@ -20,11 +20,14 @@ from hyperrep.pipeline.export import population_zip, read_population, write_popu
 from hyperrep.pipeline.report import load_test_images, run_report, summarise
 from hyperrep.pipeline.report_files import markdown_table
 from hyperrep.pipeline.report_types import MethodResult, ReportConfig
+from hyperrep.pipeline.tuning import TuningConfig
 from hyperrep.zoo.format import Zoo
 
 TINY_REPORT = dict(models_per_method=6, fine_tune_models=4, test_images=200, fine_tune_images=200, fine_tune_epochs=[0, 1],
                    samplers=["uniform_unit", "kde_legacy", "gaussian"], ablation_samplers=["kde_legacy"],
-                   guided_bases=["kde"], guided_steps=2, guided_images=32, noise_sigmas=[0.04], frontier_sigmas=[0.02, 0.2],
+                   tuning=TuningConfig(validation_images=100, models=3, anchor_fractions=[0.3], bandwidths=[0.2, 0.5],
+                                       gmm_components=[1], budgets=[2], images=32, latent_step_sizes=[0.1, 1.0],
+                                       weight_step_sizes=[0.003, 0.03]), noise_sigmas=[0.04], frontier_sigmas=[0.02, 0.2],
                    frontier_average_sizes=[2], frontier_gaussian_scales=[0.5], frontier_models=4, ensemble_size=2,
                    bootstrap_resamples=200)
 
@@ -67,7 +70,7 @@ def test_summary_and_markdown_compare_against_b_t():
     table = markdown_table(summary)
     lines = table.splitlines()
     assert len(lines) == 4 and lines[0].startswith("| method | hyper-rep | models (ep. 0/1) | acc. epoch 0 (%) | acc. epoch 1 (%)")
-    assert "| S_KDE | LWLN | 3/3 | 71.0 ± 1.4 [" in lines[3] and lines[3].endswith("| – / – | sep. / sep. | 74.0 / – | 1.50 | 0.60 / – | 1 |")
+    assert "| S_KDE | LWLN | 3/3 | 71.0 ± 1.4 [" in lines[3] and lines[3].endswith("| – / – | sep. / sep. | 74.0 / – | 1.50 / 1.50 | 0.60 / – | 1 |")
 
 
 def test_report_on_tiny_artifacts_writes_every_output(tiny_hyperreps, idx_dir, tmp_path):
@@ -77,19 +80,29 @@ def test_report_on_tiny_artifacts_writes_every_output(tiny_hyperreps, idx_dir, t
                          data_dir=idx_dir, workers=2, progress=lambda done, total: steps.append((done, total)))
     methods = list(dict.fromkeys(summary["method"]))
     assert methods[:2] == ["B_T (zoo test split)", "B_T (re-trained)"]
-    frontier = ["anchors", "noise σ=0.02", "noise σ=0.2", "average of 2", "weight Gaussian ×0.5"]
-    assert set(methods) == {"B_T (zoo test split)", "B_T (re-trained)", "S_U (uniform_unit)", "S_KDE (kde_legacy, top 30%)",
-                            "S_Dist (gaussian, top 30%)", "S_guided (kde + 2 latent steps, 32 images, top 30%)",
-                            "kde + 2 weight steps (equal cost)", "reconstructed (top 30%)", "B_F (anchor pool)",
-                            "noise σ=0.04 (top 30%)", "S_KDE (kde_legacy, top 30%) [no LWLN]",
-                            "reconstructed (top 30%) [no LWLN]", *frontier}
-    assert steps[-1] == (16, 16)  # every population but the zoo's own trajectories is evaluated by a worker
-    assert len(summary) == 2 * 17 and set(summary["epoch"]) == {0, 1}
+    tuning = json.loads((tmp_path / "report" / "tuning.json").read_text())
+    sigmas = tuning["frontier_sigmas"]
+    assert sigmas[:2] == [0.02, 0.2] and sigmas == sorted(sigmas)  # extended past the farthest candidate
+    frontier = ["anchors", *[f"noise σ={s:g}" for s in sigmas], "average of 2", "weight Gaussian ×0.5"]
+    lr = tuning["step_sizes"]
+    steps_rows = [f"{m} (2 steps × 32 images, lr {lr[m]['2']:g})" for m in
+                  ("guided", "weights from decoded", "weights from anchors", "guided then weights")]
+    assert set(methods) == {"B_T (zoo test split)", "B_T (re-trained)", "B_T (kaiming-uniform, re-trained)",
+                            "S_U (uniform_unit)", "S_KDE (kde_legacy, top 30%)", "S_Dist (gaussian, top 30%)", *steps_rows,
+                            "reconstructed (top 30%)", "B_F (anchor pool)", "noise σ=0.04 (top 30%)",
+                            "S_KDE (kde_legacy, top 30%) [no LWLN]", "reconstructed (top 30%) [no LWLN]", *frontier}
+    populations = len(methods) - 1
+    assert steps[-1] == (populations, populations)  # every population but the zoo's own trajectories, by a worker
+    assert len(summary) == 2 * len(methods) and set(summary["epoch"]) == {0, 1}
     assert summary.loc[summary["method"].isin(frontier), "kind"].eq("frontier").all()
     counts = summary[summary["method"] == "S_Dist (gaussian, top 30%)"].set_index("epoch")["models"]
     assert counts.to_dict() == {0: 6, 1: 4}  # every member zero-shot, the first 4 fine-tuned
     assert {"frontier_delta", "frontier_delta_lo", "frontier_delta_hi", "distance_ratio", "iou_max_median",
-            "p_holm", "separated"} <= set(summary.columns)
+            "p_holm", "separated", "distance_train_median", "frontier_delta_fw_lo", "frontier_delta_p_holm",
+            "nearest_early_share"} <= set(summary.columns)
+    samplers = summary[(summary["kind"] == "sampler") & summary["frontier_delta_fw_lo"].notna()]
+    assert (samplers["frontier_delta_fw_lo"] <= samplers["frontier_delta_lo"] + 1e-12).all()  # family-wise is wider
+    assert (samplers["frontier_delta_fw_hi"] >= samplers["frontier_delta_hi"] - 1e-12).all()
     anchors = summary[summary["method"] == "anchors"].set_index("epoch")
     assert anchors.loc[0, "distance_median"] == 0.0 and anchors.loc[0, "frontier_delta"] == pytest.approx(0.0, abs=1e-12)
     bad = summary[~(summary["iou_max_median"] >= summary["iou_median"] - 1e-12)]  # the largest overlap is at least the nearest's
@@ -106,7 +119,7 @@ def test_report_on_tiny_artifacts_writes_every_output(tiny_hyperreps, idx_dir, t
     assert tested["p_vs_B_T"].between(0, 1).all() and (tested["p_holm"] >= tested["p_vs_B_T"]).all()
     assert summary.loc[summary["kind"] == "frontier", "p_vs_B_T"].isna().all()  # not in the family Holm corrects for
     for name in ("report.md", "report.csv", "members.csv", "novelty.csv", "frontier.csv", "report.png", "frontier.png",
-                 "report_config.json"):
+                 "report_config.json", "tuning.json", "tuning.csv", "budgets.csv", "budget_differences.csv"):
         assert (tmp_path / "report" / name).stat().st_size > 100, name
     text = (tmp_path / "report" / "report.md").read_text()
     assert "| B_T (zoo test split) | - |" in text and "S_KDE (kde_legacy, top 30%) [no LWLN]" in text
@@ -115,11 +128,11 @@ def test_report_on_tiny_artifacts_writes_every_output(tiny_hyperreps, idx_dir, t
     assert {"acc_epoch_0", "acc_epoch_1", "method"} <= set(members.columns)
     assert members.groupby("method")["acc_epoch_1"].count().loc["S_Dist (gaussian, top 30%)"] == 4
     assert pd.read_csv(tmp_path / "report" / "report.csv").shape == summary.shape
-    assert len(pd.read_csv(tmp_path / "report" / "frontier.csv")) == 5 * 2
+    assert len(pd.read_csv(tmp_path / "report" / "frontier.csv")) == len(frontier) * 2
 
 
 def test_report_is_the_same_in_one_process_and_in_workers(tiny_hyperreps, idx_dir, tmp_path):
-    config = dict(TINY_REPORT, samplers=["kde_legacy"], guided_bases=[], noise_sigmas=[], fine_tune_epochs=[0, 1])
+    config = dict(TINY_REPORT, samplers=["kde_legacy"], noise_sigmas=[], fine_tune_epochs=[0, 1])
     here = run_report(tiny_hyperreps[0], tmp_path / "a", config=ReportConfig(**config), data_dir=idx_dir, workers=1)
     spread = run_report(tiny_hyperreps[0], tmp_path / "b", config=ReportConfig(**config), data_dir=idx_dir, workers=2)
     pd.testing.assert_frame_equal(here, spread)
@@ -214,12 +227,13 @@ def test_cli_sample_and_report(tiny_hyperreps, idx_dir, tmp_path, capsys):
     assert "sampler 'gmm' needs at least 8 anchors, got 1" in capsys.readouterr().err
     assert main(["report", "--hyperrep", str(with_lwln), "--ablation", str(tmp_path / "missing"), "--out",
                  str(tmp_path / "r"), "--models", "3", "--test-images", "100", "--fine-tune-images", "100",
-                 "--data-dir", str(idx_dir), "--workers", "1", "--frontier-sigmas", "0.05", "0.6"]) == 0
+                 "--data-dir", str(idx_dir), "--workers", "1", "--frontier-sigmas", "0.05", "0.6", "--tuning-models", "2",
+                 "--step-budgets", "2", "--step-images", "16", "--validation-images", "50"]) == 0
     assert "no ablation hyper-representation" in capsys.readouterr().err
     assert (tmp_path / "r" / "report.md").is_file()
-    assert json.loads((tmp_path / "r" / "report_config.json").read_text())["frontier_sigmas"] == [0.05, 0.6]
+    assert json.loads((tmp_path / "r" / "report_config.json").read_text())["frontier_sigmas"][:2] == [0.05, 0.6]
     noise = pd.read_csv(tmp_path / "r" / "frontier.csv").query("family == 'noise' and level > 0")
-    assert sorted(set(noise["level"])) == [0.05, 0.6]
+    assert sorted(set(noise["level"]))[:2] == [0.05, 0.6]
 
 
 def test_update_readme_replaces_only_the_marked_table(tmp_path):
@@ -264,3 +278,19 @@ def test_the_readme_shows_the_committed_report():
 
     root = Path(__file__).resolve().parent.parent
     assert readme_report_block(root / "README.md") == readme_block(root / "docs" / "report" / "report.md", root)
+
+
+def test_changing_the_test_images_cannot_change_a_tuned_choice(tiny_hyperreps, idx_dir, tmp_path):
+    with_lwln, _ = tiny_hyperreps
+    config = dict(TINY_REPORT, samplers=["kde", "gmm"], noise_sigmas=[], fine_tune_epochs=[0])
+    choices = []
+    for images in (120, 200):
+        run_report(with_lwln, tmp_path / str(images), config=ReportConfig(**dict(config, test_images=images)),
+                   data_dir=idx_dir, workers=1)
+        tuning = json.loads((tmp_path / str(images) / "tuning.json").read_text())
+        assert tuning["images"]["test"]["images"] == images and tuning["images"]["validation"]["images"] == 100
+        choices.append({k: v for k, v in tuning.items() if k != "images"})
+        searches = pd.read_csv(tmp_path / str(images) / "tuning.csv")
+        assert searches["chosen"].any() and set(searches["search"]) == {"anchors", "sampler", "steps"}
+    assert choices[0] == choices[1]
+    assert set(choices[0]["sampler_params"]) == {"kde", "gmm"} and choices[0]["step_sizes"]["guided"]["2"] in (0.1, 1.0)

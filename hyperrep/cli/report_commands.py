@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from hyperrep.cli.common import TqdmProgress, count, count_or_zero, default_artifact
 from hyperrep.runtime import settings
 
@@ -26,6 +28,7 @@ def check_populations_fit(args: argparse.Namespace, methods: int, frontier: int 
 def cmd_report(args: argparse.Namespace) -> None:
     from hyperrep.pipeline.report import run_report
     from hyperrep.pipeline.report_types import ReportConfig
+    from hyperrep.pipeline.tuning import TuningConfig
 
     args.hyperrep = default_artifact(args.hyperrep, settings.default_hyperrep_path(), "hyper-representation", "HYPERREP_MODEL",
                                      "--hyperrep")
@@ -34,9 +37,9 @@ def cmd_report(args: argparse.Namespace) -> None:
     config = ReportConfig(models_per_method=args.models, test_images=args.test_images,
                           fine_tune_images=args.fine_tune_images, seed=args.seed, fine_tune_epochs=args.epochs,
                           fine_tune_models=None if args.fine_tune_models == 0 else args.fine_tune_models,
-                          frontier_models=args.frontier_models, guided_steps=args.guided_steps,
-                          guided_images=args.guided_images, guided_step_size=args.guided_step_size,
-                          guided_weight_step_sizes=args.guided_weight_step_sizes,
+                          frontier_models=args.frontier_models,
+                          tuning=TuningConfig(validation_images=args.validation_images, models=args.tuning_models,
+                                              budgets=args.step_budgets, images=args.step_images),
                           **({"frontier_sigmas": args.frontier_sigmas} if args.frontier_sigmas else {}))
     ablation = args.ablation if args.ablation is not None and args.ablation.exists() else None
     check_populations_fit(args, *config.populations_held(ablation=ablation is not None))
@@ -45,7 +48,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     progress = TqdmProgress("report")
     progress.unit = "population"
     summary = run_report(args.hyperrep, args.out, ablation_dir=ablation, config=config, data_dir=args.data_dir,
-                         workers=args.workers, progress=progress)
+                         workers=args.workers, progress=progress, log=tqdm.write)
     progress.close()
     print(f"report written to {args.out}/report.md ({summary['method'].nunique()} methods)")
     if args.readme is not None:
@@ -94,11 +97,12 @@ def add_report_command(commands) -> None:
     report.add_argument("--frontier-sigmas", type=float, nargs="+", default=None,
                         help="σ of the noise references (default 0.01 to 0.32, distances up to about 16 on CNN-s; "
                              "a seed zoo's samples lie farther, so extend it there)")
-    report.add_argument("--guided-steps", type=int, default=10, help="latent steps of the guided sampler")
-    report.add_argument("--guided-images", type=int, default=256, help="training images the guided steps use")
-    report.add_argument("--guided-step-size", type=float, default=0.1, help="Adam step size of the guided latent steps")
-    report.add_argument("--guided-weight-step-sizes", type=float, nargs="+", default=[],
-                        help="more learning rates of the equal-cost weight steps, a row each (the zoo's is always one)")
+    report.add_argument("--validation-images", type=count, default=2_000,
+                        help="images of the train split's validation part that every tuned choice is made on (default 2000)")
+    report.add_argument("--tuning-models", type=count, default=24, help="models per candidate of each search (default 24)")
+    report.add_argument("--step-budgets", type=count, nargs="+", default=[5, 10, 20],
+                        help="gradient-step budgets of the guided vs weight-step comparison (default 5 10 20)")
+    report.add_argument("--step-images", type=count, default=256, help="training images every gradient step uses")
     report.add_argument("--test-images", type=count, default=2_000)
     report.add_argument("--fine-tune-images", type=count, default=2_000)
     report.add_argument("--seed", type=int, default=42)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
@@ -35,9 +35,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hyperrep.evaluation.evaluate import ensemble_accuracies, zoo_training_settings
+from hyperrep.evaluation.evaluate import ensemble_accuracies
 from hyperrep.evaluation.frontier import Frontier, FrontierPoint, zoo_neighbour_distances
-from hyperrep.evaluation.novelty import mistake_overlap, novelty_table
+from hyperrep.evaluation.novelty import mistake_overlap, nearest_reference, novelty_table
 from hyperrep.evaluation.statistics import bootstrap_ci, holm, mann_whitney_floor, mann_whitney_p
 from hyperrep.images.datasets import ImageSet
 from hyperrep.io.files import write_json
@@ -46,15 +46,25 @@ from hyperrep.paper.importing import find_zoo_folder, paper_testsplit, testsplit
 from hyperrep.pipeline.artifacts import PAPER, artifact_kind, compatibility, load_any_hyperrep, load_hyperrep_with_zoo
 from hyperrep.pipeline.experiment import fine_tune_population
 from hyperrep.pipeline.report_files import write_report
+from hyperrep.pipeline.report_header import paper_note, report_header
 from hyperrep.pipeline.report_populations import build_populations, frontier_references, paper_populations
 from hyperrep.pipeline.report_types import (
     BASELINES,
     PAPER_B_T,
-    RETRAINED_B_T,
     ZOO_B_T,
     MethodResult,
     ReportConfig,
     ZooReference,
+)
+from hyperrep.pipeline.step_budgets import budget_table
+from hyperrep.pipeline.tuning import (
+    ImageSplit,
+    Tuning,
+    load_image_split,
+    train_reference,
+    tune,
+    validation_anchor_rows,
+    with_validation_accuracy,
 )
 from hyperrep.runtime.device import pick_device
 from hyperrep.sampling.population import Population
@@ -73,9 +83,10 @@ def load_fine_tune_images(zoo: Zoo, n: int, seed: int, data_dir: Path | str | No
     return zoo_dataset_rule(zoo.manifest, data_dir).training_images(n, seed, data_dir)
 
 
-def zoo_reference(zoo: Zoo, test: ImageSet) -> ZooReference:
+def zoo_reference(zoo: Zoo, test: ImageSet, train: tuple[torch.Tensor, pd.DataFrame] | None = None) -> ZooReference:
     """Every saved (model, epoch) of the zoo with the predictions of its distinct weight vectors
-    (a shared start is evaluated once), and the spacing of its train models at the last epoch."""
+    (a shared start is evaluated once), the spacing of its train models at the last epoch, and
+    `train`: the train models at the anchors' epochs (pipeline.tuning.train_reference)."""
     weights, table = zoo.samples()
     distinct = torch.unique(weights, dim=0)
     predictions = evaluate_population(zoo.architecture, zoo.activation, distinct, test, keep_predictions=True).predictions
@@ -84,7 +95,7 @@ def zoo_reference(zoo: Zoo, test: ImageSet) -> ZooReference:
         last = (table["epoch"] == table["epoch"].max()).to_numpy()
     spacing = zoo_neighbour_distances(zoo.architecture, weights[torch.from_numpy(last.copy())], table.loc[last, "model_id"].to_numpy(),
                                       weights, table["model_id"].to_numpy())
-    return ZooReference(weights, table, predictions, spacing)
+    return ZooReference(weights, table, predictions, spacing, *(train or (None, None)))
 
 
 # -- populations ------------------------------------------------------------------------------
@@ -117,11 +128,19 @@ def evaluate_method(population: Population, kind: str, tag: str, zoo: Zoo, train
 
 def zero_shot_novelty(zoo: Zoo, weights: torch.Tensor, start: Evaluation, test: ImageSet,
                       reference: ZooReference) -> pd.DataFrame:
-    """novelty.novelty_table (nearest zoo model and the IoU with it) plus the largest mistake
-    overlap with any zoo model (`iou_max`)."""
+    """novelty.novelty_table (nearest zoo model, any checkpoint, and the IoU with it), the largest
+    mistake overlap with any zoo model (`iou_max`), and the permutation-aware distance to the
+    nearest train model at the anchors' epochs (`distance_train`, `nearest_train_epoch`)."""
     novelty = novelty_table(zoo.architecture, zoo.activation, weights, start.predictions, reference.weights,
                             reference.table, test)
     novelty["iou_max"] = mistake_overlap(start.predictions, reference.predictions, test.labels)[0]
+    if reference.train_weights is not None:
+        distance, index = nearest_reference(zoo.architecture, weights, reference.train_weights)
+        epochs = reference.train_table["epoch"].to_numpy()
+        novelty["distance_train"] = distance
+        novelty["nearest_train_epoch"] = np.where(index >= 0, epochs[np.maximum(index, 0)], -1)
+    else:
+        novelty["distance_train"], novelty["nearest_train_epoch"] = novelty["distance"], novelty["nearest_epoch"]
     return novelty
 
 
@@ -177,10 +196,12 @@ def summarise(results: list[MethodResult], config: ReportConfig, *, frontier: Fr
     """One row per (method, epoch): accuracy statistics, p vs B_T (raw and Holm-corrected, and
     whether the two samples separate completely), ensembles, novelty, Δ against the frontier."""
     baseline = next((r for name in BASELINES for r in results if r.label == name), None)
+    family = max(1, sum(r.kind == "sampler" for r in results))  # the claims about generators
     rows = []
     for result in results:
-        deltas = (frontier.delta(result.novelty["distance"].to_numpy(), result.accuracy,
-                                 resamples=config.bootstrap_resamples, seed=config.seed).set_index("epoch")
+        train_distance = result.novelty.get(FRONTIER_DISTANCE, result.novelty["distance"])
+        deltas = (frontier.delta(train_distance.to_numpy(), result.accuracy,
+                                 resamples=config.bootstrap_resamples, seed=config.seed, family=family).set_index("epoch")
                   if frontier is not None else None)
         for i, epoch in enumerate(result.epochs):
             values = result.accuracy[result.evaluated[:, i], i]
@@ -205,17 +226,29 @@ def summarise(results: list[MethodResult], config: ReportConfig, *, frontier: Fr
                                   and (finite.min() > reference.max() or finite.max() < reference.min())),
                 "ensemble_mean": ensembles.mean() if len(ensembles) else np.nan, "ensembles": len(ensembles),
                 "distance_median": distance.median(), "distance_min": distance.min(),
+                "distance_train_median": train_distance.median(),
+                "nearest_early_share": float(result.novelty["nearest_epoch"].between(0, 1).mean()),
                 "distance_ratio": distance.median() / zoo_spacing if zoo_spacing > 0 else np.nan,
                 "iou_median": result.novelty["misclassification_iou"].median(),
                 "iou_max_median": result.novelty["iou_max"].median() if "iou_max" in result.novelty else np.nan,
                 "nearest_distinct": int(result.novelty.loc[result.novelty["nearest_model_id"] >= 0, "nearest_model_id"].nunique()),
                 **({"frontier_accuracy": deltas.loc[epoch, "frontier_accuracy"], "frontier_delta": deltas.loc[epoch, "delta"],
-                    "frontier_delta_lo": deltas.loc[epoch, "delta_lo"], "frontier_delta_hi": deltas.loc[epoch, "delta_hi"]}
+                    "frontier_delta_lo": deltas.loc[epoch, "delta_lo"], "frontier_delta_hi": deltas.loc[epoch, "delta_hi"],
+                    "frontier_delta_fw_lo": deltas.loc[epoch, "delta_fw_lo"],
+                    "frontier_delta_fw_hi": deltas.loc[epoch, "delta_fw_hi"],
+                    "frontier_delta_p": deltas.loc[epoch, "delta_p"]}
                    if deltas is not None else {}),
             })
     summary = pd.DataFrame(rows)
     summary["p_holm"] = holm(summary["p_vs_B_T"].to_numpy())
+    if "frontier_delta_p" in summary:  # Holm over the samplers' Δ at each epoch
+        summary["frontier_delta_p_holm"] = np.nan
+        for _, part in summary[summary["kind"] == "sampler"].groupby("epoch"):
+            summary.loc[part.index, "frontier_delta_p_holm"] = holm(part["frontier_delta_p"].to_numpy())
     return summary
+
+
+FRONTIER_DISTANCE = "distance_train"  # Δ is taken at the distance to the train models at the anchors' epochs
 
 
 def frontier_from_results(references, results: list[MethodResult]) -> Frontier:
@@ -224,7 +257,7 @@ def frontier_from_results(references, results: list[MethodResult]) -> Frontier:
     points = []
     for ref in references:
         result = by_label[ref.population.label]
-        points.append(FrontierPoint(ref.family, ref.level, result.label, result.novelty["distance"].to_numpy(),
+        points.append(FrontierPoint(ref.family, ref.level, result.label, result.novelty[FRONTIER_DISTANCE].to_numpy(),
                                     np.where(result.evaluated, result.accuracy, np.nan),
                                     result.novelty["iou_max"].to_numpy()))
     return Frontier(points, results[0].epochs if results else [0])
@@ -274,7 +307,7 @@ def evaluate_all(
 def run_report(
     hyperrep_dir: Path | str, out: Path | str, *, ablation_dir: Path | str | None = None,
     config: ReportConfig | None = None, data_dir: Path | str | None = None, workers: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None, log: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """Build, fine-tune and evaluate every population and the frontier's references; write the
     report files; return the summary (frontier rows included, kind "frontier"). `hyperrep_dir` is
@@ -291,8 +324,15 @@ def run_report(
     hyperrep, zoo, notes = load_hyperrep_with_zoo(hyperrep_dir)
     paper = artifact_kind(hyperrep_dir) == PAPER
     train = load_fine_tune_images(zoo, config.fine_tune_images, config.seed, data_dir)
-    test = load_test_images(zoo, config.test_images, data_dir)
-    populations, skipped = build_populations(hyperrep, zoo, config, train=train)
+    split = load_image_split(zoo, config.tuning.validation_images, config.test_images, data_dir)
+    test = split.test
+    tuning = tune(hyperrep, zoo, split.validation, train, config.tuning, config.frontier_settings(), config.samplers,
+                  config.seed, log=log)
+    config = replace(config, anchor_fraction=tuning.choices["anchor_fraction"],
+                     frontier_sigmas=tuning.choices["frontier_sigmas"])
+    rows, params = tuning.anchor_rows, tuning.choices["sampler_params"]
+    populations, skipped, runs = build_populations(hyperrep, zoo, config, rows=rows, params=params, tuning=tuning,
+                                                   train=train)
     if paper:
         populations += paper_populations(hyperrep_dir, zoo, config)
     ablation = load_any_hyperrep(ablation_dir, zoo) if ablation_dir is not None else None
@@ -300,12 +340,14 @@ def run_report(
         skipped.append(f"the ablation {ablation_dir} (trained on {ablation.zoo_path}, not on the zoo in use {zoo.path})")
         ablation_dir = ablation = None
     if ablation is not None:
-        more, more_skipped = build_populations(ablation, zoo, config, tag="no LWLN",
-                                               baselines=False, samplers=config.ablation_samplers)
+        ablation_rows = validation_anchor_rows(with_validation_accuracy(ablation.latent_table, zoo, split.validation),
+                                               config.anchor_fraction)
+        more, more_skipped, _ = build_populations(ablation, zoo, config, tag="no LWLN", baselines=False,
+                                                  samplers=config.ablation_samplers, rows=ablation_rows, params=params)
         populations, skipped = populations + more, skipped + more_skipped
-    references = frontier_references(hyperrep, zoo, config)
+    references = frontier_references(hyperrep, zoo, config, rows)
     populations += [(ref.population, "frontier", "-") for ref in references]
-    reference = zoo_reference(zoo, test)
+    reference = zoo_reference(zoo, test, train_reference(zoo, tuning.table, rows))
     if device.type == "cpu":
         workers = workers or os.cpu_count() or 1
     else:
@@ -321,80 +363,25 @@ def run_report(
     frontier = frontier_from_results(references, results)
     spacing = float(np.nanmedian(reference.spacing)) if np.isfinite(reference.spacing).any() else float("nan")
     summary = summarise(results, config, frontier=frontier, zoo_spacing=spacing)
+    budgets = budget_table(runs, {r.label: r for r in results}, frontier, resamples=config.bootstrap_resamples,
+                           seed=config.seed, distance_column=FRONTIER_DISTANCE) if runs else None
     header = report_header(hyperrep, ablation_dir, zoo, config, time.time() - started, skipped, reference,
-                           paper_note(notes, config) if paper else None)
-    write_report(results, summary, Path(out), header, frontier, spacing)
+                           paper_note(notes, config) if paper else None, split=split, tuning=tuning)
+    write_report(results, summary, Path(out), header, frontier, spacing, budgets=budgets)
+    write_tuning(Path(out), tuning, split)
     write_json(Path(out) / "report_config.json", {**asdict(config), "hyperrep": str(hyperrep_dir),
                                                   "ablation": str(ablation_dir) if ablation_dir else None,
-                                                  "device": str(device), "workers": workers,
+                                                  "device": str(device), "workers": workers, "images": split.record(),
                                                   "seconds": round(time.time() - started, 1)})
     return summary
 
 
-def paper_note(notes: tuple[str, ...], config: ReportConfig) -> str:
-    """What the header says about a paper folder's zoo and its own rows."""
-    imported = notes[0] if notes else "its dataset.pt"
-    return (f"A paper hyper-representation folder: its zoo is {imported}. Rows tagged 'paper' are the authors' "
-            f"pre-sampled populations (samples/<method>/, the first {config.models_per_method} checkpoints of each; "
-            f"its direct/ folder holds zoo models, its B_F), evaluated and fine-tuned like the samplers; {PAPER_B_T} = "
-            "the test-split accuracies recorded in zoos/<dataset>/zoo_testsplit.pt at the same epochs, on the whole "
-            "test set and not re-evaluated (the file holds no weights: no distances, ensembles or IoU); its epochs are "
-            "passes over the paper's whole training split, not over the fine-tuning images here.")
+def write_tuning(out: Path, tuning: Tuning, split: ImageSplit) -> None:
+    """tuning.json (the choices and the image split) and tuning.csv (every candidate's validation score)."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "tuning.json", {"images": split.record(), **tuning.choices})
+    tuning.searches.to_csv(out / "tuning.csv", index=False)
 
-
-def report_header(hyperrep, ablation_dir, zoo: Zoo, config: ReportConfig, seconds: float, skipped: list[str],
-                  reference: ZooReference, paper: str | None = None) -> str:
-    epochs = "/".join(map(str, config.epochs))
-    settings = zoo_training_settings(zoo)
-    tuned = "all" if config.fine_tune_models is None else f"the first {config.fine_tune_models}"
-    spacing = reference.spacing[np.isfinite(reference.spacing)]
-    frontier = config.frontier_settings()
-    return "\n".join([
-        "# Sampling methods vs baselines",
-        "",
-        f"Hyper-representation `{hyperrep.path}` (latent dim {hyperrep.model.latent_dim}) of zoo `{zoo.name}` "
-        f"({zoo.n_models} {zoo.architecture.name} models, {zoo.activation})"
-        + (f"; ablation without LWLN `{ablation_dir}`." if ablation_dir else "."),
-        *([paper] if paper else []),
-        f"{config.models_per_method} models per method, seed {config.seed}; anchors: top "
-        f"{config.anchor_fraction:.0%} of the hyper-representation's train rows by test accuracy. Every member is "
-        f"evaluated zero-shot; {tuned} of each method are fine-tuned on {config.fine_tune_images} training images "
-        f"({settings.optimizer}, lr {settings.lr:.2g}, batch {settings.batch_size}). Evaluated on the first "
-        f"{config.test_images} test images at epochs {epochs}.",
-        f"Baselines: {ZOO_B_T} = the zoo's test-split models trained from scratch, read at the same epochs (the paper's "
-        f"B_T); {RETRAINED_B_T} = fresh initialisations drawn as the zoo's build drew them, fine-tuned like the samples; "
-        "B_F = models drawn from the anchors' pool (at epoch 0 the anchors themselves, the samplers' fair reference), "
-        "fine-tuned; the anchors are also the frontier's point at distance 0 (frontier.csv); reconstructed = decode(encode(anchor)). S_guided = latents of its base sampler refined by "
-        f"{config.guided_steps} Adam steps (size {config.guided_step_size:g}) of the task loss through the frozen decoder on "
-        f"{config.guided_images} training images; '+ weight steps (equal cost)' = the same steps on the same images taken "
-        f"on the decoded start weights (lr {settings.lr:.2g}"
-        + ("; a row marked 'lr x': at learning rate x" if config.guided_weight_step_sizes else "")
-        + "). Samplers are named by the paper's name and the registry "
-        "name (`hyperrep.sampling.samplers.SAMPLERS`); kde_legacy is the published S_KDE (near-copies of anchors).",
-        f"Frontier (`hyperrep.evaluation.frontier`, {frontier.models} models per reference): noise on the anchors at σ = "
-        f"{', '.join(f'{s:g}' for s in frontier.sigmas)}; averages of k = {', '.join(map(str, frontier.average_sizes))} "
-        f"random anchors; a per-coordinate Gaussian fitted to the anchors' weights at scales "
-        f"{', '.join(f'{s:g}' for s in frontier.gaussian_scales)}. Each reference is a point (median zero-shot distance, "
-        "mean accuracy), each family a piecewise-linear curve, the frontier their upper envelope. Δ = a method's mean "
-        "accuracy minus the frontier's at the method's median zero-shot distance, at the same fine-tuning epoch; its "
-        "95 % CI is a percentile bootstrap over the members of the method and of every reference (frontier.csv, "
-        "frontier.png).",
-        "Cells: mean ± std [bootstrap 95 % CI of the mean] of test accuracy in %. p: two-sided Mann-Whitney U against "
-        "B_T (the zoo's test split; else a paper folder's recorded one; else the re-trained one) at the same epoch, "
-        "Holm-corrected over every test in the table; 'sep.' = complete separation: every member on one side of every B_T member, where p sits at the "
-        "smallest value the sample sizes allow and says nothing more (report.csv: p_vs_B_T, p_floor, p_holm, "
-        f"separated, above_B_T). Ensembles: mean accuracy of disjoint {config.ensemble_size}-member ensembles "
-        "(averaged softmax) of the fine-tuned members.",
-        "Distance: median L2 distance of the zero-shot weights to the nearest zoo model (any saved epoch, any neuron "
-        "order: plain, canonical, or matched layer by layer), and in brackets that over the zoo's own median "
-        "nearest-neighbour distance"
-        + (f" ({np.median(spacing):.2f}; {spacing.min():.2f}–{spacing.max():.2f} over its train models at the last epoch)."
-           if len(spacing) else "."),
-        "IoU: median overlap of misclassified test images with the nearest zoo model / the largest over every zoo "
-        "model (1 = the same mistakes). Invalid: members with NaN/inf weights or logits, excluded from the statistics.",
-        *([f"Skipped: {'; '.join(skipped)}."] if skipped else []),
-        f"Generated by `hyperrep report` in {seconds / 60:.1f} min.",
-    ])
 
 # -- the README block ------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from hyperrep.evaluation.frontier import Frontier, verdict
 from hyperrep.io.files import ArtifactError, atomic_write, read_json
 from hyperrep.pipeline.report_figures import plot_frontier, plot_report
 from hyperrep.pipeline.report_types import READINGS_START, MethodResult
+from hyperrep.pipeline.step_budgets import budget_markdown
 from hyperrep.runtime.settings import artifact_root
 
 TABLE_COLUMNS = ("method", "kind", "epoch", "models", "mean", "ci_low", "ci_high",
@@ -101,7 +102,7 @@ def markdown_table(summary: pd.DataFrame) -> str:
     span = "/".join(map(str, epochs))
     head = (["method", "hyper-rep", "models (ep. " + span + ")"] + [f"acc. epoch {e} (%)" for e in epochs]
             + [f"Δ vs frontier, pp [95 % CI] (ep. {span})", f"p vs B_T, Holm (ep. {span})", f"ensemble (ep. {span}, %)",
-               "dist. to nearest zoo model (× zoo spacing)", "IoU nearest / max", "invalid"])
+               "dist. to train models at anchor epochs / to any zoo checkpoint (× zoo spacing)", "IoU nearest / max", "invalid"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, group in summary.groupby("method", sort=False):
         group = group.set_index("epoch")
@@ -114,7 +115,8 @@ def markdown_table(summary: pd.DataFrame) -> str:
         cells.append(" / ".join(_pct(group.loc[e, "ensemble_mean"]) for e in epochs))
         first = group.iloc[0]
         ratio = f" (×{first['distance_ratio']:.1f})" if np.isfinite(first.get("distance_ratio", np.nan)) else ""
-        cells.append(f"{_number(first['distance_median'])}{ratio}")
+        train = first.get("distance_train_median", np.nan)
+        cells.append(f"{_number(train)} / {_number(first['distance_median'])}{ratio}")
         cells.append(f"{_number(first['iou_median'])} / {_number(first.get('iou_max_median', np.nan))}")
         cells.append(str(int(group["invalid"].max())))
         lines.append("| " + " | ".join(cells) + " |")
@@ -145,9 +147,10 @@ def readings(summary: pd.DataFrame, zoo_spacing: float) -> str:
 
 
 def write_report(results: list[MethodResult], summary: pd.DataFrame, out: Path, header: str,
-                 frontier: Frontier | None = None, zoo_spacing: float = float("nan")) -> None:
+                 frontier: Frontier | None = None, zoo_spacing: float = float("nan"),
+                 budgets: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> None:
     """report.md, report.csv, members.csv, novelty.csv, report.png (and with a frontier:
-    frontier.csv and frontier.png) in `out`."""
+    frontier.csv and frontier.png; with step budgets: budgets.csv and budget_differences.csv) in `out`."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "report.csv", lambda tmp: summary.to_csv(tmp, index=False, float_format="%.6g"))
     members, novelty = [], []
@@ -165,8 +168,22 @@ def write_report(results: list[MethodResult], summary: pd.DataFrame, out: Path, 
         atomic_write(out / "frontier.csv", lambda tmp: frontier.table().to_csv(tmp, index=False, float_format="%.6g"))
         plot_frontier(frontier, table_rows, out / "frontier.png")
         text += "\n\n" + readings(table_rows, zoo_spacing) + "\n\n![accuracy vs distance: the frontier](frontier.png)"
+    if budgets is not None:
+        table, differences = budgets
+        atomic_write(out / "budgets.csv", lambda tmp: table.to_csv(tmp, index=False, float_format="%.6g"))
+        atomic_write(out / "budget_differences.csv", lambda tmp: differences.to_csv(tmp, index=False, float_format="%.6g"))
+        text += ("\n\n## " + BUDGETS_TITLE + "\n\n" + BUDGETS_NOTE + "\n\n" + budget_markdown(table, differences))
     text += "\n\n![accuracy per method](report.png)\n"
     atomic_write(out / "report.md", lambda tmp: tmp.write_text(text))
+
+
+BUDGETS_TITLE = "Guided latent steps vs weight steps at equal budgets"
+BUDGETS_NOTE = ("Each refinement starts from the same S_KDE indep. samples (or, for 'weights from anchors', from the "
+                "anchors' weights) and takes the budget's Adam steps on the same training images, at the step size the "
+                "validation images chose (tuning.csv). 'guided then weights' spends half the budget on latent steps and "
+                "half on weight steps. Δ is against the frontier at the same epoch; a difference is of two Δ, with a "
+                "bootstrap CI paired over the shared starts and sharing every resample of the frontier's references. "
+                "Seconds per model are wall-clock on this machine, decoding included.")
 
 
 def readme_block(report_md: Path | str, readme_dir: Path | str) -> str:

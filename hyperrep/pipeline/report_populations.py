@@ -1,54 +1,44 @@
-"""The populations the report compares: samplers, the guided sampler and its equal-cost weight
-steps, reconstructed anchors, B_F, re-trained B_T, the no-LWLN ablation, the frontier's references,
+"""The populations the report compares: samplers (with their tuned parameters), the step-budget
+refinements (guided latent steps and weight steps, hyperrep.pipeline.step_budgets), reconstructed anchors, B_F, re-trained B_T, the no-LWLN ablation, the frontier's references,
 the zoo's own test-split trajectories and a paper folder's recorded populations."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from hyperrep.evaluation.evaluate import zoo_training_settings
 from hyperrep.evaluation.frontier import reference_populations
 from hyperrep.images.datasets import ImageSet
+from hyperrep.nets.cnn import init_vector
 from hyperrep.paper.importing import BASELINE_SAMPLES, paper_sample_populations, sample_label
 from hyperrep.pipeline.experiment import draw_population, top_train_anchors
-from hyperrep.pipeline.report_types import RETRAINED_B_T, ReportConfig
+from hyperrep.pipeline.report_types import KAIMING_B_T, RETRAINED_B_T, ReportConfig
+from hyperrep.pipeline.step_budgets import StepRun, step_populations
+from hyperrep.pipeline.tuning import Tuning
 from hyperrep.sampling.baselines import anchor_weights, noise_baseline, reconstruction_baseline, scratch_baseline
-from hyperrep.sampling.guided import GuidedSampler, guidance_batch, refine_weights
-from hyperrep.sampling.population import Population, sample_population
+from hyperrep.sampling.population import Population
 from hyperrep.sampling.samplers import SAMPLERS
 from hyperrep.zoo.format import Zoo
 
 
-def sampler_label(name: str, fraction: float) -> str:
-    """'S_KDE (kde_legacy, top 30%)': the paper's name, the registry name, the anchors."""
+def sampler_label(name: str, fraction: float, params: dict | None = None) -> str:
+    """'S_KDE indep. (kde, bandwidth 0.2, top 30%)': the paper's name, the registry name, tuned parameters, the anchors."""
     spec = SAMPLERS[name]
-    return f"{spec.paper_name} ({name})" if name == "uniform_unit" else f"{spec.paper_name} ({name}, top {fraction:.0%})"
+    chosen = "".join(f", {k.replace('n_components', 'components')} {v:g}" for k, v in (params or {}).items())
+    return f"{spec.paper_name} ({name})" if name == "uniform_unit" else f"{spec.paper_name} ({name}{chosen}, top {fraction:.0%})"
 
 
-def guided_populations(hyperrep, zoo: Zoo, anchors: torch.Tensor, train: ImageSet, config: ReportConfig) -> list[Population]:
-    """For each guided base: the guided samples, and the same steps on the same images taken on the
-    decoded start weights directly, the equal-cost comparison: at the zoo's learning rate, and at
-    each of `guided_weight_step_sizes` (the latent step size is a free choice too)."""
-    n, seed, out = config.models_per_method, config.seed, []
-    steps, images, size = config.guided_steps, min(config.guided_images, len(train)), config.guided_step_size
-    rates = [(zoo_training_settings(zoo).lr, "")] + [(lr, f", lr {lr:g}") for lr in config.guided_weight_step_sizes]
-    for base in config.guided_bases:
-        sampler = GuidedSampler(hyperrep.model, zoo.activation, train, base=base, steps=steps, images=images,
-                                step_size=size).fit(anchors)
-        guided = sample_population(hyperrep.model, sampler, anchors, n, seed)
-        guided.label = f"S_guided ({base} + {steps} latent steps, {images} images, top {config.anchor_fraction:.0%})"
-        out.append(guided)
-        start, batch = sampler.start_weights(n, seed), guidance_batch(train, images, seed)
-        for lr, note in rates:
-            refined = refine_weights(zoo.architecture, zoo.activation, start, batch, steps=steps, step_size=lr)
-            members = pd.DataFrame({"member": np.arange(n), "base": base, "steps": steps, "lr": lr})
-            out.append(Population(f"{base} + {steps} weight steps (equal cost{note})", refined, members))
-    return out
+def standard_init_baseline(zoo: Zoo, n: int, seed: int, init: str = "kaiming_uniform") -> Population:
+    """B_T with the standard initialisation: `n` fresh `init` draws (seeds past the zoo's and the
+    re-trained B_T's), biases as the zoo's."""
+    first = int(zoo.model_ids.max()) + 1 + (seed + 7) * n
+    weights = torch.stack([init_vector(zoo.architecture, init, torch.Generator().manual_seed(s))
+                           for s in range(first, first + n)])
+    return Population(KAIMING_B_T, weights, pd.DataFrame({"member": np.arange(n), "seed": np.arange(first, first + n),
+                                                          "init": init}))
 
 
 def anchor_pool_baseline(weights: torch.Tensor, info: pd.DataFrame, n: int, seed: int) -> Population:
@@ -61,34 +51,32 @@ def anchor_pool_baseline(weights: torch.Tensor, info: pd.DataFrame, n: int, seed
 
 def build_populations(
     hyperrep, zoo: Zoo, config: ReportConfig, *, tag: str = "LWLN", baselines: bool = True,
-    samplers: list[str] | None = None, train: ImageSet | None = None,
-) -> tuple[list[tuple[Population, str, str]], list[str]]:
-    """(population, kind, hyper-rep tag) for every sampler (the guided ones when `train` images
-    are given), reconstructed anchors and, with `baselines`, re-trained B_T, B_F from the anchor
-    pool and the extra noise rows; and a note for each sampler skipped for too few anchors."""
-    n, seed = config.models_per_method, config.seed
+    samplers: list[str] | None = None, rows: np.ndarray | None = None, params: dict[str, dict] | None = None,
+    tuning: Tuning | None = None, train: ImageSet | None = None,
+) -> tuple[list[tuple[Population, str, str]], list[str], list[StepRun]]:
+    """(population, kind, hyper-rep tag) for every sampler (with `params[name]`, the tuned
+    parameters), the step-budget refinements (with `tuning` and `train` images), reconstructed
+    anchors and, with `baselines`, both B_T, B_F from the anchor pool and the extra noise rows; a
+    note for each sampler skipped for too few anchors; and the step runs. `rows` are the anchors
+    (default: the top `anchor_fraction` by the recorded accuracy, as `hyperrep sample`)."""
+    n, seed, params = config.models_per_method, config.seed, params or {}
     table = hyperrep.latent_table
-    rows = top_train_anchors(table, config.anchor_fraction)
-    anchors = hyperrep.latents[torch.as_tensor(rows)]
+    rows = top_train_anchors(table, config.anchor_fraction) if rows is None else np.asarray(rows)
     weights = anchor_weights(zoo, table, rows)
     info = table.iloc[rows].reset_index(drop=True)
     suffix = "" if tag == "LWLN" else f" [{tag}]"
-    out, skipped = [], []
+    out, skipped, runs = [], [], []
     for name in samplers if samplers is not None else config.samplers:
-        if len(rows) < SAMPLERS[name].min_anchors:
+        if len(rows) < SAMPLERS[name].build(**params.get(name, {})).min_anchors:
             skipped.append(f"{name}{suffix} (needs {SAMPLERS[name].min_anchors} anchors, has {len(rows)})")
             continue
-        population = draw_population(hyperrep, name, {}, rows, n, seed)
-        population.label = sampler_label(name, config.anchor_fraction) + suffix
+        population = draw_population(hyperrep, name, params.get(name, {}), rows, n, seed)
+        population.label = sampler_label(name, config.anchor_fraction, params.get(name, {})) + suffix
         out.append((population, "sampler", tag))
-    if train is not None:
-        bases = [b for b in config.guided_bases if len(rows) >= SAMPLERS[b].min_anchors]
-        skipped += [f"S_guided ({b}){suffix} (needs {SAMPLERS[b].min_anchors} anchors, has {len(rows)})"
-                    for b in config.guided_bases if b not in bases]
-        guided, refined = [], []
-        for population in guided_populations(hyperrep, zoo, anchors, train, replace(config, guided_bases=bases)):
-            (guided if population.label.startswith("S_guided") else refined).append(population)
-        out += [(p, "sampler", tag) for p in guided] + [(p, "baseline", "-") for p in refined]
+    if tuning is not None and train is not None:
+        refined, runs = step_populations(hyperrep, zoo, tuning, train, n, seed)
+        out += [(p, "sampler" if r.method.startswith("guided") else "baseline", tag if r.method.startswith("guided") else "-")
+                for p, r in zip(refined, runs)]
     recon = reconstruction_baseline(hyperrep.model, weights, n, seed, anchor_info=info)
     recon.label = f"reconstructed (top {config.anchor_fraction:.0%}){suffix}"
     out.append((recon, "baseline", tag))
@@ -96,19 +84,20 @@ def build_populations(
         scratch = scratch_baseline(zoo, n, seed)
         scratch.label = RETRAINED_B_T
         out.append((scratch, "baseline", "-"))
+        out.append((standard_init_baseline(zoo, n, seed), "baseline", "-"))
         out.append((anchor_pool_baseline(weights, info, n, seed), "baseline", "-"))
         for sigma in config.noise_sigmas:
             noisy = noise_baseline(weights, sigma, n, seed, anchor_info=info)
             noisy.label = f"noise σ={sigma:g} (top {config.anchor_fraction:.0%})"
             out.append((noisy, "baseline", "-"))
-    return out, skipped
+    return out, skipped, runs
 
 
-def frontier_references(hyperrep, zoo: Zoo, config: ReportConfig):
+def frontier_references(hyperrep, zoo: Zoo, config: ReportConfig, rows: np.ndarray | None = None):
     """The frontier's reference populations around the report's anchors (hyperrep.evaluation.frontier)."""
     table = hyperrep.latent_table
-    weights = anchor_weights(zoo, table, top_train_anchors(table, config.anchor_fraction))
-    return reference_populations(weights, config.frontier_settings(), config.seed)
+    rows = top_train_anchors(table, config.anchor_fraction) if rows is None else rows
+    return reference_populations(anchor_weights(zoo, table, rows), config.frontier_settings(), config.seed)
 
 
 def paper_populations(hyperrep_dir: Path | str, zoo: Zoo, config: ReportConfig) -> list[tuple[Population, str, str]]:

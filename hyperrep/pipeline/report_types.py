@@ -11,6 +11,7 @@ import torch
 
 from hyperrep.evaluation.frontier import FrontierSettings
 from hyperrep.pipeline.experiment import ANCHOR_FRACTION
+from hyperrep.pipeline.tuning import STEP_METHODS, TuningConfig
 from hyperrep.sampling.samplers import SAMPLERS
 
 ZOO_B_T = "B_T (zoo test split)"
@@ -20,6 +21,9 @@ PAPER_B_T = "B_T (paper's zoo_testsplit, as recorded)"  # a paper folder's zoos/
 
 
 RETRAINED_B_T = "B_T (re-trained)"
+
+
+KAIMING_B_T = "B_T (kaiming-uniform, re-trained)"  # the standard initialisation beside the zoo's own
 
 
 BASELINE = "B_T"  # where fresh initialisations are the only B_T (hyperrep.pipeline.transfer: trained on another dataset)
@@ -41,15 +45,11 @@ class ReportConfig:
     test_images: int = 2_000  # the first N images of the test split
     fine_tune_images: int = 2_000  # seeded draw from the training part of the train split
     fine_tune_epochs: list[int] = field(default_factory=lambda: [0, 1, 5])
-    anchor_fraction: float = ANCHOR_FRACTION  # top 30 % of the hyper-representation's train rows
+    anchor_fraction: float = ANCHOR_FRACTION  # the anchors in use: replaced by the fraction the validation images choose
     samplers: list[str] = field(default_factory=lambda: [
         "uniform_unit", "uniform", "kde_legacy", "kde", "kde_multivariate", "gaussian", "gmm", "neigh"])
     ablation_samplers: list[str] = field(default_factory=lambda: ["kde_legacy", "kde", "gaussian"])
-    guided_bases: list[str] = field(default_factory=lambda: ["kde"])
-    guided_steps: int = 10
-    guided_images: int = 256
-    guided_step_size: float = 0.1
-    guided_weight_step_sizes: list[float] = field(default_factory=list)  # more learning rates of the weight steps
+    tuning: TuningConfig = field(default_factory=TuningConfig)  # what is chosen on validation images, and how
     noise_sigmas: list[float] = field(default_factory=list)  # extra noise rows in the table (the frontier has its own)
     frontier_sigmas: list[float] = field(default_factory=lambda: FrontierSettings().sigmas)
     frontier_average_sizes: list[int] = field(default_factory=lambda: FrontierSettings().average_sizes)
@@ -60,24 +60,23 @@ class ReportConfig:
     seed: int = 42
 
     def validate(self) -> None:
-        unknown = [s for s in self.samplers + self.ablation_samplers + self.guided_bases if s not in SAMPLERS]
+        unknown = [s for s in self.samplers + self.ablation_samplers if s not in SAMPLERS]
         if unknown:
             raise ValueError(f"unknown samplers {unknown}; known: {', '.join(SAMPLERS)}")
         if self.models_per_method < 2 or min(self.fine_tune_epochs) < 0:
             raise ValueError("models_per_method must be >= 2 and fine_tune_epochs >= 0")
-        if any(not lr > 0 for lr in self.guided_weight_step_sizes):
-            raise ValueError(f"guided weight step sizes must be > 0, got {self.guided_weight_step_sizes}")
         if self.fine_tune_models is not None and self.fine_tune_models < 2:
             raise ValueError(f"fine_tune_models must be >= 2 (or None for all), got {self.fine_tune_models}")
         self.frontier_settings().validate()
+        self.tuning.validate()
 
     def populations_held(self, *, guided: bool = True, ablation: bool = True) -> tuple[int, int]:
         """(populations of models_per_method, of frontier_models) that the report holds at once, as
         `build_populations` and `frontier_references` make them: each sampler, the guided rows, the
-        reconstructed anchors, B_T, B_F, the noise rows and the ablation's; so a request can be sized first."""
-        methods = len(self.samplers) + 3 + len(self.noise_sigmas)
+        reconstructed anchors, both B_T, B_F, the noise rows and the ablation's; so a request can be sized first."""
+        methods = len(self.samplers) + 4 + len(self.noise_sigmas)
         if guided:
-            methods += len(self.guided_bases) * (2 + len(self.guided_weight_step_sizes))
+            methods += len(STEP_METHODS) * len(self.tuning.budgets)
         if ablation:
             methods += len(self.ablation_samplers) + 1
         frontier = 1 + len(self.frontier_sigmas) + len(self.frontier_average_sizes) + len(self.frontier_gaussian_scales)
@@ -116,9 +115,12 @@ class MethodResult:
 @dataclass
 class ZooReference:
     """The zoo as the reference of novelty: its weights and rows, the predictions of its distinct
-    models on the test images (for the largest mistake overlap), its own neighbour spacing."""
+    models on the test images (for the largest mistake overlap), its own neighbour spacing, and
+    the train models at the anchors' epochs (the distance the frontier uses)."""
 
     weights: torch.Tensor
     table: pd.DataFrame
     predictions: torch.Tensor  # [distinct weight vectors, test images]
     spacing: np.ndarray
+    train_weights: torch.Tensor | None = None  # the train models at the anchors' epochs (pipeline.tuning.train_reference)
+    train_table: pd.DataFrame | None = None

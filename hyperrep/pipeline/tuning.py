@@ -214,7 +214,7 @@ def tune(hyperrep, zoo: Zoo, validation: ImageSet, train: ImageSet, config: Tuni
         part = searches[(searches["search"] == "sampler") & (searches["method"] == name) & (searches["anchor_fraction"] == fraction)]
         value = _best(part, "validation_delta", "value", None)
         if value is not None:
-            params[name] = {grid[0][0]: _plain(value)}
+            params[name] = {grid[0][0]: next(v for _, v in grid if v == value)}  # the grid's own type
             searches.loc[part.index[part["value"] == value], "chosen"] = True
     say(f"tuning: anchors top {fraction:.0%}; sampler parameters {params}")
     rows = rows_of[fraction]
@@ -236,12 +236,6 @@ def _best(part: pd.DataFrame, score: str, column: str, default):
     """The `column` value of the row with the highest finite `score` (ties: the first)."""
     finite = part[np.isfinite(part[score].to_numpy(dtype=float))]
     return default if finite.empty else finite.loc[finite[score].idxmax(), column]
-
-
-def _plain(value):
-    """A numpy scalar as the Python number JSON writes."""
-    value = value.item() if hasattr(value, "item") else value
-    return int(value) if float(value).is_integer() and not isinstance(value, float) else value
 
 
 def _tune_steps(hyperrep, zoo: Zoo, table: pd.DataFrame, rows: np.ndarray, kde_params: dict, train: ImageSet,
