@@ -59,8 +59,7 @@ def hyperrep_fingerprint(hyperrep: HyperRep) -> Fingerprint:
         digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
     rows = hyperrep.latent_table[["model_id", "epoch"]].to_numpy(dtype="int64")
     digest.update(rows.tobytes())
-    where = hyperrep.path.name if hyperrep.path is not None else "unsaved"
-    return Fingerprint(digest.hexdigest(), f"hyper-representation {where} of zoo {Path(hyperrep.zoo_path).name}")
+    return Fingerprint(digest.hexdigest(), f"hyper-representation {hyperrep.path} (zoo {hyperrep.zoo_path})")
 
 
 def build_model(model_config: dict, state: dict[str, torch.Tensor], source: Path | str) -> HyperRepresentation:

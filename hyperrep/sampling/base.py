@@ -12,6 +12,7 @@ import torch
 
 from hyperrep.ae.artifact import Fingerprint
 from hyperrep.images.datasets import ImageSet
+from hyperrep.sampling.parameters import constructor_parameters
 
 
 def check_anchors(sampler: str, anchors, min_anchors: int) -> np.ndarray:
@@ -60,6 +61,11 @@ class LatentSampler:
     @property
     def fitted(self) -> bool:
         return hasattr(self, "anchors_")
+
+    def params(self) -> dict:
+        """The constructor's parameters with a default, as set (callbacks left out): what an export records."""
+        fixed = ("progress", "should_stop")
+        return {p.name: getattr(self, p.name) for p in constructor_parameters(type(self), fixed=fixed)}
 
     def fit(self, anchors, scores=None) -> "LatentSampler":
         self.anchors_ = check_anchors(self.name, anchors, self.min_anchors)

@@ -111,10 +111,6 @@ class FlowMatchingSampler(LatentSampler):
     def fitted(self) -> bool:
         return hasattr(self, "velocity_")
 
-    def params(self) -> dict:
-        """The constructor's parameters (without the callbacks): what `save` records."""
-        return {p.name: getattr(self, p.name) for p in constructor_parameters(type(self), fixed=("progress", "should_stop"))}
-
     def _fit(self, anchors: np.ndarray) -> None:
         if self.condition and self.scores_ is None:
             raise ValueError(f"sampler {self.name!r} is conditioned on the anchors' scores: fit(anchors, scores=...) "
