@@ -5,10 +5,14 @@ the pipeline, the command line and the app."""
 from __future__ import annotations
 
 import re
+from concurrent import futures
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import point_app_at
+from streamlit.testing.v1 import AppTest
 
 from hyperrep.ae.artifact import hyperrep_fingerprint, load_hyperrep
 from hyperrep.cli import build_parser, main
@@ -19,6 +23,7 @@ from hyperrep.sampling.flow import FlowMatchingSampler, flow_parameters, load_fl
 from hyperrep.sampling.population import draw_from_fitted
 from hyperrep.sampling.samplers import SAMPLERS, make_sampler
 
+APP = Path(__file__).resolve().parent.parent / "app.py"
 QUICK = dict(steps=600, width=64, depth=2)  # a second on one thread, enough for 2-D blobs
 TINY = dict(steps=40, width=32, depth=1)  # the tiny hyper-representation: seconds in all
 
@@ -168,3 +173,45 @@ def test_cli_help_states_the_constructors_defaults():
 
     for name, flag in FLOW_CFG_FLAGS.items():
         assert re.search(rf"{flag} \S+ with --method flow[^(]*\(default {defaults[name]}\)", help_text), flag
+
+
+def test_the_sample_page_trains_a_flow_sampler_keeps_it_and_stops_on_request(monkeypatch, tiny_zoo_path,
+                                                                             tiny_hyperrep_path, idx_dir, tmp_path):
+    """Training runs in the background; the trained sampler is reused by the next click; the stop
+    button ends a long training and the network trained so far samples, while earlier samples stay."""
+    point_app_at(monkeypatch, tmp_path, zoo=tiny_zoo_path, model=tiny_hyperrep_path, data=idx_dir)
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at.switch_page("pages/sample.py").run()
+    at.selectbox(key="sample_strategy").set_value("flow").run()
+    assert at.selectbox(key="param_flow_solver").options == ["euler", "heun"]
+    for name, value in (("steps", 30), ("width", 32), ("depth", 1)):
+        at.number_input(key=f"param_flow_{name}").set_value(value)
+    at.number_input(key="sample_n").set_value(4)
+    first = finish_training(at.button(key="sample_button").click().run())
+    assert first.strategy == "flow" and len(first.population) == 4 and first.params["steps"] == 30
+    assert len(at.session_state["trained_samplers"]) == 1
+    at.number_input(key="sample_seed").set_value(1)
+    at.button(key="sample_button").click().run()
+    assert "training_job" not in at.session_state  # the kept sampler, no new training
+    again = at.session_state["population"]
+    assert again.seed == 1 and not torch.equal(again.population.latents, first.population.latents)
+
+    at.number_input(key="param_flow_steps").set_value(1_000_000)
+    at.button(key="sample_button").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["population"] is again  # the earlier samples stay while it trains
+    at.button(key="stop_training").click().run()
+    stopped = finish_training(at)
+    assert stopped is not again and stopped.params["steps"] == 1_000_000 and len(stopped.population) == 4
+    assert len(at.session_state["trained_samplers"]) == 1  # a stopped sampler is not kept as trained
+
+
+def finish_training(at: AppTest):
+    """Wait for the session's background training, rerun the page (it samples), return the new run."""
+    assert not at.exception, at.exception
+    if "training_job" in at.session_state:
+        futures.wait([at.session_state["training_job"]["future"]], timeout=120)
+        at.run()
+    assert not at.exception, at.exception
+    assert "training_job" not in at.session_state
+    return at.session_state["population"]

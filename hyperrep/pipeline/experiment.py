@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hyperrep.ae.artifact import HyperRep, hyperrep_fingerprint
+from hyperrep.ae.artifact import Fingerprint, HyperRep, hyperrep_fingerprint
 from hyperrep.ae.map import place_on_map
 from hyperrep.evaluation.evaluate import (
     FineTuneResult,
@@ -46,7 +46,7 @@ from hyperrep.sampling.baselines import (
 )
 from hyperrep.sampling.guided import GUIDED_SPEC
 from hyperrep.sampling.parameters import SamplerParameter
-from hyperrep.sampling.population import Population, draw_from_fitted, sample_population
+from hyperrep.sampling.population import Population, draw_from_fitted
 from hyperrep.sampling.samplers import SAMPLERS, LatentSampler, SamplerContext, SamplerSpec
 from hyperrep.zoo.format import Zoo
 
@@ -189,6 +189,7 @@ class SampleRun:
 
 
 STRATEGIES: dict[str, SamplerSpec] = {**SAMPLERS, GUIDED_SPEC.name: GUIDED_SPEC}  # what the app and `hyperrep sample` offer
+TRAINED_STRATEGIES = ("flow", "flow_cfg")  # fitted by a training loop that takes progress and stop
 
 
 def strategy(name: str) -> SamplerSpec:
@@ -250,18 +251,26 @@ def draw_population(hyperrep: HyperRep, strategy: str, params: dict, anchor_rows
     (the report passes validation-image accuracies instead). `sampler`: one the caller built (fitted
     here) or loaded or kept fitted (drawn from as it is; refused when fitted on another
     hyper-representation). Too few anchors, missing scores or bad parameters is a ValueError."""
-    rows = np.asarray(anchor_rows, dtype=np.int64)
     fingerprint = hyperrep_fingerprint(hyperrep)
-    if sampler is not None and sampler.fitted:
-        return draw_from_fitted(hyperrep.model, sampler, n, seed, fingerprint=fingerprint)
+    if sampler is None or not sampler.fitted:
+        sampler = sampler or build_sampler(hyperrep, strategy, params, activation=activation, train=train,
+                                           progress=progress, stop=stop)
+        fit_sampler(hyperrep, sampler, anchor_rows, scores=scores, fingerprint=fingerprint)
+    return draw_from_fitted(hyperrep.model, sampler, n, seed, fingerprint=fingerprint)
+
+
+def fit_sampler(hyperrep: HyperRep, sampler: LatentSampler, anchor_rows, *, scores=None,
+                fingerprint: Fingerprint | None = None) -> LatentSampler:
+    """`sampler` fitted on the anchor rows' latents (and scores, as in `draw_population`), recording
+    the hyper-representation's fingerprint (computed here unless given); the app trains in the background with it."""
+    rows = np.asarray(anchor_rows, dtype=np.int64)
     if rows.size == 0:
         raise ValueError("no anchors: choose a region on the latent map or use the top-k % anchors")
-    if sampler is None:
-        sampler = build_sampler(hyperrep, strategy, params, activation=activation, train=train, progress=progress, stop=stop)
     if scores is None and sampler.uses_scores:
         scores = hyperrep.latent_table["test_acc"].to_numpy()[rows]
-    anchors = hyperrep.latents[torch.as_tensor(rows)].cpu()
-    return sample_population(hyperrep.model, sampler, anchors, n, seed, scores=scores, fingerprint=fingerprint)
+    sampler.fit(hyperrep.latents[torch.as_tensor(rows)].cpu(), scores=scores)
+    sampler.fingerprint_ = fingerprint or hyperrep_fingerprint(hyperrep)
+    return sampler
 
 
 def start_run(hyperrep: HyperRep, strategy: str, params: dict, anchor_rows, anchor_label: str, n: int, seed: int,

@@ -34,7 +34,9 @@ class Population:
 def sample_population(model, sampler: LatentSampler, anchors: torch.Tensor, n: int, seed: int,
                       label: str | None = None, *, scores=None, fingerprint: Fingerprint | None = None) -> Population:
     """Fit `sampler` on anchor latents (and their `scores`, for samplers that use them), record the
-    `fingerprint` of their hyper-representation, draw `n` latents with `seed`, decode them."""
+    `fingerprint` of their hyper-representation, draw `n` latents with `seed`, decode them. A sampler
+    already fitted on another hyper-representation is refused rather than silently retrained."""
+    check_same_hyperrep(sampler, fingerprint)
     sampler.fit(anchors, scores=scores)
     sampler.fingerprint_ = fingerprint
     return draw_from_fitted(model, sampler, n, seed, label, fingerprint=fingerprint)
