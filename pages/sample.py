@@ -76,8 +76,13 @@ with anchor_column:
     cost = experiment.strategy_cost(strategy, params, int(requested))
     if cost:
         st.caption(f"cost of the guidance: {cost}")
+    if strategy in experiment.TRAINED_STRATEGIES:
+        st.caption("trained on the anchors first (in the background, with a stop button); a trained sampler is "
+                   "kept for the session and reused while the hyper-representation, anchors and parameters stay")
     clicked = st.button("Sample", type="primary", key="sample_button", icon=":material/casino:")
 
+request = {"strategy": strategy, "params": params, "anchor_rows": anchor_rows, "anchor_label": anchor_label,
+           "requested": int(requested), "seed": seed}
 status_area = st.container()
 results_area = st.container()
 comparison_area = st.container()
@@ -205,13 +210,15 @@ def show_comparisons(run: SampleRun, area) -> None:
 
 
 # -- running a request ------------------------------------------------------------------------------
-def run_request() -> SampleRun | None:
-    """Sample, first estimate, full evaluation; the run goes into the session as soon as it is evaluated."""
-    n, capped = settings.capped_request(int(requested))
+def run_request(request: dict, sampler=None) -> SampleRun | None:
+    """Sample (with `sampler` when it was trained already), first estimate, full evaluation; the run
+    goes into the session as soon as it is evaluated."""
+    strategy, params, anchor_rows = request["strategy"], request["params"], request["anchor_rows"]
+    n, capped = settings.capped_request(request["requested"])
     if capped:
         st.warning(capped)
     if anchor_rows is None:
-        st.error(anchor_label)
+        st.error(request["anchor_label"])
         return None
     with status_area.status(f"Sampling {n} models with {strategy}…", expanded=True) as status:
         try:
@@ -221,8 +228,12 @@ def run_request() -> SampleRun | None:
                 train = shared.training_images(zoo, needed, str(found.device))
                 st.write(f"Guided latent steps on {len(train):,} training images…")
                 steps = ThrottledProgress(st.progress(0.0).progress, "steps")
-            run = experiment.start_run(model, strategy, params, anchor_rows, anchor_label, n, seed, found.model_key,
-                                       activation=zoo.activation, train=train, progress=steps)
+            if sampler is not None and sampler.steps_done_ < sampler.steps:
+                st.write(f"Training stopped after {sampler.steps_done_:,} of {sampler.steps:,} steps: sampling with "
+                         "the network trained so far.")
+            run = experiment.start_run(model, strategy, params, anchor_rows, request["anchor_label"], n,
+                                       request["seed"], found.model_key, activation=zoo.activation, train=train,
+                                       progress=steps, sampler=sampler)
         except (ValueError, RuntimeError) as err:  # ArtifactError (no training images) is a ValueError
             status.update(label="Sampling failed", state="error")
             st.error(f"Could not sample: {err}")
@@ -266,11 +277,60 @@ def waiting_for_comparisons(run: SampleRun) -> None:
               state="running", expanded=False)
 
 
-if clicked:
-    finished = run_request()
+def sample_and_compare(request: dict, sampler=None) -> None:
+    finished = run_request(request, sampler)
     if finished is not None:
         shared.start_comparisons(finished, zoo, model, table, found.test_data.first(finished.quick_images))
         st.rerun()
+
+
+def show_training(job: dict) -> None:
+    """The running training's progress and its stop button, above the kept results."""
+    with status_area:
+        training_progress(job)
+        st.button("Stop training and sample", key="stop_training", on_click=job["stop"].set, icon=":material/stop:",
+                  help="ends training at the next step; the network trained so far draws the samples")
+
+
+@st.fragment(run_every=0.5)
+def training_progress(job: dict) -> None:
+    if job["future"].done():
+        st.rerun(scope="app")
+    stopping = " (stopping…)" if job["stop"].is_set() else ""
+    with st.status(f"Training {job['request']['strategy']} on {len(job['request']['anchor_rows']):,} anchors: "
+                   f"step {job['done']:,} of {job['total']:,}{stopping}", state="running"):
+        st.progress(job["done"] / max(job["total"], 1))
+
+
+def trained_request() -> None:
+    """Collect a finished background training and sample with it; show a running one."""
+    try:
+        finished = shared.finished_training()
+    except (ValueError, RuntimeError) as err:
+        status_area.error(f"Could not train the sampler: {err}")
+        return
+    if finished is not None:
+        sample_and_compare(finished[0]["request"], finished[1])
+    elif shared.TRAINING in st.session_state:
+        show_training(st.session_state[shared.TRAINING])
+
+
+if clicked and strategy in experiment.TRAINED_STRATEGIES and anchor_rows is not None:
+    key = shared.trained_sampler_key(found.model_key, strategy, params, anchor_rows)
+    kept = shared.trained_sampler(key)
+    if kept is None:
+        try:
+            shared.start_training(model, key, request)
+        except ValueError as err:
+            status_area.error(f"Could not train the sampler: {err}")
+        else:
+            st.rerun()
+    else:
+        sample_and_compare(request, kept)
+elif clicked:
+    sample_and_compare(request)
+else:
+    trained_request()
 
 run = st.session_state.get(shared.POPULATION)
 if run is not None and run.model_key == found.model_key and not clicked:

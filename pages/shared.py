@@ -8,6 +8,7 @@ the rest of the app keeps working. Not a page: app.py lists the pages explicitly
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,9 @@ POPULATION = "population"  # the latest sampled population (experiment.SampleRun
 COMPARISON = "comparison_job"  # {"run": SampleRun, "future": Future of experiment.compare, "failed": bool}
 FINETUNE = "finetune"  # the latest fine-tuning comparison
 SHIPPED = "shipped_pair"  # the sidebar's choice among the shipped artifacts
+TRAINING = "training_job"  # a sampler training in the background: {"key", "request", "done", "total", "stop", "future"}
+TRAINED = "trained_samplers"  # samplers that finished training, by trained_sampler_key
+MAX_TRAINED = 4  # trained samplers a session keeps
 
 
 @dataclass
@@ -356,3 +360,47 @@ def collect_comparisons(run: SampleRun) -> str:
         run.messages.append(("error", f"The comparisons failed ({type(err).__name__}: {err}); the samples are kept."))
         return "failed"
     return "done"
+
+
+# -- samplers trained in the background (the flow samplers) ---------------------------------------
+
+
+def trained_sampler_key(model_key: tuple, strategy: str, params: dict, anchor_rows) -> tuple:
+    """What a trained sampler depends on: the hyper-representation, the strategy, its parameters, the anchors."""
+    return model_key, strategy, tuple(sorted(params.items())), tuple(int(r) for r in anchor_rows)
+
+
+def trained_sampler(key: tuple):
+    """The sampler this session trained for `key`, or None."""
+    return st.session_state.get(TRAINED, {}).get(key)
+
+
+def start_training(hyperrep, key: tuple, request: dict) -> None:
+    """Train the request's sampler on its anchors in the background; the job, with its progress and
+    its stop event, is kept in the session (a stopped one samples with the network trained so far)."""
+    job = {"key": key, "request": request, "done": 0, "total": 0, "stop": threading.Event()}
+
+    def progress(done: int, total: int) -> None:
+        job["done"], job["total"] = done, total
+
+    sampler = experiment.build_sampler(hyperrep, request["strategy"], request["params"], progress=progress,
+                                       stop=job["stop"].is_set)
+    job["future"] = background_jobs().submit(experiment.fit_sampler, hyperrep, sampler, request["anchor_rows"])
+    st.session_state[TRAINING] = job
+
+
+def finished_training() -> tuple[dict, object] | None:
+    """The session's finished training job and its sampler, taken out of the session (a sampler that
+    trained every step is kept for the next request with the same key); None while none has finished.
+    A failed training raises its error here."""
+    job = st.session_state.get(TRAINING)
+    if job is None or not job["future"].done():
+        return None
+    del st.session_state[TRAINING]
+    sampler = job["future"].result()
+    if sampler.steps_done_ == sampler.steps:
+        kept = st.session_state.setdefault(TRAINED, {})
+        kept[job["key"]] = sampler
+        while len(kept) > MAX_TRAINED:
+            kept.pop(next(iter(kept)))
+    return job, sampler

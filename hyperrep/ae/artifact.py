@@ -5,6 +5,7 @@ in batches."""
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -39,6 +40,26 @@ class HyperRep:
         """A copy whose model and tensors live on `device` (the loaded object stays unchanged)."""
         return replace(self, model=copy.deepcopy(self.model).to(device), latents=self.latents.to(device),
                        map_coords=self.map_coords.to(device))
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """Which hyper-representation latents belong to: a digest of its content and a name for people."""
+
+    digest: str
+    name: str
+
+
+def hyperrep_fingerprint(hyperrep: HyperRep) -> Fingerprint:
+    """sha256 over the latent size, the network's state_dict and the embedded (model_id, epoch) rows,
+    so a copied folder keeps its fingerprint and another zoo's (or retrained) one does not match."""
+    digest = hashlib.sha256(f"latent_dim={hyperrep.model.latent_dim}".encode())
+    for key, tensor in sorted(hyperrep.model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
+    rows = hyperrep.latent_table[["model_id", "epoch"]].to_numpy(dtype="int64")
+    digest.update(rows.tobytes())
+    return Fingerprint(digest.hexdigest(), f"hyper-representation {hyperrep.path} (zoo {hyperrep.zoo_path})")
 
 
 def build_model(model_config: dict, state: dict[str, torch.Tensor], source: Path | str) -> HyperRepresentation:

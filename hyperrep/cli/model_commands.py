@@ -34,53 +34,82 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 GUIDED_FLAGS = {"base": "--guided-base", "steps": "--guided-steps", "images": "--guided-images",
                 "step_size": "--guided-step-size"}  # the guided sampler's parameters -> `hyperrep sample` flags
+FLOW_FLAGS = {"steps": "--flow-steps", "width": "--flow-width", "depth": "--flow-depth", "batch_size": "--flow-batch-size",
+              "learning_rate": "--flow-learning-rate", "ode_steps": "--flow-ode-steps", "solver": "--flow-solver",
+              "random_state": "--flow-seed"}  # the flow samplers' parameters -> flags
+FLOW_CFG_FLAGS = FLOW_FLAGS | {"guidance": "--flow-guidance", "target_quantile": "--flow-target-quantile",
+                               "target": "--flow-target", "condition_dropout": "--flow-condition-dropout"}
+STRATEGY_FLAGS = {"guided": GUIDED_FLAGS, "flow": FLOW_FLAGS, "flow_cfg": FLOW_CFG_FLAGS}  # each strategy's flags
+FLOW_METHODS = ("flow", "flow_cfg")
 
 
-def sampler_params(args: argparse.Namespace) -> dict:
-    """The sampler parameters given on the command line: the --guided-* flags, for --method guided only."""
-    from hyperrep.sampling.guided import GUIDED_SPEC
+def sampler_params(args: argparse.Namespace, method: str) -> dict:
+    """The sampler parameters given on the command line, each flag for the strategies of STRATEGY_FLAGS that take it."""
+    flags = {flag: name for table in STRATEGY_FLAGS.values() for name, flag in table.items()}
+    given = {flag: getattr(args, name_of(flag)) for flag in flags if getattr(args, name_of(flag)) is not None}
+    own = STRATEGY_FLAGS.get(method, {})
+    foreign = [flag for flag in given if own.get(flags[flag]) != flag]
+    if foreign:
+        owners = " or ".join(m for m, table in STRATEGY_FLAGS.items() if foreign[0] in table.values())
+        raise ValueError(f"{', '.join(foreign)}: parameters of --method {owners}, not of --method {method}")
+    return {flags[flag]: value for flag, value in given.items()}
 
-    given = {name: getattr(args, name_of(flag)) for name, flag in GUIDED_FLAGS.items()
-             if getattr(args, name_of(flag)) is not None}
-    if given and args.method != GUIDED_SPEC.name:
-        flags = ", ".join(GUIDED_FLAGS[name] for name in given)
-        raise ValueError(f"{flags}: parameters of --method {GUIDED_SPEC.name}, not of --method {args.method}")
-    return given
 
+def chosen_method(args: argparse.Namespace) -> str:
+    """--method (default kde); with --sampler the loaded sampler's, which no training flag may change."""
+    if args.save_sampler is not None and (args.method or "kde") not in FLOW_METHODS:
+        raise ValueError(f"--save-sampler: only the flow samplers are trained and saved (--method {' or '.join(FLOW_METHODS)})")
+    if args.sampler is None:
+        return args.method or "kde"
+    if args.method not in (None, *FLOW_METHODS) or args.save_sampler is not None:
+        raise ValueError("--sampler: draws from a saved flow sampler; leave out --save-sampler and other methods")
+    if any(getattr(args, name_of(flag)) is not None for flag in FLOW_CFG_FLAGS.values()):
+        raise ValueError("--sampler: a saved sampler keeps the parameters it was trained with; leave out --flow-*")
+    return args.method or "flow"
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from hyperrep.pipeline.artifacts import load_hyperrep_with_zoo, weights_per_model
-    from hyperrep.pipeline.experiment import choose_anchors, guidance_images_needed, run_sampling
+    from hyperrep.pipeline.experiment import build_sampler, choose_anchors, guidance_images_needed, run_sampling
     from hyperrep.pipeline.export import write_population, write_population_zoo
     from hyperrep.runtime.memory import check_models_fit
+    from hyperrep.sampling.flow import load_flow_sampler
     from hyperrep.zoo.format import zoo_dataset_rule
 
-    params = sampler_params(args)
+    method = chosen_method(args)
+    params = sampler_params(args, method)
     check_models_fit(f"-n {args.n}", args.n, weights_per_model(args.hyperrep))
     hyperrep, zoo, notes = load_hyperrep_with_zoo(args.hyperrep)
     for note in notes:
         print(note, file=sys.stderr)
+    sampler = load_flow_sampler(args.sampler, hyperrep) if args.sampler is not None else None
+    if sampler is not None and args.method is not None and sampler.name != args.method:
+        raise ValueError(f"--sampler {args.sampler}: a {sampler.name} sampler, not --method {args.method}")
+    method = sampler.name if sampler is not None else method
     spec = args.anchors[0] if len(args.anchors) == 1 and not args.anchors[0].isdigit() else [int(a) for a in args.anchors]
     rows, label = choose_anchors(hyperrep.latent_table, spec, args.anchor_epochs)
     rule = zoo_dataset_rule(zoo.manifest, args.data_dir)
-    needed = guidance_images_needed(args.method, params)
+    needed = guidance_images_needed(method, params)
     train = rule.training_images(needed, 0, args.data_dir) if needed else None  # the app's guidance images too
     evaluate = not args.no_evaluate or args.format == "zoo" or args.compare
     test = rule.first_images(args.test_images, args.data_dir) if evaluate else None
-    steps = TqdmProgress("guided latent steps")
+    steps = TqdmProgress("training the flow sampler" if method in FLOW_METHODS else "guided latent steps")
     steps.unit = "step"
+    if args.save_sampler is not None:
+        sampler = build_sampler(hyperrep, method, params, activation=zoo.activation, progress=steps)
     progress = TqdmProgress("evaluating")
-    run = run_sampling(hyperrep, zoo, args.method, params, rows, label, args.n, args.seed, test, comparisons=args.compare,
-                       train=train, sample_progress=steps, progress=progress, log=tqdm.write)
+    run = run_sampling(hyperrep, zoo, method, params, rows, label, args.n, args.seed, test, comparisons=args.compare,
+                       train=train, sample_progress=steps, progress=progress, log=tqdm.write, sampler=sampler)
     steps.close()
     progress.close()
+    if args.save_sampler is not None:
+        print(f"flow sampler ({sampler.steps_done_} training steps) written to {sampler.save(args.save_sampler)}")
     table = run.members_table()
     if args.format == "zoo":
         out = write_population_zoo(run.population, table, args.out, zoo)
     else:
         out = write_population(args.out, run.population.weights, run.population.latents, table, run.metadata(zoo, hyperrep))
-    print(f"{len(run.population)} models from {args.method} on {len(rows)} anchors written to {out}")
+    print(f"{len(run.population)} models from {method} on {len(rows)} anchors written to {out}")
     if run.full is not None:
         accuracy = table["test_acc"]
         print(f"  test accuracy on {len(test)} images: mean {accuracy.mean():.3f}, "
@@ -123,18 +152,41 @@ def add_train_command(commands) -> None:
     train.set_defaults(run=cmd_train)
 
 
+def add_flow_flags(sample: argparse.ArgumentParser) -> None:
+    """The flow samplers' flags (their defaults as in hyperrep.sampling.flow.FlowMatchingSampler) and saving or loading one."""
+    for flag, kind, text in (
+            ("--flow-steps", int, "training steps (default 1500)"), ("--flow-width", int, "MLP width (default 256)"),
+            ("--flow-depth", int, "residual blocks (default 3)"), ("--flow-batch-size", int, "anchors per step (default 128)"),
+            ("--flow-learning-rate", float, "AdamW learning rate, cosine decay (default 0.002)"),
+            ("--flow-ode-steps", int, "solver steps when sampling (default 32)"),
+            ("--flow-solver", str, "euler or heun (default heun)"), ("--flow-seed", int, "training seed (default 0)")):
+        sample.add_argument(flag, type=kind, default=None, help=f"with --method flow or flow_cfg: {text}")
+    for flag, kind, text in (
+            ("--flow-guidance", float, "classifier-free guidance weight (default 2.0)"),
+            ("--flow-target-quantile", float, "target accuracy: this quantile of the anchors' (default 0.9)"),
+            ("--flow-target", float, "target accuracy itself, instead of the quantile (default None)"),
+            ("--flow-condition-dropout", float, "share of training steps without the accuracy (default 0.2)")):
+        sample.add_argument(flag, type=kind, default=None, help=f"with --method flow_cfg: {text}")
+    sample.add_argument("--save-sampler", type=Path, default=None, metavar="PATH",
+                        help="with --method flow or flow_cfg: write the trained sampler to the folder PATH")
+    sample.add_argument("--sampler", type=Path, default=None, metavar="PATH",
+                        help="draw from a sampler saved with --save-sampler (refused for another hyper-representation)")
+
+
 def add_sample_command(commands) -> None:
     sample = commands.add_parser("sample", help="sample a hyper-representation, decode and export a population")
     sample.add_argument("hyperrep", type=Path, metavar="HYPERREP_DIR")
     sample.add_argument("out", type=Path)
-    sample.add_argument("--method", default="kde",
-                        help="sampler name (see hyperrep.sampling.samplers.SAMPLERS), or guided (hyperrep.sampling.guided); default kde")
+    sample.add_argument("--method", default=None,
+                        help="sampler name (see hyperrep.sampling.samplers.SAMPLERS, flow and flow_cfg are trained), "
+                             "or guided (hyperrep.sampling.guided); default kde")
     sample.add_argument("--guided-base", default=None, help="with --method guided: the sampler whose latents are refined (default kde)")
     sample.add_argument("--guided-steps", type=int, default=None, help="with --method guided: Adam steps on the latents (default 10)")
     sample.add_argument("--guided-images", type=int, default=None,
                         help="with --method guided: training images every step uses (default 256)")
     sample.add_argument("--guided-step-size", type=float, default=None,
                         help="with --method guided: Adam step size of the latent steps (default 0.1)")
+    add_flow_flags(sample)
     sample.add_argument("-n", "--models", dest="n", type=count, default=100, help="models to generate (default 100)")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--anchors", nargs="+", default=["top30"], help="top30 (any topNN), all, or model ids")

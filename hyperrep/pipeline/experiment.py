@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hyperrep.ae.artifact import HyperRep
+from hyperrep.ae.artifact import Fingerprint, HyperRep, hyperrep_fingerprint
 from hyperrep.ae.map import place_on_map
 from hyperrep.evaluation.evaluate import (
     FineTuneResult,
@@ -46,7 +46,7 @@ from hyperrep.sampling.baselines import (
 )
 from hyperrep.sampling.guided import GUIDED_SPEC
 from hyperrep.sampling.parameters import SamplerParameter
-from hyperrep.sampling.population import Population, sample_population
+from hyperrep.sampling.population import Population, draw_from_fitted
 from hyperrep.sampling.samplers import SAMPLERS, LatentSampler, SamplerContext, SamplerSpec
 from hyperrep.zoo.format import Zoo
 
@@ -189,6 +189,7 @@ class SampleRun:
 
 
 STRATEGIES: dict[str, SamplerSpec] = {**SAMPLERS, GUIDED_SPEC.name: GUIDED_SPEC}  # what the app and `hyperrep sample` offer
+TRAINED_STRATEGIES = ("flow", "flow_cfg")  # fitted by a training loop that takes progress and stop
 
 
 def strategy(name: str) -> SamplerSpec:
@@ -227,12 +228,13 @@ def strategy_cost(name: str, params: dict, n: int) -> str | None:
 
 
 def build_sampler(hyperrep: HyperRep, name: str, params: dict, *, activation: str | None = None,
-                  train: ImageSet | None = None, progress: Progress | None = None) -> LatentSampler:
+                  train: ImageSet | None = None, progress: Progress | None = None,
+                  stop: Callable[[], bool] | None = None) -> LatentSampler:
     """The named strategy with `params`; one that uses more than the latents also gets the network,
-    the zoo's `activation`, its training images `train` and a `progress(step, steps)` callback.
-    Bad parameters are a ValueError."""
+    the zoo's `activation`, its training images `train`, a `progress(step, steps)` callback and
+    `stop()` (asked during a long fit whether to end it early). Bad parameters are a ValueError."""
     spec = strategy(name)
-    context = SamplerContext(hyperrep.model, activation, train, progress)
+    context = SamplerContext(hyperrep.model, activation, train, progress, stop)
     try:
         return spec.build(context, **params)
     except TypeError as err:
@@ -240,29 +242,49 @@ def build_sampler(hyperrep: HyperRep, name: str, params: dict, *, activation: st
 
 
 def draw_population(hyperrep: HyperRep, strategy: str, params: dict, anchor_rows, n: int, seed: int, *,
-                    activation: str | None = None, train: ImageSet | None = None,
-                    progress: Progress | None = None) -> Population:
-    """Fit the named strategy on the anchors' latents, draw `n` latents and decode them (the guided
-    sampler: with `activation`, `train` and `progress` as in `build_sampler`).
+                    activation: str | None = None, train: ImageSet | None = None, progress: Progress | None = None,
+                    stop: Callable[[], bool] | None = None, scores=None,
+                    sampler: LatentSampler | None = None) -> Population:
+    """Fit the named strategy on the anchors' latents, draw `n` latents and decode them (`activation`,
+    `train`, `progress` and `stop` as in `build_sampler`). `scores`: the anchors' accuracies, for
+    samplers that use them (flow_cfg); None takes the latent table's `test_acc` of the anchor rows
+    (the report passes validation-image accuracies instead). `sampler`: one the caller built (fitted
+    here) or loaded or kept fitted (drawn from as it is; refused when fitted on another
+    hyper-representation). Too few anchors, missing scores or bad parameters is a ValueError."""
+    fingerprint = hyperrep_fingerprint(hyperrep)
+    if sampler is None or not sampler.fitted:
+        sampler = sampler or build_sampler(hyperrep, strategy, params, activation=activation, train=train,
+                                           progress=progress, stop=stop)
+        fit_sampler(hyperrep, sampler, anchor_rows, scores=scores, fingerprint=fingerprint)
+    return draw_from_fitted(hyperrep.model, sampler, n, seed, fingerprint=fingerprint)
 
-    Too few anchors for the sampler, or bad parameters, is a ValueError saying so."""
+
+def fit_sampler(hyperrep: HyperRep, sampler: LatentSampler, anchor_rows, *, scores=None,
+                fingerprint: Fingerprint | None = None) -> LatentSampler:
+    """`sampler` fitted on the anchor rows' latents (and scores, as in `draw_population`), recording
+    the hyper-representation's fingerprint (computed here unless given); the app trains in the background with it."""
     rows = np.asarray(anchor_rows, dtype=np.int64)
     if rows.size == 0:
         raise ValueError("no anchors: choose a region on the latent map or use the top-k % anchors")
-    sampler = build_sampler(hyperrep, strategy, params, activation=activation, train=train, progress=progress)
-    anchors = hyperrep.latents[torch.as_tensor(rows)].cpu()
-    return sample_population(hyperrep.model, sampler, anchors, n, seed)
+    if scores is None and sampler.uses_scores:
+        scores = hyperrep.latent_table["test_acc"].to_numpy()[rows]
+    sampler.fit(hyperrep.latents[torch.as_tensor(rows)].cpu(), scores=scores)
+    sampler.fingerprint_ = fingerprint or hyperrep_fingerprint(hyperrep)
+    return sampler
 
 
 def start_run(hyperrep: HyperRep, strategy: str, params: dict, anchor_rows, anchor_label: str, n: int, seed: int,
               model_key: tuple = (), *, activation: str | None = None, train: ImageSet | None = None,
-              progress: Progress | None = None) -> SampleRun:
+              progress: Progress | None = None, stop: Callable[[], bool] | None = None, scores=None,
+              sampler: LatentSampler | None = None) -> SampleRun:
     """Step 2: a SampleRun holding `n` decoded samples (timed from now) and every parameter of the
-    strategy (defaults filled in); the guided sampler's extra arguments as in `draw_population`."""
+    strategy (defaults filled in; a given `sampler`'s own); the other arguments as in `draw_population`."""
     start = time.perf_counter()
     population = draw_population(hyperrep, strategy, params, anchor_rows, n, seed, activation=activation, train=train,
-                                 progress=progress)
+                                 progress=progress, stop=stop, scores=scores, sampler=sampler)
     used = {p.name: p.default for p in strategy_parameters(strategy)} | dict(params)  # recorded in full
+    if sampler is not None:
+        used = sampler.params()
     run = SampleRun(model_key, strategy, used, seed, np.asarray(anchor_rows), anchor_label, population, started=start)
     run.timings["decode"] = time.perf_counter() - start
     return run
@@ -366,13 +388,15 @@ def finish_comparisons(run: SampleRun, comparisons: Comparisons) -> None:
 def run_sampling(hyperrep: HyperRep, zoo: Zoo, strategy: str, params: dict, anchor_rows, anchor_label: str, n: int,
                  seed: int, test: ImageSet | None, *, comparisons: bool = False, table: pd.DataFrame | None = None,
                  train: ImageSet | None = None, sample_progress: Progress | None = None,
-                 progress: Progress | None = None, log: Callable[[str], None] | None = None) -> SampleRun:
-    """Every step in a row (the command line): sample (the guided sampler on `train`, with
-    `sample_progress`), then with `test` the first estimate and the full evaluation (`progress`),
-    then with `comparisons` the comparisons (on the first-estimate images)."""
+                 progress: Progress | None = None, log: Callable[[str], None] | None = None, scores=None,
+                 sampler: LatentSampler | None = None) -> SampleRun:
+    """Every step in a row (the command line): sample (the guided sampler on `train`; `sample_progress`
+    follows its steps or a flow sampler's training; `scores` and `sampler` as in `draw_population`),
+    then with `test` the first estimate and the full evaluation (`progress`), then with
+    `comparisons` the comparisons (on the first-estimate images)."""
     say = log or (lambda _text: None)
     run = start_run(hyperrep, strategy, params, anchor_rows, anchor_label, n, seed, activation=zoo.activation,
-                    train=train, progress=sample_progress)
+                    train=train, progress=sample_progress, scores=scores, sampler=sampler)
     say(f"decoded {n} models from {strategy} on {len(run.anchor_rows)} anchors")
     if test is None:
         if comparisons:

@@ -18,7 +18,8 @@ from hyperrep.images.datasets import ImageSet
 from hyperrep.nets.cnn import Architecture, population_forward
 from hyperrep.runtime import cores
 from hyperrep.sampling.parameters import SamplerParameter, constructor_parameters
-from hyperrep.sampling.samplers import SAMPLERS, LatentSampler, SamplerContext, SamplerSpec, make_sampler
+from hyperrep.sampling.base import LatentSampler, SamplerContext
+from hyperrep.sampling.samplers import SAMPLERS, SamplerSpec, make_sampler
 
 Progress = Callable[[int, int], None]
 
@@ -111,8 +112,12 @@ class GuidedSampler(LatentSampler):
     def min_anchors(self) -> int:
         return make_sampler(self.base).min_anchors
 
+    @property
+    def uses_scores(self) -> bool:
+        return make_sampler(self.base).uses_scores
+
     def _fit(self, anchors: np.ndarray) -> None:
-        self.base_ = make_sampler(self.base).fit(anchors)
+        self.base_ = make_sampler(self.base).fit(anchors, scores=self.scores_)
 
     def _sample(self, n: int, seed: int) -> np.ndarray:
         start = self.base_.sample(n, seed)

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hyperrep.ae.artifact import decode_latents
-from hyperrep.sampling.samplers import LatentSampler
+from hyperrep.ae.artifact import Fingerprint, decode_latents
+from hyperrep.sampling.base import LatentSampler
 
 
 @dataclass
@@ -32,8 +32,30 @@ class Population:
 
 
 def sample_population(model, sampler: LatentSampler, anchors: torch.Tensor, n: int, seed: int,
-                      label: str | None = None) -> Population:
-    """Fit `sampler` on anchor latents, draw `n` latents with `seed`, decode them."""
-    latents = sampler.fit(anchors).sample(n, seed)
+                      label: str | None = None, *, scores=None, fingerprint: Fingerprint | None = None) -> Population:
+    """Fit `sampler` on anchor latents (and their `scores`, for samplers that use them), record the
+    `fingerprint` of their hyper-representation, draw `n` latents with `seed`, decode them. A sampler
+    already fitted on another hyper-representation is refused rather than silently retrained."""
+    check_same_hyperrep(sampler, fingerprint)
+    sampler.fit(anchors, scores=scores)
+    sampler.fingerprint_ = fingerprint
+    return draw_from_fitted(model, sampler, n, seed, label, fingerprint=fingerprint)
+
+
+def draw_from_fitted(model, sampler: LatentSampler, n: int, seed: int, label: str | None = None, *,
+                     fingerprint: Fingerprint | None = None) -> Population:
+    """Draw `n` latents with `seed` from an already fitted sampler and decode them with `model`;
+    a sampler fitted on another hyper-representation than `fingerprint`'s is refused (ValueError)."""
+    check_same_hyperrep(sampler, fingerprint)
+    latents = sampler.sample(n, seed)
     members = pd.DataFrame({"member": np.arange(n), "method": sampler.name, "seed": seed})
     return Population(label or sampler.name, decode_latents(model, latents), members, latents)
+
+
+def check_same_hyperrep(sampler: LatentSampler, fingerprint: Fingerprint | None) -> None:
+    """A ValueError naming both when the sampler was fitted on another hyper-representation's latents."""
+    own = sampler.fingerprint_
+    if own is not None and fingerprint is not None and own.digest != fingerprint.digest:
+        raise ValueError(f"sampler {sampler.name!r} was fitted on the latents of {own.name} ({own.digest[:12]}), "
+                         f"not of {fingerprint.name} ({fingerprint.digest[:12]}): its latents would decode to "
+                         "other networks; fit it on this hyper-representation")

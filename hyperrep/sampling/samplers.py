@@ -14,6 +14,8 @@ Samplers have the scikit-learn shape: parameters in the constructor, `fit(anchor
 - `neigh` / `neigh_box`: S_Neigh, uniform draws in a box of a 3-D UMAP of the anchors mapped back
   by `inverse_transform` (one global box over all 3 dims as published, or a box per dimension).
 - `interpolate`: evenly spaced points on the segment between two chosen anchors.
+- `flow` / `flow_cfg`: a learned generative model of the anchors (hyperrep.sampling.flow, flow
+  matching), unconditional or conditioned on the anchors' accuracy with classifier-free guidance.
 
 Anchors are chosen with `top_fraction`, `select_rows`, `select_box`, `select_lasso` and
 `select_points`, which return row positions in the latent table. The baseline populations the
@@ -27,56 +29,18 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-import torch
 
-from hyperrep.images.datasets import ImageSet
 from hyperrep.runtime.device import torch_threads_kept
+from hyperrep.sampling.base import LatentSampler, SamplerContext, check_anchors
+from hyperrep.sampling.flow import FLOW_DESCRIPTION, flow_from_context, flow_parameters
 from hyperrep.sampling.parameters import SamplerParameter, constructor_parameters
 
-# -- anchors in, latents out ------------------------------------------------------------------
+__all__ = ["LatentSampler", "SamplerContext", "check_anchors",  # re-exported from hyperrep.sampling.base
+           "SAMPLERS", "SamplerSpec", "describe_samplers", "make_sampler", "sampler_parameters", "shrunk_covariance",
+           "UniformSampler", "PerDimensionKDESampler", "MultivariateKDESampler", "GaussianSampler",
+           "GaussianMixtureSampler", "UmapBoxSampler", "InterpolationSampler"]
 
-
-def check_anchors(sampler: str, anchors, min_anchors: int) -> np.ndarray:
-    """Anchors as float64 [n, L]; too few or non-finite anchors is a ValueError naming the sampler."""
-    array = anchors.detach().cpu().numpy() if isinstance(anchors, torch.Tensor) else np.asarray(anchors)
-    array = np.asarray(array, dtype=np.float64)
-    if array.ndim != 2:
-        raise ValueError(f"sampler {sampler!r}: anchors must be a [n, latent_dim] array, got shape {array.shape}")
-    if len(array) < min_anchors:
-        raise ValueError(f"sampler {sampler!r} needs at least {min_anchors} anchors, got {len(array)}")
-    if not np.isfinite(array).all():
-        raise ValueError(f"sampler {sampler!r}: anchors contain NaN or inf")
-    return array
-
-
-class LatentSampler:
-    """Base class: `fit(anchors)` stores the checked anchors, `sample(n, seed)` draws latents."""
-
-    name = "sampler"
-
-    @property
-    def min_anchors(self) -> int:
-        return 1
-
-    def fit(self, anchors) -> "LatentSampler":
-        self.anchors_ = check_anchors(self.name, anchors, self.min_anchors)
-        self._fit(self.anchors_)
-        return self
-
-    def sample(self, n: int, seed: int) -> torch.Tensor:
-        """`n` latents [n, L] (float32); the same seed gives the same latents."""
-        if not hasattr(self, "anchors_"):
-            raise RuntimeError(f"sampler {self.name!r}: call fit(anchors) before sample()")
-        if n < 1:
-            raise ValueError(f"sampler {self.name!r}: n must be at least 1, got {n}")
-        drawn = np.asarray(self._sample(int(n), int(seed)), dtype=np.float64)
-        return torch.from_numpy(drawn).float()
-
-    def _fit(self, anchors: np.ndarray) -> None:
-        pass
-
-    def _sample(self, n: int, seed: int) -> np.ndarray:
-        raise NotImplementedError
+# -- anchors in, latents out (LatentSampler and check_anchors live in hyperrep.sampling.base) ----
 
 
 class UniformSampler(LatentSampler):
@@ -330,17 +294,6 @@ def _cholesky(covariance: np.ndarray) -> np.ndarray:
 # -- the registry -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SamplerContext:
-    """What a sampler that uses more than the anchors' latents is built with: the
-    hyper-representation's network, the zoo's activation, training images, a progress callback."""
-
-    model: torch.nn.Module | None = None
-    activation: str | None = None
-    train: ImageSet | None = None
-    progress: Callable[[int, int], None] | None = None
-
-
 def _no_images(params: dict) -> int:
     return 0
 
@@ -398,6 +351,11 @@ SAMPLERS: dict[str, SamplerSpec] = {spec.name: spec for spec in (
     SamplerSpec("neigh_box", "S_Neigh box", "3-D UMAP of the anchors, uniform in a per-dimension box, inverse transform",
                 UmapBoxSampler, {"box": "per_dimension"}),
     SamplerSpec("interpolate", "interpolation", "evenly spaced points between two chosen anchors", InterpolationSampler),
+    SamplerSpec("flow", "S_Flow", FLOW_DESCRIPTION, flow_from_context, {"condition": False}, contextual=True,
+                tunable=lambda: flow_parameters(condition=False)),
+    SamplerSpec("flow_cfg", "S_Flow CFG", FLOW_DESCRIPTION + ", conditioned on the anchors' accuracy "
+                "(classifier-free guidance towards a high target)", flow_from_context, {"condition": True},
+                contextual=True, tunable=lambda: flow_parameters(condition=True)),
 )}
 
 
