@@ -58,6 +58,7 @@ from hyperrep.pipeline.report_types import (
 )
 from hyperrep.pipeline.step_budgets import budget_table
 from hyperrep.pipeline.tuning import (
+    VALIDATION_COLUMN,
     ImageSplit,
     Tuning,
     load_image_split,
@@ -331,8 +332,9 @@ def run_report(
     config = replace(config, anchor_fraction=tuning.choices["anchor_fraction"],
                      frontier_sigmas=tuning.choices["frontier_sigmas"])
     rows, params = tuning.anchor_rows, tuning.choices["sampler_params"]
+    scores = tuning.table[VALIDATION_COLUMN].to_numpy()[rows]
     populations, skipped, runs = build_populations(hyperrep, zoo, config, rows=rows, params=params, tuning=tuning,
-                                                   train=train)
+                                                   train=train, scores=scores)
     if paper:
         populations += paper_populations(hyperrep_dir, zoo, config)
     ablation = load_any_hyperrep(ablation_dir, zoo) if ablation_dir is not None else None
@@ -340,10 +342,11 @@ def run_report(
         skipped.append(f"the ablation {ablation_dir} (trained on {ablation.zoo_path}, not on the zoo in use {zoo.path})")
         ablation_dir = ablation = None
     if ablation is not None:
-        ablation_rows = validation_anchor_rows(with_validation_accuracy(ablation.latent_table, zoo, split.validation),
-                                               config.anchor_fraction)
+        ablation_table = with_validation_accuracy(ablation.latent_table, zoo, split.validation)
+        ablation_rows = validation_anchor_rows(ablation_table, config.anchor_fraction)
         more, more_skipped, _ = build_populations(ablation, zoo, config, tag="no LWLN", baselines=False,
-                                                  samplers=config.ablation_samplers, rows=ablation_rows, params=params)
+                                                  samplers=config.ablation_samplers, rows=ablation_rows, params=params,
+                                                  scores=ablation_table[VALIDATION_COLUMN].to_numpy()[ablation_rows])
         populations, skipped = populations + more, skipped + more_skipped
     references = frontier_references(hyperrep, zoo, config, rows)
     populations += [(ref.population, "frontier", "-") for ref in references]

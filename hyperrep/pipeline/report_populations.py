@@ -52,13 +52,14 @@ def anchor_pool_baseline(weights: torch.Tensor, info: pd.DataFrame, n: int, seed
 def build_populations(
     hyperrep, zoo: Zoo, config: ReportConfig, *, tag: str = "LWLN", baselines: bool = True,
     samplers: list[str] | None = None, rows: np.ndarray | None = None, params: dict[str, dict] | None = None,
-    tuning: Tuning | None = None, train: ImageSet | None = None,
+    tuning: Tuning | None = None, train: ImageSet | None = None, scores: np.ndarray | None = None,
 ) -> tuple[list[tuple[Population, str, str]], list[str], list[StepRun]]:
     """(population, kind, hyper-rep tag) for every sampler (with `params[name]`, the tuned
     parameters), the step-budget refinements (with `tuning` and `train` images), reconstructed
     anchors and, with `baselines`, both B_T, B_F from the anchor pool and the extra noise rows; a
     note for each sampler skipped for too few anchors; and the step runs. `rows` are the anchors
-    (default: the top `anchor_fraction` by the recorded accuracy, as `hyperrep sample`)."""
+    (default: the top `anchor_fraction` by the recorded accuracy, as `hyperrep sample`), `scores`
+    their accuracies for the samplers conditioned on them (the report: on the validation images)."""
     n, seed, params = config.models_per_method, config.seed, params or {}
     table = hyperrep.latent_table
     rows = top_train_anchors(table, config.anchor_fraction) if rows is None else np.asarray(rows)
@@ -70,7 +71,7 @@ def build_populations(
         if len(rows) < SAMPLERS[name].build(**params.get(name, {})).min_anchors:
             skipped.append(f"{name}{suffix} (needs {SAMPLERS[name].min_anchors} anchors, has {len(rows)})")
             continue
-        population = draw_population(hyperrep, name, params.get(name, {}), rows, n, seed)
+        population = draw_population(hyperrep, name, params.get(name, {}), rows, n, seed, scores=scores)
         population.label = sampler_label(name, config.anchor_fraction, params.get(name, {})) + suffix
         out.append((population, "sampler", tag))
     if tuning is not None and train is not None:

@@ -47,7 +47,7 @@ class ReportConfig:
     fine_tune_epochs: list[int] = field(default_factory=lambda: [0, 1, 5])
     anchor_fraction: float = ANCHOR_FRACTION  # the anchors in use: replaced by the fraction the validation images choose
     samplers: list[str] = field(default_factory=lambda: [
-        "uniform_unit", "uniform", "kde_legacy", "kde", "kde_multivariate", "gaussian", "gmm", "neigh"])
+        "uniform_unit", "uniform", "kde_legacy", "kde", "kde_multivariate", "gaussian", "gmm", "neigh", "flow", "flow_cfg"])
     ablation_samplers: list[str] = field(default_factory=lambda: ["kde_legacy", "kde", "gaussian"])
     tuning: TuningConfig = field(default_factory=TuningConfig)  # what is chosen on validation images, and how
     noise_sigmas: list[float] = field(default_factory=list)  # extra noise rows in the table (the frontier has its own)
