@@ -57,15 +57,16 @@ def sampler_params(args: argparse.Namespace, method: str) -> dict:
 
 def chosen_method(args: argparse.Namespace) -> str:
     """--method (default kde); with --sampler the loaded sampler's, which no training flag may change."""
-    if args.save_sampler is not None and (args.method or "kde") not in FLOW_METHODS:
+    if args.sampler is not None:
+        if args.method not in (None, *FLOW_METHODS) or args.save_sampler is not None:
+            raise ValueError("--sampler: draws from a saved flow sampler; leave out --save-sampler and other methods")
+        if any(getattr(args, name_of(flag)) is not None for flag in FLOW_CFG_FLAGS.values()):
+            raise ValueError("--sampler: a saved sampler keeps the parameters it was trained with; leave out --flow-*")
+        return args.method or "flow"
+    method = args.method or "kde"
+    if args.save_sampler is not None and method not in FLOW_METHODS:
         raise ValueError(f"--save-sampler: only the flow samplers are trained and saved (--method {' or '.join(FLOW_METHODS)})")
-    if args.sampler is None:
-        return args.method or "kde"
-    if args.method not in (None, *FLOW_METHODS) or args.save_sampler is not None:
-        raise ValueError("--sampler: draws from a saved flow sampler; leave out --save-sampler and other methods")
-    if any(getattr(args, name_of(flag)) is not None for flag in FLOW_CFG_FLAGS.values()):
-        raise ValueError("--sampler: a saved sampler keeps the parameters it was trained with; leave out --flow-*")
-    return args.method or "flow"
+    return method
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
