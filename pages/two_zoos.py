@@ -6,7 +6,7 @@ import streamlit as st
 
 from hyperrep.evaluation.heldout import heldout_reconstruction
 from hyperrep.pipeline import artifacts as artifact_files, experiment
-from hyperrep.pipeline.report_files import report_of, report_summary
+from hyperrep.pipeline.report_files import report_budget_differences, report_choices, report_of, report_summary
 from hyperrep.pipeline.shipped import BUILDING, load_zoo, shipped_artifacts
 from hyperrep.runtime import settings
 from hyperrep.sampling.regions import map_table
@@ -141,8 +141,19 @@ def show_report(hyperrep_path) -> None:
     st.markdown(f"**What sampling from {hyperrep_path.name} gives** (`{folder.name}/report.md`)")
     st.dataframe(report_summary(folder), hide_index=True)
     st.caption("Mean test accuracy with its 95 % bootstrap CI; Δ = accuracy minus the frontier of noisy and "
-               "averaged copies of the anchors at the same distance to the nearest zoo model, with its CI "
-               "(above 0: better than a noisy copy that far away). The command that made it is in the report.")
+               "averaged copies of the anchors at the same distance to the nearest train model (at the anchors' "
+               "epochs), with its CI (above 0: better than a noisy copy that far away). The command that made it is "
+               "in the report.")
+    choices = report_choices(folder)
+    if choices is not None:
+        st.markdown("**Chosen on validation images, reported on test images**")
+        st.dataframe(choices, hide_index=True)
+    differences = report_budget_differences(folder)
+    if differences is not None:
+        st.markdown("**Guided latent steps vs weight steps at equal budgets** (same starts, same training images)")
+        st.dataframe(differences, hide_index=True)
+        st.caption("Each Δ difference is of two Δ against the frontier, with a bootstrap CI paired over the shared "
+                   "starts: above 0, the first named is ahead; a CI holding 0 cannot tell them apart.")
 
 
 found = shared.artifacts()

@@ -57,9 +57,41 @@ def report_summary(folder: Path | str) -> pd.DataFrame:
                 r = at[epoch]
                 row[f"{name} (%)"] = f"{_pct(r['mean'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]"
                 row[f"Δ {name} (pp)"] = _delta_cell(r)
-        row["distance"] = round(float(at[min(at)]["distance_median"]), 2)  # zero-shot, to the nearest zoo model
+        first = at[min(at)]  # zero-shot distances: to the train models at the anchors' epochs, to any checkpoint
+        row["distance to train models"] = round(float(first.get("distance_train_median", np.nan)), 2)
+        row["distance to any checkpoint"] = round(float(first["distance_median"]), 2)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def report_choices(folder: Path | str) -> pd.DataFrame | None:
+    """What a report's validation images chose (tuning.json), one row per choice; None for a report without it."""
+    path = Path(folder) / "tuning.json"
+    if not path.is_file():
+        return None
+    tuning = read_json(path)
+    rows = [{"choice": "anchors", "chosen": f"top {tuning['anchor_fraction']:.0%} of the train rows by validation "
+                                              f"accuracy ({tuning['anchors']} rows)"},
+            {"choice": "noise σ reach", "chosen": f"{tuning['frontier_sigmas'][-1]:g}"}]
+    rows += [{"choice": f"{name} {param}", "chosen": f"{value:g}"}
+             for name, params in tuning["sampler_params"].items() for param, value in params.items()]
+    rows += [{"choice": f"step size: {method}", "chosen": ", ".join(f"{lr:g} at {budget} steps" for budget, lr in sizes.items())}
+             for method, sizes in tuning["step_sizes"].items()]
+    images = tuning["images"]
+    rows.append({"choice": "images", "chosen": f"chosen on {images['validation']['images']:,} validation images, "
+                                               f"reported on {images['test']['images']:,} test images"})
+    return pd.DataFrame(rows)
+
+
+def report_budget_differences(folder: Path | str) -> pd.DataFrame | None:
+    """The step-budget comparisons of a report (budget_differences.csv) as cells in pp; None without them."""
+    path = Path(folder) / "budget_differences.csv"
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path)
+    return pd.DataFrame({"comparison": table["comparison"], "budget (steps)": table["budget"], "epoch": table["epoch"],
+                         "Δ difference, pp [95 % CI]": [f"{_pp(r['difference'])} [{_pp(r['difference_lo'])}, "
+                                                        f"{_pp(r['difference_hi'])}]" for _, r in table.iterrows()]})
 
 
 def _pct(value: float) -> str:
