@@ -9,6 +9,7 @@ import streamlit as st
 from hyperrep.evaluation.evaluate import zoo_training_settings
 from hyperrep.io.files import ArtifactError
 from hyperrep.pipeline import experiment
+from hyperrep.pipeline.finetune_study_files import study_of, study_summary
 from hyperrep.pipeline.summaries import learning_curves
 from hyperrep.runtime.settings import MAX_FINETUNE_MODELS
 from pages import shared
@@ -19,6 +20,21 @@ found = shared.artifacts()
 model = shared.need_hyperrep(found)
 zoo = shared.need_zoo(found)
 st.title("Fine-tune")
+STUDY_TEXT = ("The figure has one panel per amount of fine-tuning data: mean test accuracy of each population after "
+              "each epoch, with 95 % CI bars. Samplers are drawn on anchors chosen on validation images; baselines are "
+              "the anchors themselves (B_F), noisy copies of the anchors at the samplers' distance, and B_T trained "
+              "from scratch with the zoo's init and with kaiming-uniform. The table gives Δ against B_T "
+              "(kaiming-uniform) with its CI; study.md has every Δ and the readings.")
+study = study_of(model.path)
+if study is None:
+    st.caption("No committed fine-tuning study of this hyper-representation (`hyperrep finetune-study --hyperrep "
+               "DIR --out docs/NAME` makes one).")
+else:
+    with st.expander("Measured: the committed fine-tuning study of this hyper-representation"):
+        st.markdown(f"`{study.name}/study.md`")
+        st.image(str(study / "study.png"))
+        st.markdown(STUDY_TEXT)
+        st.dataframe(study_summary(study), hide_index=True)
 run = shared.need_population(found, "Sample a population first (Sample & evaluate); it is fine-tuned here next to the baselines.")
 if found.test_data is None:
     st.error(f"No test images: {found.problems.get('test data', 'unknown problem')}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -198,6 +200,21 @@ def test_scratch_baseline_draws_fresh_inits_as_the_zoo_did(tiny_zoo):
         assert init == config.hyperparameters(int(seed))["init"]
         assert torch.equal(row, init_vector(tiny_zoo.architecture, init, torch.Generator().manual_seed(int(seed))))
     assert set(scratch_baseline(tiny_zoo, 40, seed=0).members["init"]) == {"kaiming_uniform", "uniform"}
+
+
+def test_scratch_baseline_with_a_standard_init_uses_it_for_every_member(tiny_zoo):
+    zoo_drawn = scratch_baseline(tiny_zoo, 12, seed=1)
+    kaiming = scratch_baseline(tiny_zoo, 12, seed=1, init="kaiming_uniform")
+    assert kaiming.label == "B_T (kaiming_uniform)" and set(kaiming.members["init"]) == {"kaiming_uniform"}
+    assert list(kaiming.members["seed"]) == list(zoo_drawn.members["seed"])  # the same seeds, only the init differs
+    uniform = (zoo_drawn.members["init"] == "uniform").to_numpy()
+    assert uniform.any() and not torch.equal(kaiming.weights[uniform], zoo_drawn.weights[uniform])
+    assert torch.equal(kaiming.weights[~uniform], zoo_drawn.weights[~uniform])
+    first = tiny_zoo.architecture.layers[0]
+    bound = math.sqrt(6.0 / math.prod(first.weight_shape[1:]))
+    assert kaiming.weights[:, : first.n_weights].abs().max() <= bound
+    with pytest.raises(ValueError, match="unknown init 'he'"):
+        scratch_baseline(tiny_zoo, 2, init="he")
 
 
 def test_zoo_baseline_takes_train_models_at_the_last_epoch(tiny_zoo):

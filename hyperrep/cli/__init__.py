@@ -10,7 +10,7 @@ import sys
 
 from hyperrep.cli.common import Parser
 from hyperrep.cli.model_commands import GUIDED_FLAGS, add_sample_command, add_train_command
-from hyperrep.cli.report_commands import add_report_command, add_transfer_command
+from hyperrep.cli.report_commands import add_finetune_study_command, add_report_command, add_transfer_command
 from hyperrep.cli.zoo_commands import add_zoo_commands
 from hyperrep.io.files import ArtifactError
 
@@ -20,7 +20,8 @@ __all__ = ["GUIDED_FLAGS", "build_parser", "main"]
 def build_parser() -> Parser:
     parser = Parser(prog="hyperrep", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (add_zoo_commands, add_train_command, add_sample_command, add_report_command, add_transfer_command):
+    for add in (add_zoo_commands, add_train_command, add_sample_command, add_report_command, add_transfer_command,
+                add_finetune_study_command):
         add(commands)
     return parser
 

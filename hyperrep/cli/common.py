@@ -28,6 +28,17 @@ def count_or_zero(text: str) -> int:
     return _whole_number(text, 0)
 
 
+def fraction(text: str) -> float:
+    """An argparse type: a number in (0, 1] (a share of the training images)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1], got {value:g}")
+    return value
+
+
 def _whole_number(text: str, least: int) -> int:
     try:
         value = int(text)

@@ -1,4 +1,4 @@
-"""`hyperrep report` and `hyperrep transfer`: the paper-style comparisons."""
+"""`hyperrep report`, `hyperrep transfer` and `hyperrep finetune-study`: the paper-style comparisons."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from hyperrep.cli.common import TqdmProgress, count, count_or_zero, default_artifact
+from hyperrep.cli.common import TqdmProgress, count, count_or_zero, default_artifact, fraction
 from hyperrep.runtime import settings
 
 
@@ -78,6 +78,27 @@ def cmd_transfer(args: argparse.Namespace) -> None:
     print(f"transfer table written to {args.out}/transfer.md")
 
 
+def cmd_finetune_study(args: argparse.Namespace) -> None:
+    from hyperrep.pipeline.finetune_study import StudyConfig, run_study
+
+    args.hyperrep = default_artifact(args.hyperrep, settings.default_hyperrep_path(), "hyper-representation",
+                                     "HYPERREP_MODEL", "--hyperrep")
+    given = {name: getattr(args, name) for name in ("methods", "fractions", "epochs", "models", "test_images",
+                                                    "validation_images", "seed")}
+    config = StudyConfig(**{name: value for name, value in given.items() if value is not None})
+    config.validate()
+    command = " ".join(["hyperrep finetune-study", f"--hyperrep {args.hyperrep}", f"--out {args.out}",
+                        "--methods", *config.methods, "--fractions", *map(str, config.fractions),
+                        "--epochs", *map(str, config.epochs), f"--models {config.models}",
+                        f"--test-images {config.test_images}", f"--validation-images {config.validation_images}",
+                        f"--seed {config.seed}", f"--workers {args.workers}"]
+                       + ([f"--data-dir {args.data_dir}"] if args.data_dir else []))
+    progress = TqdmProgress("finetune-study")
+    progress.unit = "population"
+    summary = run_study(args.hyperrep, args.out, config, data_dir=args.data_dir, workers=args.workers,
+                        command=command, progress=progress)
+    progress.close()
+    print(f"study written to {args.out}/study.md ({summary['method'].nunique()} methods, {len(summary)} rows)")
 
 
 def add_report_command(commands) -> None:
@@ -126,3 +147,27 @@ def add_transfer_command(commands) -> None:
     transfer.add_argument("--seed", type=int, default=42)
     transfer.add_argument("--workers", type=int, default=None, help="processes on a CPU (default: one per core)")
     transfer.set_defaults(run=cmd_transfer)
+
+
+def add_finetune_study_command(commands) -> None:
+    study = commands.add_parser("finetune-study", help="are sampled models good initialisations? samplers vs B_T "
+                                "(zoo's init and kaiming-uniform), B_F and noise copies, fine-tuned on data fractions")
+    study.add_argument("--hyperrep", type=Path, default=None,
+                       help="hyper-representation (default: HYPERREP_MODEL, else data/hyperrep of the checkout)")
+    study.add_argument("--out", type=Path, default=Path("docs/finetune-study"))
+    # None: StudyConfig's default (imported only when the command runs, so --help answers at once)
+    study.add_argument("--methods", nargs="+", default=None,
+                       help="sampler names of `hyperrep sample` (default kde_legacy kde gaussian)")
+    study.add_argument("--fractions", type=fraction, nargs="+", default=None,
+                       help="fractions of the training part to fine-tune on (default 0.01 0.1 1)")
+    study.add_argument("--epochs", type=count_or_zero, nargs="+", default=None,
+                       help="epochs after which the test accuracy is reported (default 1 3 10)")
+    study.add_argument("--models", type=count, default=None, help="models per method (default 10)")
+    study.add_argument("--test-images", type=count, default=None,
+                       help="first images of the test split, every figure (default 10,000)")
+    study.add_argument("--validation-images", type=count, default=None,
+                       help="first images of the validation part, which choose the anchors (default 2,000)")
+    study.add_argument("--seed", type=int, default=None, help="seed of samples, baselines, subsets (default 42)")
+    study.add_argument("--workers", type=count, default=1, help="processes on a CPU (default 1)")
+    study.add_argument("--data-dir", type=Path, default=None, help="folder of IDX files (needs the train split)")
+    study.set_defaults(run=cmd_finetune_study)

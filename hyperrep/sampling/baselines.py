@@ -1,6 +1,6 @@
 """Baseline populations the samples are compared with, built like the decoded samples (flat weights).
 
-B_T: fresh initialisations drawn as the zoo's build drew them; B_F: zoo models at their last
+B_T: fresh initialisations drawn as the zoo's build drew them (or all with one standard init); B_F: zoo models at their last
 epoch; noise added to anchor weights (at a distance matched to the samples'); anchors passed
 through the autoencoder. Each takes an explicit seed.
 """
@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from hyperrep.ae.artifact import decode_latents, encode_weights
-from hyperrep.nets.cnn import init_vector
+from hyperrep.nets.cnn import INIT_TYPES, init_vector
 from hyperrep.sampling.population import Population
 from hyperrep.zoo.build import BuildConfig
 
@@ -27,17 +27,21 @@ def anchor_weights(zoo, table: pd.DataFrame, rows) -> torch.Tensor:
     return zoo.weights[models, epochs]
 
 
-def scratch_baseline(zoo, n: int, seed: int = 0) -> Population:
-    """B_T: `n` fresh initialisations drawn as the zoo's build drew them (init type per seed),
-    with seeds past the zoo's own so that none repeats a zoo model's start."""
+def scratch_baseline(zoo, n: int, seed: int = 0, init: str | None = None) -> Population:
+    """B_T: `n` fresh initialisations drawn as the zoo's build drew them (init type per seed), or
+    all with `init` (one of nets.cnn.INIT_TYPES) when given, with seeds past the zoo's own so that
+    none repeats a zoo model's start; the label names the init."""
+    if init is not None and init not in INIT_TYPES:
+        raise ValueError(f"unknown init {init!r}; known: {', '.join(INIT_TYPES)}")
     build = dict(zoo.manifest.get("build", {}))
     config = BuildConfig(**{k: v for k, v in build.items() if k in BuildConfig.__dataclass_fields__})
     first = int(zoo.model_ids.max()) + 1 + seed * n
     seeds = list(range(first, first + n))
-    inits = [config.hyperparameters(s)["init"] for s in seeds]
-    weights = torch.stack([init_vector(zoo.architecture, init, torch.Generator().manual_seed(s))
-                           for s, init in zip(seeds, inits)])
-    return Population("B_T", weights, pd.DataFrame({"member": np.arange(n), "seed": seeds, "init": inits}))
+    inits = [init or config.hyperparameters(s)["init"] for s in seeds]
+    weights = torch.stack([init_vector(zoo.architecture, kind, torch.Generator().manual_seed(s))
+                           for s, kind in zip(seeds, inits)])
+    label = "B_T" if init is None else f"B_T ({init})"
+    return Population(label, weights, pd.DataFrame({"member": np.arange(n), "seed": seeds, "init": inits}))
 
 
 def zoo_baseline(zoo, n: int, seed: int = 0, split: str = "train") -> Population:
