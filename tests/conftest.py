@@ -16,6 +16,7 @@ from hyperrep.ae.train import train_hyperrep
 from hyperrep.images.datasets import SHIPPED_DATA, read_idx
 from hyperrep.zoo.build import BuildConfig, build_zoo
 from hyperrep.zoo.format import Zoo
+from hyperrep.pipeline.tuning import TuningConfig
 
 torch.set_num_threads(1)  # deterministic and fair when other jobs share the 2 cores
 
@@ -108,3 +109,9 @@ def tiny_hyperrep_no_lwln_path(tiny_zoo_path, idx_dir, tmp_path_factory) -> Path
     out = tmp_path_factory.mktemp("hyperrep") / "tiny-no-lwln"
     train_hyperrep(tiny_zoo_path, out, tiny_training(lwln=False), data_dir=idx_dir, device="cpu")
     return out
+
+
+# the report's searches at the smallest size that still chooses (one candidate per grid but the step sizes)
+TINY_TUNING = TuningConfig(validation_images=60, models=2, anchor_fractions=[0.3], bandwidths=[0.3], gmm_components=[1],
+                           budgets=[2], images=16, latent_step_sizes=[0.1], weight_step_sizes=[0.003, 0.03])
+

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import point_app_at
+from conftest import TINY_TUNING, point_app_at
 
 from hyperrep.ae.artifact import load_hyperrep
 from hyperrep.ae.config import TrainConfig
@@ -96,7 +96,7 @@ def test_sample_command_decodes_and_evaluates_colour_models(colour_artifacts, tm
 
 
 def test_report_fine_tunes_and_compares_colour_populations(colour_artifacts, tmp_path):
-    config = ReportConfig(models_per_method=3, test_images=200, fine_tune_images=200, fine_tune_epochs=[0, 1],
+    config = ReportConfig(models_per_method=3, test_images=200, tuning=TINY_TUNING, fine_tune_images=200, fine_tune_epochs=[0, 1],
                           samplers=["gaussian"], ablation_samplers=[], noise_sigmas=[0.04], ensemble_size=2,
                           bootstrap_resamples=100)
     summary = run_report(colour_artifacts["hyperrep"], tmp_path / "report", config=config,
@@ -170,7 +170,7 @@ def test_an_imported_colour_model_zoo_goes_through_the_app_and_the_report(colour
     direct = evaluate_population(zoo.architecture, zoo.activation, run.population.weights, test)
     np.testing.assert_allclose(run.full.accuracy, direct.accuracy, atol=1e-6)
 
-    config = ReportConfig(models_per_method=3, test_images=300, fine_tune_images=200, fine_tune_epochs=[0, 1],
+    config = ReportConfig(models_per_method=3, test_images=300, tuning=TINY_TUNING, fine_tune_images=200, fine_tune_epochs=[0, 1],
                           samplers=["gaussian"], ablation_samplers=[], ensemble_size=2,
                           bootstrap_resamples=100, frontier_models=3)
     summary = run_report(hyperrep, tmp_path / "report", config=config, data_dir=data, workers=1)

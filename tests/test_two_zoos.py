@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import point_app_at
 from streamlit.testing.v1 import AppTest
@@ -17,7 +18,7 @@ from hyperrep.ae.train import train_hyperrep
 from hyperrep.io.files import ArtifactError
 from hyperrep.pipeline.artifacts import HYPERREP, ZOO, dataset_source
 from hyperrep.pipeline.experiment import QUICK_IMAGES
-from hyperrep.pipeline.report_files import report_of, report_summary
+from hyperrep.pipeline.report_files import report_budget_differences, report_choices, report_of, report_summary
 from hyperrep.pipeline.shipped import BUILDING, load_zoo, shipped_artifacts, shipped_pairs
 from hyperrep.zoo.build import BuildConfig, build_zoo
 from hyperrep.zoo.format import Zoo
@@ -101,7 +102,8 @@ def committed_report(root: Path, hyperrep: str) -> Path:
     """A report folder under `root` naming `hyperrep`, with the seed report's committed table."""
     folder = root / "report-x"
     folder.mkdir(parents=True)
-    shutil.copy(SEED_REPORT / "report.csv", folder / "report.csv")
+    for name in ("report.csv", "tuning.json", "budget_differences.csv"):
+        shutil.copy(SEED_REPORT / name, folder / name)
     (folder / "report_config.json").write_text(json.dumps({"hyperrep": hyperrep, "seed": 42}))
     return folder
 
@@ -112,11 +114,27 @@ def test_a_committed_report_is_found_by_its_hyperrep_and_read_at_both_epochs(tmp
     assert report_of(tmp_path / "data" / "seed-hyperrep") == folder  # relative names: against the artifact root
     assert report_of(tmp_path / "data" / "hyperrep") is None and report_of(tmp_path / "x", tmp_path / "none") is None
     table = report_summary(folder).set_index("method")
-    kde = table.loc["S_KDE (kde_legacy, top 30%)"]
-    assert kde["zero-shot (%)"] == "54.8 [53.7, 55.8]" and kde["Δ zero-shot (pp)"] == "+12.3 [+10.0, +14.7]"
-    assert kde["after 1 epochs (%)"] == "65.8 [65.6, 66.0]" and kde["Δ after 1 epochs (pp)"] == "+0.2 [-0.2, +0.6]"
-    assert table.loc["S_U box (uniform, top 30%)", "Δ zero-shot (pp)"] == "–"  # beyond every reference's reach
-    assert table.loc["S_KDE (kde_legacy, top 30%)", "distance"] == 11.97 and list(table.columns)[-1] == "distance"
+    raw = pd.read_csv(folder / "report.csv")
+    legacy = next(m for m in table.index if m.startswith("S_KDE (kde_legacy"))
+    rows = raw[raw["method"] == legacy].set_index("epoch")
+    pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
+    pp = lambda v: f"{100 * v:+.1f}"  # noqa: E731
+    kde = table.loc[legacy]
+    for epoch, name in ((0, "zero-shot"), (1, "after 1 epochs")):
+        r = rows.loc[epoch]
+        assert kde[f"{name} (%)"] == f"{pct(r['mean'])} [{pct(r['ci_low'])}, {pct(r['ci_high'])}]"
+        assert kde[f"Δ {name} (pp)"] == f"{pp(r['frontier_delta'])} [{pp(r['frontier_delta_lo'])}, {pp(r['frontier_delta_hi'])}]"
+    assert kde["distance to train models"] == round(rows.loc[0, "distance_train_median"], 2)
+    assert kde["distance to any checkpoint"] == round(rows.loc[0, "distance_median"], 2)
+    assert list(table.columns)[-2:] == ["distance to train models", "distance to any checkpoint"]
+    beyond = raw[(raw["epoch"] == 0) & raw["frontier_delta"].isna() & (raw["kind"] != "frontier")]["method"]
+    assert all(table.loc[m, "Δ zero-shot (pp)"] == "–" for m in beyond)  # beyond every reference's reach
+    choices = report_choices(folder).set_index("choice")["chosen"]
+    tuning = json.loads((folder / "tuning.json").read_text())
+    assert choices["anchors"].startswith(f"top {tuning['anchor_fraction']:.0%} of the train rows by validation accuracy")
+    assert "chosen on 2,000 validation images, reported on 2,000 test images" == choices["images"]
+    differences = report_budget_differences(folder)
+    assert set(differences["budget (steps)"]) == set(tuning["budgets"])
     (folder / "report.csv").write_text("method,mean\nx,0.5\n")
     with pytest.raises(ArtifactError, match="not a report table.*kind"):
         report_summary(folder)
@@ -158,9 +176,11 @@ def test_the_two_zoo_page_shows_both_zoos_references_and_the_map(app_env, shelf,
     assert shown["nearest train model, trained epochs: same predictions"] == f"{expected['agreement']['nearest'][0]:.1%}"
     assert any(c.value.startswith("Rebuilt − nearest:") and "--heldout" in c.value for c in at.caption)
     # and the committed report made from it (only the shared zoo's hyper-representation has one)
-    assert len(at.dataframe) == 1
+    assert len(at.dataframe) == 3  # the table, the choices, the step-budget comparisons
     shown_table = at.dataframe[0].value.set_index("method")
-    assert shown_table.loc["S_KDE (kde_legacy, top 30%)", "Δ zero-shot (pp)"] == "+12.3 [+10.0, +14.7]"
+    expected = report_summary(tmp_path / "reports" / "report-x").set_index("method")
+    assert shown_table.equals(expected)
+    assert at.dataframe[1].value.equals(report_choices(tmp_path / "reports" / "report-x"))
     assert any("What sampling from shared-hyperrep gives" in m.value for m in at.markdown)
 
 
