@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import point_app_at
@@ -98,12 +99,21 @@ def test_the_sidebar_picker_loads_a_shipped_zoo(app_env, shelf):
     assert at.selectbox(key="shipped_pair").value == "shared + shared-hyperrep"
 
 
+TUNING = {"images": {"validation": {"images": 2000, "source": "v"}, "test": {"images": 2000, "source": "t"}},
+          "anchor_fraction": 0.1, "anchors": 147, "sampler_params": {"kde": {"bandwidth": 0.2}, "gmm": {"n_components": 8}},
+          "frontier_sigmas": [0.01, 1.04], "step_sizes": {"guided": {"5": 1.0, "10": 0.3}}, "budgets": [5, 10]}
+
+
 def committed_report(root: Path, hyperrep: str) -> Path:
     """A report folder under `root` naming `hyperrep`, with the seed report's committed table."""
     folder = root / "report-x"
     folder.mkdir(parents=True)
-    for name in ("report.csv", "tuning.json", "budget_differences.csv"):
-        shutil.copy(SEED_REPORT / name, folder / name)
+    shutil.copy(SEED_REPORT / "report.csv", folder / "report.csv")
+    (folder / "tuning.json").write_text(json.dumps(TUNING))
+    pd.DataFrame({"comparison": ["guided − weight steps (same decoded starts)"] * 2, "a": "guided",
+                  "b": "weights from decoded", "budget": [5, 10], "epoch": 0, "difference": [0.012, -0.034],
+                  "difference_lo": [-0.01, -0.05], "difference_hi": [0.03, -0.02], "difference_p": [0.3, 0.001]}
+                 ).to_csv(folder / "budget_differences.csv", index=False)
     (folder / "report_config.json").write_text(json.dumps({"hyperrep": hyperrep, "seed": 42}))
     return folder
 
@@ -124,17 +134,20 @@ def test_a_committed_report_is_found_by_its_hyperrep_and_read_at_both_epochs(tmp
         r = rows.loc[epoch]
         assert kde[f"{name} (%)"] == f"{pct(r['mean'])} [{pct(r['ci_low'])}, {pct(r['ci_high'])}]"
         assert kde[f"Δ {name} (pp)"] == f"{pp(r['frontier_delta'])} [{pp(r['frontier_delta_lo'])}, {pp(r['frontier_delta_hi'])}]"
-    assert kde["distance to train models"] == round(rows.loc[0, "distance_train_median"], 2)
+    np.testing.assert_equal(kde["distance to train models"], round(float(rows.loc[0].get("distance_train_median", np.nan)), 2))
     assert kde["distance to any checkpoint"] == round(rows.loc[0, "distance_median"], 2)
     assert list(table.columns)[-2:] == ["distance to train models", "distance to any checkpoint"]
     beyond = raw[(raw["epoch"] == 0) & raw["frontier_delta"].isna() & (raw["kind"] != "frontier")]["method"]
     assert all(table.loc[m, "Δ zero-shot (pp)"] == "–" for m in beyond)  # beyond every reference's reach
     choices = report_choices(folder).set_index("choice")["chosen"]
-    tuning = json.loads((folder / "tuning.json").read_text())
-    assert choices["anchors"].startswith(f"top {tuning['anchor_fraction']:.0%} of the train rows by validation accuracy")
-    assert "chosen on 2,000 validation images, reported on 2,000 test images" == choices["images"]
+    assert choices["anchors"] == "top 10% of the train rows by validation accuracy (147 rows)"
+    assert choices["kde bandwidth"] == "0.2" and choices["gmm n_components"] == "8" and choices["noise σ reach"] == "1.04"
+    assert choices["step size: guided"] == "1 at 5 steps, 0.3 at 10 steps"
+    assert choices["images"] == "chosen on 2,000 validation images, reported on 2,000 test images"
     differences = report_budget_differences(folder)
-    assert set(differences["budget (steps)"]) == set(tuning["budgets"])
+    assert differences["Δ difference, pp [95 % CI]"].tolist() == ["+1.2 [-1.0, +3.0]", "-3.4 [-5.0, -2.0]"]
+    (folder / "tuning.json").unlink()
+    assert report_choices(folder) is None
     (folder / "report.csv").write_text("method,mean\nx,0.5\n")
     with pytest.raises(ArtifactError, match="not a report table.*kind"):
         report_summary(folder)
