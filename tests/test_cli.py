@@ -50,7 +50,7 @@ def parse_error(argv: list[str], capsys) -> str:
 
 def test_no_parser_takes_abbreviations():
     parsers = list(all_parsers(build_parser()))
-    assert len(parsers) == 10  # hyperrep, zoo and its 4 commands, train, sample, report, transfer
+    assert len(parsers) == 11  # hyperrep, zoo and its 4 commands, train, sample, report, transfer, finetune-study
     assert all(p.allow_abbrev is False for p in parsers), [p.prog for p in parsers if p.allow_abbrev]
 
 
@@ -104,10 +104,10 @@ def test_every_command_taking_a_model_count_checks_it_first(small_memory, tmp_pa
     commands = {
         "-n 1000000: 1,000,000 models × 2,464 weights need at least 9.2 GiB":
             ["sample", str(HYPERREP), str(out), "-n", "1000000", "--data-dir", no_data],
-        "--models 100000 in 13 populations, --frontier-models 40 in 17: 1,300,680 models":
+        "--models 100000 in 26 populations, --frontier-models 40 in 17: 2,600,680 models":
             ["report", "--hyperrep", str(HYPERREP), "--ablation", str(tmp_path / "none"), "--models", "100000",
              "--out", str(out), "--data-dir", no_data],
-        "--models 100000 in 5 populations: 500,000 models":
+        "--models 100000 in 6 populations: 600,000 models":
             ["transfer", str(HYPERREP), no_data, "--models", "100000", "--out", str(out)],
         f"{config}: n_models 100000: 100,000 models × 6 saved epochs × 2,464 weights need at least 5.5 GiB":
             ["zoo", "build", str(config), str(out), "--data-dir", no_data],

@@ -207,7 +207,7 @@ def test_scratch_baseline_with_a_standard_init_uses_it_for_every_member(tiny_zoo
     kaiming = scratch_baseline(tiny_zoo, 12, seed=1, init="kaiming_uniform")
     assert kaiming.label == "B_T (kaiming_uniform)" and set(kaiming.members["init"]) == {"kaiming_uniform"}
     assert list(kaiming.members["seed"]) == list(zoo_drawn.members["seed"])  # the same seeds, only the init differs
-    uniform = (zoo_drawn.members["init"] == "uniform").to_numpy()
+    uniform = torch.from_numpy((zoo_drawn.members["init"] == "uniform").to_numpy().copy())
     assert uniform.any() and not torch.equal(kaiming.weights[uniform], zoo_drawn.weights[uniform])
     assert torch.equal(kaiming.weights[~uniform], zoo_drawn.weights[~uniform])
     first = tiny_zoo.architecture.layers[0]

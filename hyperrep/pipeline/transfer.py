@@ -69,7 +69,7 @@ def run_transfer(
     hyperrep, zoo, _ = load_hyperrep_with_zoo(hyperrep_dir)
     rule = target_rule(zoo, data_dir, dataset)
     train, test = target_images(rule, data_dir, config)
-    populations, skipped = build_populations(hyperrep, zoo, config)
+    populations, skipped, _ = build_populations(hyperrep, zoo, config)
     if artifact_kind(hyperrep_dir) == PAPER:  # the authors' samples; their direct/ (B_F) is zoo_baseline's
         populations += [item for item in paper_populations(hyperrep_dir, zoo, config) if item[1] == "sampler"]
     populations = [item for item in populations if not item[0].label.startswith(("reconstructed", "B_F"))]
