@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from hyperrep.io.files import ArtifactError, atomic_write, read_json
-from hyperrep.pipeline.report_files import reports_root
+from hyperrep.pipeline.report_files import p_value, percent, points, reports_root
 from hyperrep.runtime.settings import artifact_root
 
 STUDY_COLUMNS = ("method", "kind", "fraction", "train_images", "epoch", "models", "mean", "ci_low", "ci_high",
@@ -19,29 +19,15 @@ STUDY_COLUMNS = ("method", "kind", "fraction", "train_images", "epoch", "models"
 BASELINE_NAMES = {"kaiming": "B_T (kaiming_uniform)", "zoo_init": "B_T (zoo's init)", "noise": "the noise copies"}
 
 
-def _pct(value: float) -> str:
-    return "–" if not np.isfinite(value) else f"{100 * value:.1f}"
-
-
-def _pp(value: float) -> str:
-    return "–" if not np.isfinite(value) else f"{100 * value:+.1f}"
-
-
-def _p(value: float) -> str:
-    if not np.isfinite(value):
-        return "–"
-    return f"{value:.1e}" if value < 1e-3 else f"{value:.3f}"
-
-
 def accuracy_cell(row: pd.Series) -> str:
-    return f"{_pct(row['mean'])} [{_pct(row['ci_low'])}, {_pct(row['ci_high'])}]"
+    return f"{percent(row['mean'])} [{percent(row['ci_low'])}, {percent(row['ci_high'])}]"
 
 
 def delta_cell(row: pd.Series, stem: str) -> str:
     """Δ against one baseline in percentage points with its CI ('–' for the baseline itself)."""
     if not np.isfinite(row[f"delta_{stem}"]):
         return "–"
-    return f"{_pp(row[f'delta_{stem}'])} [{_pp(row[f'delta_{stem}_lo'])}, {_pp(row[f'delta_{stem}_hi'])}]"
+    return f"{points(row[f'delta_{stem}'])} [{points(row[f'delta_{stem}_lo'])}, {points(row[f'delta_{stem}_hi'])}]"
 
 
 def fraction_label(fraction: float, images: int) -> str:
@@ -55,7 +41,7 @@ def markdown_table(summary: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in summary.iterrows():
         cells = [fraction_label(r["fraction"], int(r["train_images"])), str(int(r["epoch"])), r["method"], accuracy_cell(r),
-                 delta_cell(r, "kaiming"), delta_cell(r, "zoo_init"), delta_cell(r, "noise"), _p(r["p_holm"]),
+                 delta_cell(r, "kaiming"), delta_cell(r, "zoo_init"), delta_cell(r, "noise"), p_value(r["p_holm"]),
                  str(int(r["invalid"]))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

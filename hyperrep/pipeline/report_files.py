@@ -15,7 +15,6 @@ from hyperrep.evaluation.frontier import Frontier, verdict
 from hyperrep.io.files import ArtifactError, atomic_write, read_json
 from hyperrep.pipeline.report_figures import plot_frontier, plot_report
 from hyperrep.pipeline.report_types import READINGS_START, MethodResult
-from hyperrep.pipeline.step_budgets import budget_markdown
 from hyperrep.runtime.settings import artifact_root
 
 TABLE_COLUMNS = ("method", "kind", "epoch", "models", "mean", "ci_low", "ci_high",
@@ -55,7 +54,7 @@ def report_summary(folder: Path | str) -> pd.DataFrame:
         for epoch, name in [(0, "zero-shot")] + ([(last, f"after {last} epochs")] if last > 0 else []):
             if epoch in at:
                 r = at[epoch]
-                row[f"{name} (%)"] = f"{_pct(r['mean'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]"
+                row[f"{name} (%)"] = f"{percent(r['mean'])} [{percent(r['ci_low'])}, {percent(r['ci_high'])}]"
                 row[f"Δ {name} (pp)"] = _delta_cell(r)
         first = at[min(at)]  # zero-shot distances: to the train models at the anchors' epochs, to any checkpoint
         row["distance to train models"] = round(float(first.get("distance_train_median", np.nan)), 2)
@@ -90,15 +89,16 @@ def report_budget_differences(folder: Path | str) -> pd.DataFrame | None:
         return None
     table = pd.read_csv(path)
     return pd.DataFrame({"comparison": table["comparison"], "budget (steps)": table["budget"], "epoch": table["epoch"],
-                         "Δ difference, pp [95 % CI]": [f"{_pp(r['difference'])} [{_pp(r['difference_lo'])}, "
-                                                        f"{_pp(r['difference_hi'])}]" for _, r in table.iterrows()]})
+                         "Δ difference, pp [95 % CI]": [f"{points(r['difference'])} [{points(r['difference_lo'])}, "
+                                                        f"{points(r['difference_hi'])}]" for _, r in table.iterrows()]})
 
 
-def _pct(value: float) -> str:
+def percent(value: float) -> str:
+    """An accuracy in %, one decimal."""
     return "–" if not np.isfinite(value) else f"{100 * value:.1f}"
 
 
-def _pp(value: float) -> str:
+def points(value: float) -> str:
     """A difference of accuracies in percentage points, signed."""
     return "–" if not np.isfinite(value) else f"{100 * value:+.1f}"
 
@@ -107,7 +107,8 @@ def _number(value: float) -> str:
     return "–" if not np.isfinite(value) else f"{value:.2f}"
 
 
-def _p(value: float) -> str:
+def p_value(value: float) -> str:
+    """A p-value: three decimals, or scientific below 0.001."""
     if not np.isfinite(value):
         return "–"
     return f"{value:.1e}" if value < 1e-3 else f"{value:.3f}"
@@ -118,13 +119,13 @@ def _p_cell(row: pd.Series) -> str:
     of every B_T member: p at the floor of its sample sizes, up to ties)."""
     if not np.isfinite(row["p_vs_B_T"]):
         return "–"
-    return "sep." if row["separated"] else _p(row["p_holm"])
+    return "sep." if row["separated"] else p_value(row["p_holm"])
 
 
 def _delta_cell(row: pd.Series) -> str:
     if "frontier_delta" not in row or not np.isfinite(row["frontier_delta"]):
         return "–"
-    return f"{_pp(row['frontier_delta'])} [{_pp(row['frontier_delta_lo'])}, {_pp(row['frontier_delta_hi'])}]"
+    return f"{points(row['frontier_delta'])} [{points(row['frontier_delta_lo'])}, {points(row['frontier_delta_hi'])}]"
 
 
 def markdown_table(summary: pd.DataFrame) -> str:
@@ -141,10 +142,10 @@ def markdown_table(summary: pd.DataFrame) -> str:
         cells = [method, group["hyperrep"].iloc[0], "/".join(str(int(group.loc[e, "models"])) for e in epochs)]
         for e in epochs:
             r = group.loc[e]
-            cells.append(f"{_pct(r['mean'])} ± {_pct(r['std'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]")
+            cells.append(f"{percent(r['mean'])} ± {percent(r['std'])} [{percent(r['ci_low'])}, {percent(r['ci_high'])}]")
         cells.append(" / ".join(_delta_cell(group.loc[e]) for e in epochs))
         cells.append(" / ".join(_p_cell(group.loc[e]) for e in epochs))
-        cells.append(" / ".join(_pct(group.loc[e, "ensemble_mean"]) for e in epochs))
+        cells.append(" / ".join(percent(group.loc[e, "ensemble_mean"]) for e in epochs))
         first = group.iloc[0]
         ratio = f" (×{first['distance_ratio']:.1f})" if np.isfinite(first.get("distance_ratio", np.nan)) else ""
         train = first.get("distance_train_median", np.nan)
@@ -260,3 +261,20 @@ README_START = "<!-- report:start"
 
 
 README_END = "<!-- report:end -->"
+
+
+def budget_markdown(table: pd.DataFrame, differences: pd.DataFrame) -> str:
+    """The two tables of report.md's step-budget section, in percentage points."""
+    lines = ["| method | budget (steps × images) | lr (chosen on validation) | epoch | accuracy (%) | Δ vs frontier, pp [95 % CI] | s / model |",
+             "|---|---|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        lines.append(f"| {r['method']} | {r['budget']} × {r['images']} | {r['step_size']:g} | {r['epoch']} | "
+                     f"{100 * r['accuracy']:.1f} | {points(r['delta'])} [{points(r['delta_lo'])}, {points(r['delta_hi'])}] | "
+                     f"{r['seconds_per_model']:.3f} |")
+    lines += ["", "| comparison | budget | epoch | Δ difference, pp [95 % CI] | verdict |", "|---|---|---|---|---|"]
+    for _, r in differences.iterrows():
+        low, high = r["difference_lo"], r["difference_hi"]
+        verdict = ("a ahead" if low > 0 else "b ahead" if high < 0 else "not distinguishable") if np.isfinite(low) else "–"
+        verdict = verdict.replace("a ahead", f"{r['a']} ahead").replace("b ahead", f"{r['b']} ahead")
+        lines.append(f"| {r['comparison']} | {r['budget']} | {r['epoch']} | {points(r['difference'])} [{points(low)}, {points(high)}] | {verdict} |")
+    return "\n".join(lines)

@@ -117,21 +117,3 @@ def budget_table(runs: list[StepRun], results: dict, frontier: Frontier, *, resa
                                     "difference": d["difference"], "difference_lo": d["difference_lo"],
                                     "difference_hi": d["difference_hi"], "difference_p": d["difference_p"]})
     return pd.DataFrame(rows), pd.DataFrame(differences)
-
-
-def budget_markdown(table: pd.DataFrame, differences: pd.DataFrame) -> str:
-    """The two tables of report.md's step-budget section, in percentage points."""
-    pp = lambda v: "–" if not np.isfinite(v) else f"{100 * v:+.1f}"  # noqa: E731
-    lines = ["| method | budget (steps × images) | lr (chosen on validation) | epoch | accuracy (%) | Δ vs frontier, pp [95 % CI] | s / model |",
-             "|---|---|---|---|---|---|---|"]
-    for _, r in table.iterrows():
-        lines.append(f"| {r['method']} | {r['budget']} × {r['images']} | {r['step_size']:g} | {r['epoch']} | "
-                     f"{100 * r['accuracy']:.1f} | {pp(r['delta'])} [{pp(r['delta_lo'])}, {pp(r['delta_hi'])}] | "
-                     f"{r['seconds_per_model']:.3f} |")
-    lines += ["", "| comparison | budget | epoch | Δ difference, pp [95 % CI] | verdict |", "|---|---|---|---|---|"]
-    for _, r in differences.iterrows():
-        low, high = r["difference_lo"], r["difference_hi"]
-        verdict = ("a ahead" if low > 0 else "b ahead" if high < 0 else "not distinguishable") if np.isfinite(low) else "–"
-        verdict = verdict.replace("a ahead", f"{r['a']} ahead").replace("b ahead", f"{r['b']} ahead")
-        lines.append(f"| {r['comparison']} | {r['budget']} | {r['epoch']} | {pp(r['difference'])} [{pp(low)}, {pp(high)}] | {verdict} |")
-    return "\n".join(lines)
