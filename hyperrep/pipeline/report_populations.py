@@ -12,7 +12,6 @@ import torch
 
 from hyperrep.evaluation.frontier import reference_populations
 from hyperrep.images.datasets import ImageSet
-from hyperrep.nets.cnn import init_vector
 from hyperrep.paper.importing import BASELINE_SAMPLES, paper_sample_populations, sample_label
 from hyperrep.pipeline.experiment import draw_population, top_train_anchors
 from hyperrep.pipeline.report_types import KAIMING_B_T, RETRAINED_B_T, ReportConfig
@@ -32,13 +31,10 @@ def sampler_label(name: str, fraction: float, params: dict | None = None) -> str
 
 
 def standard_init_baseline(zoo: Zoo, n: int, seed: int, init: str = "kaiming_uniform") -> Population:
-    """B_T with the standard initialisation: `n` fresh `init` draws (seeds past the zoo's and the
-    re-trained B_T's), biases as the zoo's."""
-    first = int(zoo.model_ids.max()) + 1 + (seed + 7) * n
-    weights = torch.stack([init_vector(zoo.architecture, init, torch.Generator().manual_seed(s))
-                           for s in range(first, first + n)])
-    return Population(KAIMING_B_T, weights, pd.DataFrame({"member": np.arange(n), "seed": np.arange(first, first + n),
-                                                          "init": init}))
+    """B_T with the standard initialisation: `scratch_baseline`'s `init` draws at seeds past the
+    zoo's and the re-trained B_T's, under the report's label."""
+    drawn = scratch_baseline(zoo, n, seed + 7, init=init)
+    return Population(KAIMING_B_T, drawn.weights, drawn.members)
 
 
 def anchor_pool_baseline(weights: torch.Tensor, info: pd.DataFrame, n: int, seed: int) -> Population:
