@@ -9,13 +9,17 @@ same test images: once on every anchor (it must reproduce the report's Δ), once
 or above that quantile (the selection the sampler aims at). Then it takes each sampler's
 zero-shot accuracies and distances from the report's members.csv / novelty.csv and prints Δ
 against both frontiers with bootstrap 95 % CIs. Distances are to the same train models as in the
-report, so only the references change. About 5 min on one CPU thread.
+report, so only the references change. The goal: the all-anchors Δ equals the report's
+(`report.csv`: frontier_delta at epoch 0) within REPRODUCED_PP; `--check` exits 1 otherwise,
+`--record` appends every Δ to docs/bench-results/selection_matched_frontier.csv. About 2–3 min
+on one CPU thread.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from record import Figure, add_options, finish
 
 from hyperrep.evaluation.frontier import reference_populations
 from hyperrep.pipeline.artifacts import load_hyperrep_with_zoo
@@ -33,6 +38,12 @@ from hyperrep.pipeline.tuning import (VALIDATION_COLUMN, load_image_split, train
 from hyperrep.sampling.baselines import anchor_weights
 
 TARGET_QUANTILE = 0.9  # hyperrep.sampling.flow's default target_quantile, the report's flow_cfg
+REPRODUCED_PP = 0.05  # the all-anchors frontier must give the report's Δ to this many points
+
+
+def slug(label: str) -> str:
+    """A figure name from a row label: 'S_KDE (kde_legacy, top 50%)' -> 'S_KDE_kde_legacy_top_50'."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_")
 
 
 def frontier_on(zoo, table, rows, config, test, reference):
@@ -54,11 +65,11 @@ def sampler_members(report: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", type=Path, default=Path("docs/report"))
     parser.add_argument("--hyperrep", type=Path, default=Path("data/hyperrep"))
-    args = parser.parse_args()
+    args = add_options(parser).parse_args()
     torch.set_num_threads(1)
     started = time.time()
     recorded = json.loads((args.report / "report_config.json").read_text())
@@ -79,16 +90,22 @@ def main() -> None:
           f"the {TARGET_QUANTILE:g} quantile ({scores.min() * 100:.1f}–{scores.max() * 100:.1f} % on validation; "
           f"the top ones' recorded test accuracy {test_acc:.1f} %)")
     names = list(frontiers)
+    reported = pd.read_csv(args.report / "report.csv").query("epoch == 0").set_index("method")["frontier_delta"]
+    figures, worst = [], 0.0
     print(f"\n| sampler | median distance | zero-shot acc. (%) | Δ vs frontier on {names[0]} | Δ vs frontier on {names[1]} |")
     print("|---|---|---|---|---|")
     for method, (distance, accuracy) in sampler_members(args.report).items():
         cells = []
-        for frontier in frontiers.values():
+        for name, frontier in frontiers.items():
             d = frontier.delta(distance, accuracy, resamples=recorded["bootstrap_resamples"], seed=config.seed).iloc[0]
             cells.append(f"{100 * d['delta']:+.1f} [{100 * d['delta_lo']:+.1f}, {100 * d['delta_hi']:+.1f}]")
+            figures.append(Figure(f"{slug(method)}/delta_{'all' if name == names[0] else 'best'}_pp", 100 * d["delta"]))
+        worst = max(worst, abs(figures[-2].value - 100 * reported[method]))
         print(f"| {method} | {np.nanmedian(distance):.2f} | {np.nanmean(accuracy) * 100:.1f} | {cells[0]} | {cells[1]} |")
-    print(f"\n{time.time() - started:.0f} s")
+    figures.append(Figure("largest_difference_to_report_pp", worst, at_most=REPRODUCED_PP))
+    print(f"\nlargest difference of the all-anchors Δ to the report's: {worst:.2g} points; {time.time() - started:.0f} s")
+    return finish(args, "selection_matched_frontier", figures)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
