@@ -29,12 +29,17 @@ import pandas as pd
 import torch
 from record import Figure, add_options, finish
 
-from hyperrep.evaluation.frontier import reference_populations
+from hyperrep.evaluation.frontier import Frontier, reference_populations
 from hyperrep.pipeline.artifacts import load_hyperrep_with_zoo
 from hyperrep.pipeline.report import evaluate_method, frontier_from_results, zoo_reference
 from hyperrep.pipeline.report_types import ReportConfig
-from hyperrep.pipeline.tuning import (VALIDATION_COLUMN, load_image_split, train_reference, validation_anchor_rows,
-                                      with_validation_accuracy)
+from hyperrep.pipeline.tuning import (
+    VALIDATION_COLUMN,
+    load_image_split,
+    train_reference,
+    validation_anchor_rows,
+    with_validation_accuracy,
+)
 from hyperrep.sampling.baselines import anchor_weights
 
 TARGET_QUANTILE = 0.9  # hyperrep.sampling.flow's default target_quantile, the report's flow_cfg
@@ -46,7 +51,7 @@ def slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_")
 
 
-def frontier_on(zoo, table, rows, config, test, reference):
+def frontier_on(zoo, table: pd.DataFrame, rows: np.ndarray, config: ReportConfig, test, reference) -> Frontier:
     """The zero-shot frontier of the reference populations around the anchors `rows`."""
     references = reference_populations(anchor_weights(zoo, table, rows), config.frontier_settings(), config.seed)
     results = [evaluate_method(ref.population, "frontier", "-", zoo, test, test, config, reference) for ref in references]
