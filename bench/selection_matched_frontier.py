@@ -54,6 +54,7 @@ def slug(label: str) -> str:
 def frontier_on(zoo, table: pd.DataFrame, rows: np.ndarray, config: ReportConfig, test, reference) -> Frontier:
     """The zero-shot frontier of the reference populations around the anchors `rows`."""
     references = reference_populations(anchor_weights(zoo, table, rows), config.frontier_settings(), config.seed)
+    # config holds epoch 0 only, so nothing is fine-tuned and `test` stands in for the unused training images
     results = [evaluate_method(ref.population, "frontier", "-", zoo, test, test, config, reference) for ref in references]
     return frontier_from_results(references, results)
 

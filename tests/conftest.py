@@ -14,9 +14,9 @@ from hyperrep.ae.config import TrainConfig
 from hyperrep.ae.model import ModelConfig
 from hyperrep.ae.train import train_hyperrep
 from hyperrep.images.datasets import SHIPPED_DATA, read_idx
+from hyperrep.pipeline.tuning import TuningConfig
 from hyperrep.zoo.build import BuildConfig, build_zoo
 from hyperrep.zoo.format import Zoo
-from hyperrep.pipeline.tuning import TuningConfig
 
 torch.set_num_threads(1)  # deterministic and fair when other jobs share the 2 cores
 

@@ -274,7 +274,7 @@ def budget_markdown(table: pd.DataFrame, differences: pd.DataFrame) -> str:
     lines += ["", "| comparison | budget | epoch | Δ difference, pp [95 % CI] | verdict |", "|---|---|---|---|---|"]
     for _, r in differences.iterrows():
         low, high = r["difference_lo"], r["difference_hi"]
-        verdict = ("a ahead" if low > 0 else "b ahead" if high < 0 else "not distinguishable") if np.isfinite(low) else "–"
-        verdict = verdict.replace("a ahead", f"{r['a']} ahead").replace("b ahead", f"{r['b']} ahead")
+        verdict = ("–" if not np.isfinite(low) else f"{r['a']} ahead" if low > 0 else f"{r['b']} ahead" if high < 0
+                   else "not distinguishable")
         lines.append(f"| {r['comparison']} | {r['budget']} | {r['epoch']} | {points(r['difference'])} [{points(low)}, {points(high)}] | {verdict} |")
     return "\n".join(lines)
